@@ -1,0 +1,185 @@
+"""Read a dataset in CelebA's published layout: real CelebA, a sample of it, or faceprobe's synthetic faces.
+
+The layout is ``img_align_celeba/`` beside three text files: ``list_attr_celeba.txt`` (a count, the attribute
+names, then one row of -1/1 values per image), ``identity_CelebA.txt`` and ``list_eval_partition.txt`` (one
+``image value`` pair per line). pandas parses them, so the 202,599 rows of CelebA load in well under a
+second; when something is off, the file is scanned line by line so the error can name the line to fix.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+import numpy as np
+import pandas as pd
+
+from faceprobe.errors import DataError
+
+__all__ = ["ATTRIBUTE_FILE", "IDENTITY_FILE", "IMAGE_DIR", "PARTITION_FILE", "CelebA", "load_celeba"]
+
+IMAGE_DIR = "img_align_celeba"
+ATTRIBUTE_FILE = "list_attr_celeba.txt"
+IDENTITY_FILE = "identity_CelebA.txt"
+PARTITION_FILE = "list_eval_partition.txt"
+
+_LAYOUT = f"{IMAGE_DIR}/, {ATTRIBUTE_FILE}, {IDENTITY_FILE}, {PARTITION_FILE}"
+
+
+@dataclass(frozen=True)
+class CelebA:
+    """A dataset in CelebA's layout, all tables indexed by image file name (``'000001.jpg'``).
+
+    ``attributes`` holds 0/1 ``int8`` labels and may cover only some images (as in a sample of CelebA);
+    ``identities`` and ``partitions`` (0 train, 1 val, 2 test) cover every image listed.
+    """
+
+    root: Path
+    image_dir: Path
+    attributes: pd.DataFrame
+    identities: pd.Series
+    partitions: pd.Series
+
+    @property
+    def attribute_names(self) -> list[str]:
+        return list(self.attributes.columns)
+
+    def image_path(self, image_id: str) -> Path:
+        return self.image_dir / image_id
+
+
+def load_celeba(root: str | Path) -> CelebA:
+    """Load the labels of the CelebA-layout dataset in ``root``; images are read later, by path."""
+    root = Path(root)
+    image_dir = root / IMAGE_DIR
+    for path in (image_dir, root / ATTRIBUTE_FILE, root / IDENTITY_FILE, root / PARTITION_FILE):
+        if not path.exists():
+            raise DataError(f"{path} not found; {root} must be in CelebA's published layout ({_LAYOUT})")
+    attributes = _read_attributes(root / ATTRIBUTE_FILE)
+    images, identities = _read_rows(root / IDENTITY_FILE, 0, 1)
+    partition_images, partitions = _read_rows(root / PARTITION_FILE, 0, 1)
+    _check_values(root / PARTITION_FILE, 0, partitions, ["partition"], (0, 1, 2), "0, 1 or 2")
+    _require_listed(root / ATTRIBUTE_FILE, attributes.index, root / IDENTITY_FILE, images)
+    _require_listed(root / IDENTITY_FILE, images, root / PARTITION_FILE, partition_images)
+    return CelebA(
+        root,
+        image_dir,
+        attributes,
+        pd.Series(identities[:, 0], index=images, name="identity"),
+        pd.Series(partitions[:, 0].astype(np.int8), index=partition_images, name="partition"),
+    )
+
+
+def _read_attributes(path: Path) -> pd.DataFrame:
+    with open(path) as f:
+        count, header = f.readline(), f.readline()
+    if not count.strip().isdigit():
+        raise DataError(
+            f"{path}:1: expected the number of images, found {count.strip()[:40]!r}; "
+            "the file must start with CelebA's two header lines"
+        )
+    names = header.split()
+    if not names or any(name.lstrip("-").isdigit() or name.endswith(".jpg") for name in names):
+        raise DataError(
+            f"{path}:2: expected the attribute names, found {header.strip()[:40]!r}; "
+            "the file must start with CelebA's two header lines"
+        )
+    if len(set(names)) != len(names):
+        twice = next(name for name in names if names.count(name) > 1)
+        raise DataError(f"{path}:2: attribute {twice} is named twice; each column needs its own name")
+    # The first line's count is not checked against the rows: samples of CelebA keep the published count.
+    images, values = _read_rows(path, 2, len(names))
+    if (values == -1).any():
+        _check_values(path, 2, values, names, (-1, 1), "-1 or 1")
+    else:
+        _check_values(path, 2, values, names, (0, 1), "-1/1 or 0/1")
+    return pd.DataFrame((values > 0).astype(np.int8), index=images, columns=names)
+
+
+def _read_rows(path: Path, header_lines: int, n_values: int) -> tuple[pd.Index, np.ndarray]:
+    """The image names and integer values of the rows ``image value ...`` after ``header_lines`` lines."""
+    columns = list(range(1, n_values + 1))
+    try:
+        frame = pd.read_csv(
+            path,
+            sep=r"\s+",
+            header=None,
+            skiprows=header_lines,
+            names=[0, *columns],
+            dtype={0: str},
+            engine="c",
+        )
+    except ValueError:  # pandas' ParserError, or undecodable bytes
+        _raise_at_bad_line(path, header_lines, n_values)
+    # A first row with extra fields turns into an index; short rows give NaN (float); text gives strings.
+    well_formed = isinstance(frame.index, pd.RangeIndex) and all(
+        pd.api.types.is_integer_dtype(frame[column]) for column in columns
+    )
+    if len(frame) and not well_formed:
+        _raise_at_bad_line(path, header_lines, n_values)
+    images = pd.Index(frame[0], name="image")
+    if not images.is_unique:
+        row = int(np.argmax(images.duplicated()))
+        raise DataError(
+            f"{path}:{_line_of_row(path, header_lines, row)}: image {images[row]} is listed twice; "
+            "keep one line per image"
+        )
+    return images, frame[columns].to_numpy(dtype=np.int64)
+
+
+def _data_lines(path: Path, header_lines: int) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of each non-blank line after the header, numbered as an editor does."""
+    with open(path, errors="replace") as f:
+        for number, line in enumerate(f, start=1):
+            if number > header_lines and line.strip():
+                yield number, line.split()
+
+
+def _raise_at_bad_line(path: Path, header_lines: int, n_values: int) -> NoReturn:
+    for number, fields in _data_lines(path, header_lines):
+        if len(fields) != n_values + 1:
+            cut = " (the row is truncated)" if len(fields) < n_values + 1 else ""
+            raise DataError(
+                f"{path}:{number}: expected an image name and {n_values} values, found "
+                f"{len(fields) - 1}{cut}; fix or remove the line, or re-download the file"
+            )
+        bad = next((field for field in fields[1:] if not field.lstrip("-").isdigit()), None)
+        if bad is not None:
+            raise DataError(f"{path}:{number}: {bad[:20]!r} is not an integer; fix or remove the line")
+    raise DataError(f"{path}: cannot be parsed as CelebA rows of 'image value ...'; check the file's format")
+
+
+def _line_of_row(path: Path, header_lines: int, row: int) -> int:
+    return next(itertools.islice(_data_lines(path, header_lines), row, None))[0]
+
+
+def _check_values(
+    path: Path,
+    header_lines: int,
+    values: np.ndarray,
+    columns: Sequence[str],
+    allowed: Sequence[int],
+    what: str,
+) -> None:
+    bad = np.ones(values.shape, dtype=bool)
+    for value in allowed:
+        bad &= values != value
+    if bad.any():
+        row, column = np.argwhere(bad)[0]
+        raise DataError(
+            f"{path}:{_line_of_row(path, header_lines, int(row))}: {columns[column]} is "
+            f"{values[row, column]}, but must be {what}; fix the value"
+        )
+
+
+def _require_listed(path: Path, images: pd.Index, other_path: Path, other: pd.Index) -> None:
+    missing = images.difference(other)
+    if len(missing):
+        more = f" and {len(missing) - 1} more images" if len(missing) > 1 else ""
+        raise DataError(
+            f"{path} lists {missing[0]}{more} that {other_path.name} lacks; "
+            "both files must come from the same dataset"
+        )

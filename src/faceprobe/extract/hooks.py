@@ -1,0 +1,314 @@
+"""Record what chosen layers of a network output, as one n x features matrix per layer.
+
+A probe reads a layer as a matrix whose rows are images and whose columns are that layer's neurons (its
+output flattened in C, H, W order). Forward hooks give every layer of any ``nn.Module`` in one forward pass
+per batch, without editing or tracing the model, so the same code serves SmallFaceNet and torchvision's
+networks.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import DTypeLike
+from torch import nn
+from torch.utils.data import DataLoader, IterableDataset
+from torchvision.models import resnet
+from torchvision.ops.misc import Conv2dNormActivation
+
+from faceprobe.errors import FaceprobeError
+from faceprobe.models.small import BasicBlock, EmbeddingHead, ResidualBranch
+
+__all__ = ["LayerInfo", "block_layers", "capture", "describe_layers", "extract"]
+
+#: Layer kinds by module type, first match wins.
+_KINDS: tuple[tuple[tuple[type[nn.Module], ...], str], ...] = (
+    ((BasicBlock, resnet.BasicBlock, resnet.Bottleneck), "block"),
+    ((ResidualBranch,), "residual"),
+    ((EmbeddingHead,), "embedding"),
+    ((nn.Conv1d, nn.Conv2d, nn.Conv3d, Conv2dNormActivation), "conv"),
+    ((nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm), "bn"),
+    ((nn.ReLU, nn.ReLU6), "relu"),
+    ((nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d), "pool"),
+    ((nn.Linear,), "fc"),
+)
+#: Blocks whose residual branch ends in a child module rather than in a module of its own.
+_RESIDUAL_ENDS: dict[type[nn.Module], str] = {resnet.BasicBlock: "bn2", resnet.Bottleneck: "bn3"}
+#: Pure containers: block_layers lists what they hold instead of them.
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One probe-able layer: a module of the network and the shape of its output for one image.
+
+    ``kind`` is one of "conv", "bn", "relu", "block" (post-skip output of a residual block), "residual"
+    (residual branch before the add), "pool", "fc", "embedding", "other".
+    """
+
+    name: str
+    depth: int
+    kind: str
+    shape: tuple[int, ...]
+
+    @property
+    def features(self) -> int:
+        """Columns of this layer's activation matrix."""
+        return math.prod(self.shape)
+
+
+def _layer_kind(model: nn.Module, name: str) -> str:
+    module = model.get_submodule(name)
+    parent, _, child = name.rpartition(".")
+    if _RESIDUAL_ENDS.get(type(model.get_submodule(parent))) == child:
+        return "residual"
+    return next((kind for types, kind in _KINDS if isinstance(module, types)), "other")
+
+
+def _resolve(model: nn.Module, layers: Iterable[str]) -> dict[str, nn.Module]:
+    modules = dict(model.named_modules())
+    resolved = {}
+    for name in layers:
+        if name not in modules:
+            close = difflib.get_close_matches(name, [m for m in modules if m], n=3, cutoff=0.5)
+            hint = f"did you mean {', '.join(map(repr, close))}?" if close else "see block_layers()"
+            raise FaceprobeError(f"the model has no layer {name!r}; {hint}")
+        resolved[name] = modules[name]
+    return resolved
+
+
+class capture:
+    """Forward hooks on the named modules of ``model``, removed on exit even when the forward raised.
+
+    Each hooked module's output is passed to ``fn(name, output)`` as the module returns it; ``fn`` must copy
+    what it keeps, since a following in-place operation (an in-place ReLU, ``out += identity``) overwrites
+    it. Without ``fn``, a detached copy of each layer's latest output is kept in :attr:`outputs`::
+
+        with capture(model, ["backbone.stage1.0"]) as cap:
+            model(x)
+        cap.outputs["backbone.stage1.0"]
+
+    Raises:
+        FaceprobeError: a name is not a module of ``model`` (the message suggests the closest names).
+    """
+
+    def __init__(
+        self, model: nn.Module, layers: Iterable[str], fn: Callable[[str, Any], None] | None = None
+    ) -> None:
+        self._modules = _resolve(model, layers)
+        self._fn = fn if fn is not None else self._keep
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self.outputs: dict[str, torch.Tensor] = {}
+
+    def _keep(self, name: str, output: Any) -> None:
+        self.outputs[name] = _tensor(name, output).detach().clone()
+
+    def _hook(self, name: str) -> Callable[[nn.Module, Any, Any], None]:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            self._fn(name, output)
+
+        return hook
+
+    def __enter__(self) -> capture:
+        self._handles = [module.register_forward_hook(self._hook(n)) for n, module in self._modules.items()]
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+def _tensor(name: str, output: Any) -> torch.Tensor:
+    if not isinstance(output, torch.Tensor):
+        raise FaceprobeError(
+            f"layer {name!r} outputs a {type(output).__name__} and not a tensor; pick another module"
+        )
+    return output
+
+
+@contextmanager
+def _evaluating(model: nn.Module) -> Iterator[None]:
+    """Eval mode (BatchNorm uses its running statistics) for the duration, each module's own mode restored."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def _trace(model: nn.Module, example: torch.Tensor, names: Sequence[str]) -> dict[str, list[Any]]:
+    """``name -> outputs`` of one dry forward, in the order they came; modules that never ran are absent."""
+    calls: dict[str, list[Any]] = {}
+
+    def record(name: str, output: Any) -> None:
+        calls.setdefault(name, []).append(output)
+
+    with _evaluating(model), torch.inference_mode(), capture(model, names, record):
+        model(example)
+    return calls
+
+
+def _infos(model: nn.Module, outputs: dict[str, torch.Tensor]) -> list[LayerInfo]:
+    return [
+        LayerInfo(name, depth, _layer_kind(model, name), tuple(out.shape[1:]))
+        for depth, (name, out) in enumerate(outputs.items())
+    ]
+
+
+def block_layers(model: nn.Module, example: torch.Tensor) -> list[LayerInfo]:
+    """The default layers to probe: every block output of ``model``, in the order the forward produces them.
+
+    A block is a module kept whole: the model's children are expanded, and so, recursively, are plain
+    ``nn.Sequential`` / ``nn.ModuleList`` / ``nn.ModuleDict`` containers (not their subclasses); the first
+    other module on each path is a block. One dry forward of ``example`` (a batch on the model's device, run
+    in eval mode without gradients) orders them; blocks that never run, run more than once (a shared module
+    has no single output) or return something other than a tensor are left out.
+    """
+    blocks: list[str] = []
+
+    def expand(prefix: str, module: nn.Module) -> None:
+        for child_name, child in module.named_children():
+            name = prefix + child_name
+            if type(child) in _CONTAINERS:
+                expand(name + ".", child)
+            else:
+                blocks.append(name)
+
+    expand("", model)
+    calls = _trace(model, example, blocks)
+    single = {n: outs[0] for n, outs in calls.items() if len(outs) == 1 and isinstance(outs[0], torch.Tensor)}
+    return _infos(model, single)
+
+
+def describe_layers(model: nn.Module, example: torch.Tensor, layers: Sequence[str]) -> list[LayerInfo]:
+    """:class:`LayerInfo` for the named layers, in the order one dry forward of ``example`` produces them.
+
+    Raises:
+        FaceprobeError: a layer is unknown, never runs, runs more than once or does not return a tensor.
+    """
+    calls = _trace(model, example, layers)
+    outputs = {}
+    for name, outs in calls.items():
+        if len(outs) > 1:
+            raise _shared_module_error(name)
+        outputs[name] = _tensor(name, outs[0])
+    if missing := [name for name in layers if name not in calls]:
+        raise _not_run_error(missing)
+    return _infos(model, outputs)
+
+
+def _shared_module_error(name: str) -> FaceprobeError:
+    return FaceprobeError(
+        f"layer {name!r} runs more than once per forward (a shared module), so it has no single output;"
+        " pick a module that runs once, e.g. its parent block"
+    )
+
+
+def _not_run_error(names: Sequence[str]) -> FaceprobeError:
+    return FaceprobeError(
+        f"layer(s) {', '.join(map(repr, names))} never run in the model's forward; pick layers it calls"
+        " (see block_layers())"
+    )
+
+
+def _inputs(batch: Any) -> torch.Tensor:
+    """The images of a batch that is a tensor or an ``(images, targets, ...)`` tuple."""
+    return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+def _sized(images: Any) -> tuple[Iterable[Any], int]:
+    """The batches and (an upper bound on) the number of images they hold, without loading a DataLoader."""
+    if isinstance(images, torch.Tensor):
+        return [images], len(images)
+    if isinstance(images, DataLoader) and not isinstance(images.dataset, IterableDataset):
+        return images, len(images.dataset)  # type: ignore[arg-type]
+    batches = images if isinstance(images, Sequence) else list(images)
+    return batches, sum(len(_inputs(batch)) for batch in batches)
+
+
+class _Recorder:
+    """The hook sink of :func:`extract`: copies each layer's output into rows of its preallocated array."""
+
+    def __init__(self, names: Sequence[str], capacity: int, dtype: np.dtype) -> None:
+        self.names = names
+        self.capacity = capacity
+        self.dtype = dtype
+        self.arrays: dict[str, np.ndarray] = {}
+        self.rows = slice(0, 0)
+        self.seen: set[str] = set()
+
+    def start(self, n: int) -> None:
+        if self.rows.stop + n > self.capacity:
+            raise FaceprobeError(
+                f"the loader yields more than the {self.capacity} images its dataset holds (a sampler with"
+                " replacement?); give each image once"
+            )
+        self.rows = slice(self.rows.stop, self.rows.stop + n)
+        self.seen.clear()
+
+    def __call__(self, name: str, output: Any) -> None:
+        if name in self.seen:
+            raise _shared_module_error(name)
+        self.seen.add(name)
+        flat = _tensor(name, output).detach().flatten(1)
+        if name not in self.arrays:
+            self.arrays[name] = np.empty((self.capacity, flat.shape[1]), self.dtype)
+        # copy_ converts dtype and device in one step, straight into the array: no intermediate copy.
+        torch.from_numpy(self.arrays[name][self.rows]).copy_(flat)
+
+    def finish(self) -> None:
+        if missing := [name for name in self.names if name not in self.seen]:
+            raise _not_run_error(missing)
+
+
+def extract(
+    model: nn.Module,
+    images: DataLoader | Iterable[Any] | torch.Tensor,
+    layers: Sequence[str],
+    dtype: DTypeLike = np.float32,
+    device: str | torch.device = "cpu",
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """The outputs of ``layers`` for every image, one ``n x features`` array per layer name.
+
+    Each batch goes through one forward pass (eval mode, ``torch.inference_mode``); forward hooks copy each
+    layer's output, flattened in C, H, W order, into a preallocated array of ``dtype``, so only one copy of
+    the activations is ever held. ``images`` is a DataLoader, any iterable of batches, or one batch; a batch
+    is a tensor or an ``(images, targets)`` tuple. ``model`` is moved to ``device``; its train/eval modes are
+    kept. ``progress(k)`` is called after each batch with the number of images it held.
+
+    Raises:
+        FaceprobeError: a layer name is unknown (closest names suggested), a layer runs more than once or not
+            at all per forward, or there are no images.
+    """
+    names = list(dict.fromkeys(layers))
+    if not names:
+        raise FaceprobeError("no layers to extract; name at least one (see block_layers())")
+    batches, capacity = _sized(images)
+    recorder = _Recorder(names, capacity, np.dtype(dtype))
+    model.to(device)
+    with _evaluating(model), torch.inference_mode(), capture(model, names, recorder):
+        for batch in batches:
+            x = _inputs(batch)
+            recorder.start(len(x))
+            model(x.to(device))
+            recorder.finish()
+            if progress is not None:
+                progress(len(x))
+    done = recorder.rows.stop
+    if done == 0:
+        raise FaceprobeError("no images to extract activations from; check the dataset is not empty")
+    return {name: a if done == capacity else a[:done].copy() for name, a in recorder.arrays.items()}

@@ -1,0 +1,78 @@
+"""Layer probing rows, the results table and the depth figure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from faceprobe.results import RESULT_COLUMNS, STABLE_COLUMNS, read_results, to_frame, write_results
+from faceprobe.studies.layerwise import AttributeRows, probe_layer
+
+
+def _layer_with_channel_signal(n=600, shape=(6, 4, 4), seed=0):
+    """Channel 3 lights up for attribute A; nothing encodes the random control."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 2, n)
+    control = rng.integers(0, 2, n)
+    X = np.maximum(rng.normal(size=(n, *shape)), 0).astype(np.float32)
+    X[:, 3] += 1.5 * a[:, None, None]
+    idx = np.arange(n)
+    rows = {
+        name: AttributeRows(train=idx[:300], val=idx[300:], y_train=y[:300], y_val=y[300:])
+        for name, y in (("A", a), ("Control_Random", control))
+    }
+    return X.reshape(n, -1), shape, rows
+
+
+def test_probe_layer_finds_the_channel_and_leaves_the_control_at_chance():
+    X, shape, rows = _layer_with_channel_signal()
+    out = pd.DataFrame(probe_layer(X, shape, rows, k=2))
+    assert len(out) == 6
+    a = out[out.attribute == "A"].set_index("representation")["accuracy"]
+    assert a["layer"] > 0.95 and a["channels"] > 0.95 and a["neurons"] > 0.85
+    control = out[out.attribute == "Control_Random"]["accuracy"]
+    assert control.between(0.38, 0.62).all()
+    assert set(out["k"]) == {0, 2}
+    assert (out["n_train"] == 300).all() and (out["n_eval"] == 300).all()
+
+
+def test_constant_layer_gives_nan_rows_with_the_reason():
+    _, shape, rows = _layer_with_channel_signal()
+    X = np.zeros((600, int(np.prod(shape))), dtype=np.float32)
+    out = pd.DataFrame(probe_layer(X, shape, rows))
+    assert out["accuracy"].isna().all()
+    assert out["note"].str.contains("constant layer").all()
+
+
+def test_results_round_trip_with_the_stable_columns(tmp_path):
+    X, shape, rows = _layer_with_channel_signal()
+    raw = [
+        {"model": "m", "layer": "l", "depth": 0, "n_features": X.shape[1], **r}
+        for r in probe_layer(X, shape, rows)
+    ]
+    path = write_results(raw, tmp_path / "results.parquet")
+    back = read_results(path)
+    assert list(back.columns) == list(RESULT_COLUMNS)
+    assert set(STABLE_COLUMNS) <= set(back.columns)
+    pd.testing.assert_frame_equal(back, to_frame(raw))
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_rows_missing_a_stable_column_are_refused():
+    with pytest.raises(KeyError, match="accuracy"):
+        to_frame([{c: 0 for c in STABLE_COLUMNS if c != "accuracy"}])
+
+
+def test_depth_figure_is_written(tmp_path):
+    from faceprobe.report.figures import plot_depth_curves
+
+    X, shape, rows = _layer_with_channel_signal()
+    raw = []
+    for depth in range(3):
+        raw += [
+            {"model": "m", "layer": f"l{depth}", "depth": depth, **r} for r in probe_layer(X, shape, rows)
+        ]
+    path = plot_depth_curves(to_frame(raw), tmp_path / "fig.png", title="t")
+    assert path.stat().st_size > 10_000
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
