@@ -1,9 +1,20 @@
 """Result tables: tidy rows written as Parquet, atomically.
 
-``results.parquet`` holds one row per (model, layer, attribute, representation, unit, split). Its columns are
-a stable interface (scripts outside faceprobe read them): model, layer, depth, attribute, representation
-(``layer``, ``channels``, ``neurons``, ``channel``, ``neuron``), k, split, accuracy, n_train, n_eval; plus
-unit (the channel or neuron index for single-unit rows, -1 otherwise), n_features and note.
+A run writes four tables into its folder (each a Parquet file, or a folder of Parquet part files):
+
+* ``results.parquet``: one row per (model, layer, attribute, representation, unit, split). Its columns
+  :data:`STABLE_COLUMNS` are a stable interface (scripts outside faceprobe read them): model, layer, depth,
+  attribute, representation (``layer``, ``channels``, ``neurons``, ``channel``, ``neuron``), k, split
+  (``val`` or ``test``), accuracy, n_train, n_eval. More columns: unit (channel or neuron index for
+  single-unit rows, -1 otherwise), n_features, note (why a probe could not run), architecture, weights
+  (origin: ``random``, ``imagenet``, ``checkpoint:...``), seed, kind (layer kind: conv, bn, relu, block,
+  residual, pool, fc, embedding, other).
+* ``vip_study.parquet``: the VIP study (thesis Fig. 5.9): per (model, layer, attribute), neurons sampled
+  uniformly over the VIP range, each with its VIP, its single-neuron validation accuracy and its mean
+  activation on positive samples.
+* ``ablation.parquet``: the ablation study (thesis Table 5.4): the top ``fraction`` of VIP neurons of
+  ``ablated_layer`` zeroed, and the accuracy of each later layer's probes against the unablated baseline.
+* ``baseline.parquet``: the supervised multitask network's accuracy per attribute (the ceiling).
 """
 
 from __future__ import annotations
@@ -15,9 +26,19 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["RESULT_COLUMNS", "STABLE_COLUMNS", "read_results", "to_frame", "write_results"]
+__all__ = [
+    "ABLATION_COLUMNS",
+    "BASELINE_COLUMNS",
+    "RESULT_COLUMNS",
+    "STABLE_COLUMNS",
+    "TABLES",
+    "VIP_STUDY_COLUMNS",
+    "read_results",
+    "to_frame",
+    "write_results",
+]
 
-#: The columns scripts outside faceprobe rely on; never renamed (add new ones freely).
+#: The columns of results.parquet that scripts outside faceprobe rely on; never renamed (add new ones freely).
 STABLE_COLUMNS = (
     "model",
     "layer",
@@ -45,20 +66,75 @@ RESULT_COLUMNS: dict[str, str] = {
     "n_eval": "int32",
     "n_features": "int64",
     "note": "string",
+    "architecture": "string",
+    "weights": "string",
+    "seed": "int64",
+    "kind": "string",
 }
-_DEFAULTS = {"unit": -1, "n_features": -1, "note": ""}
+
+VIP_STUDY_COLUMNS: dict[str, str] = {
+    "model": "string",
+    "layer": "string",
+    "depth": "int32",
+    "attribute": "string",
+    "neuron": "int64",
+    "vip": "float64",
+    "accuracy": "float64",
+    "mean_positive": "float64",
+    "n_train": "int32",
+    "n_eval": "int32",
+}
+
+ABLATION_COLUMNS: dict[str, str] = {
+    "model": "string",
+    "ablated_layer": "string",
+    "ablated_depth": "int32",
+    "fraction": "float64",
+    "n_ablated": "int64",
+    "attribute": "string",
+    "layer": "string",
+    "depth": "int32",
+    "representation": "string",
+    "accuracy": "float64",
+    "baseline_accuracy": "float64",
+    "drop": "float64",
+}
+
+BASELINE_COLUMNS: dict[str, str] = {
+    "attribute": "string",
+    "accuracy": "float64",
+    "split": "string",
+    "source": "string",
+}
+
+TABLES: dict[str, dict[str, str]] = {
+    "results": RESULT_COLUMNS,
+    "vip_study": VIP_STUDY_COLUMNS,
+    "ablation": ABLATION_COLUMNS,
+    "baseline": BASELINE_COLUMNS,
+}
+_DEFAULTS = {
+    "unit": -1,
+    "n_features": -1,
+    "note": "",
+    "architecture": "",
+    "weights": "",
+    "seed": 0,
+    "kind": "",
+}
 
 
-def to_frame(rows: Iterable[dict]) -> pd.DataFrame:
-    """Rows (dicts) as a DataFrame with exactly the result columns, in order, with their dtypes."""
+def to_frame(rows: Iterable[dict], table: str = "results") -> pd.DataFrame:
+    """Rows (dicts) as a DataFrame with exactly the table's columns, in order, with their dtypes."""
+    columns = TABLES[table]
     frame = pd.DataFrame(list(rows))
     for column, default in _DEFAULTS.items():
-        if column not in frame:
+        if column in columns and column not in frame:
             frame[column] = default
-    missing = [c for c in RESULT_COLUMNS if c not in frame]
+    missing = [c for c in columns if c not in frame]
     if missing:
-        raise KeyError(f"result rows lack columns {missing}")
-    return frame[list(RESULT_COLUMNS)].astype(RESULT_COLUMNS)
+        raise KeyError(f"{table} rows lack columns {missing}")
+    return frame[list(columns)].astype(columns)
 
 
 def write_results(rows: Iterable[dict] | pd.DataFrame, path: str | Path) -> Path:
