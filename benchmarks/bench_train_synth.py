@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
@@ -24,16 +23,7 @@ from PIL import Image
 from faceprobe.data import FaceImages, eval_transform, generate, load_celeba
 from faceprobe.models import SmallFaceNet
 from faceprobe.train import train_recognition, train_transform
-
-
-def held_out_split(identities: pd.Series, fraction: float, seed: int) -> tuple[pd.Series, pd.Series]:
-    """Hold out ``fraction`` of each identity's images, so every test identity is also a training one."""
-    rng = np.random.default_rng(seed)
-    test = []
-    for _, images in identities.groupby(identities):
-        test += list(rng.choice(images.index, size=round(fraction * len(images)), replace=False))
-    is_test = identities.index.isin(test)
-    return identities[~is_test], identities[is_test]
+from faceprobe.train.data import held_out_split
 
 
 def images(classes: pd.Series, root: Path, transform: Callable[[Image.Image], torch.Tensor]) -> FaceImages:

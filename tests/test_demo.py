@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -11,17 +12,43 @@ import pytest
 
 from faceprobe.results import RESULT_COLUMNS, STABLE_COLUMNS
 
+# Loaded into the demo's interpreter through sitecustomize: any attempt to open a network connection is
+# recorded and refused, so the test proves the demo runs offline.
+_NO_NETWORK = """
+import socket
+
+_LOG = {log!r}
+
+
+def _refuse(*args, **kwargs):
+    with open(_LOG, "a") as f:
+        f.write(repr(args[1:] if args else kwargs) + "\\n")
+    raise OSError("network access attempted during an offline run")
+
+
+socket.socket.connect = _refuse
+socket.socket.connect_ex = _refuse
+socket.create_connection = _refuse
+"""
+
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
+    guard = tmp_path_factory.mktemp("guard")
+    attempts = guard / "attempts.log"
+    (guard / "sitecustomize.py").write_text(_NO_NETWORK.format(log=str(attempts)))
+    paths = [str(guard), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
     proc = subprocess.run(
         [sys.executable, "-m", "faceprobe.cli", "demo", "--quick", "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=600,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not attempts.exists(), f"the demo tried to reach the network: {attempts.read_text()}"
     return out, proc
 
 

@@ -57,10 +57,10 @@ class DemoConfig:
     @classmethod
     def quick(cls, seed: int = 0) -> DemoConfig:
         return cls(
-            identities=50,
-            images_per_identity=40,
+            identities=60,
+            images_per_identity=50,
             epochs=25,
-            n_train=400,
+            n_train=600,
             n_val=1000,
             seed=seed,
             attributes=(

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from faceprobe import __version__
@@ -83,7 +84,7 @@ def main() -> None:
     try:
         app()
     except FaceprobeError as err:
-        console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("interrupted; finished work is kept, run the same command again to continue")
@@ -92,8 +93,8 @@ def main() -> None:
         if os.environ.get("FACEPROBE_DEBUG"):
             raise
         console.print(
-            f"[red]internal error:[/red] {type(err).__name__}: {err} (a faceprobe bug: please report it; "
-            "set FACEPROBE_DEBUG=1 for the traceback)",
+            f"[red]internal error:[/red] {type(err).__name__}: {escape(str(err))} "
+            "(a faceprobe bug: please report it; set FACEPROBE_DEBUG=1 for the traceback)",
             highlight=False,
             soft_wrap=True,
         )

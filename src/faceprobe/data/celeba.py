@@ -4,12 +4,13 @@ The layout is ``img_align_celeba/`` beside three text files: ``list_attr_celeba.
 names, then one row of -1/1 values per image), ``identity_CelebA.txt`` and ``list_eval_partition.txt`` (one
 ``image value`` pair per line). pandas parses them, so the 202,599 rows of CelebA load in well under a
 second; when something is off, the file is scanned line by line so the error can name the line to fix.
+Kaggle's edition is read too: ``list_attr_celeba.csv`` (-1/1 or 0/1, an ``image_id`` column),
+``list_eval_partition.csv``, no identity file, images nested in ``img_align_celeba/img_align_celeba/``.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -17,16 +18,26 @@ from typing import NoReturn
 import numpy as np
 import pandas as pd
 
+from faceprobe.data.dataset import FaceDataset
+from faceprobe.data.tables import binary_columns, data_lines, line_of_row, read_table, unique_ids
 from faceprobe.errors import DataError
 
-__all__ = ["ATTRIBUTE_FILE", "IDENTITY_FILE", "IMAGE_DIR", "PARTITION_FILE", "CelebA", "load_celeba"]
+__all__ = [
+    "ATTRIBUTE_FILE",
+    "IDENTITY_FILE",
+    "IMAGE_DIR",
+    "PARTITION_FILE",
+    "CelebA",
+    "celeba_dataset",
+    "load_celeba",
+]
 
 IMAGE_DIR = "img_align_celeba"
 ATTRIBUTE_FILE = "list_attr_celeba.txt"
 IDENTITY_FILE = "identity_CelebA.txt"
 PARTITION_FILE = "list_eval_partition.txt"
 
-_LAYOUT = f"{IMAGE_DIR}/, {ATTRIBUTE_FILE}, {IDENTITY_FILE}, {PARTITION_FILE}"
+_LAYOUT = f"{IMAGE_DIR}/, {ATTRIBUTE_FILE}, {IDENTITY_FILE}, {PARTITION_FILE}, or the .csv variants"
 
 
 @dataclass(frozen=True)
@@ -54,23 +65,77 @@ class CelebA:
 def load_celeba(root: str | Path) -> CelebA:
     """Load the labels of the CelebA-layout dataset in ``root``; images are read later, by path."""
     root = Path(root)
-    image_dir = root / IMAGE_DIR
-    for path in (image_dir, root / ATTRIBUTE_FILE, root / IDENTITY_FILE, root / PARTITION_FILE):
-        if not path.exists():
-            raise DataError(f"{path} not found; {root} must be in CelebA's published layout ({_LAYOUT})")
-    attributes = _read_attributes(root / ATTRIBUTE_FILE)
-    images, identities = _read_rows(root / IDENTITY_FILE, 0, 1)
-    partition_images, partitions = _read_rows(root / PARTITION_FILE, 0, 1)
-    _check_values(root / PARTITION_FILE, 0, partitions, ["partition"], (0, 1, 2), "0, 1 or 2")
-    _require_listed(root / ATTRIBUTE_FILE, attributes.index, root / IDENTITY_FILE, images)
-    _require_listed(root / IDENTITY_FILE, images, root / PARTITION_FILE, partition_images)
-    return CelebA(
+    image_dir, attributes, identities, partitions = _read_layout(root, need_identities=True)
+    assert identities is not None  # _read_layout raised otherwise
+    return CelebA(root, image_dir, attributes, identities, partitions)
+
+
+def celeba_dataset(root: str | Path, kind: str = "celeba", skip_bad_images: bool = False) -> FaceDataset:
+    """CelebA (or a sample, or synthetic faces) as a :class:`FaceDataset`; the identity file is optional,
+    as Kaggle's CSV edition lacks it, and every listed image must exist (or is skipped and recorded)."""
+    root = Path(root)
+    image_dir, attributes, identities, partitions = _read_layout(root, need_identities=False)
+    dataset = FaceDataset(
+        kind,
         root,
         image_dir,
-        attributes,
-        pd.Series(identities[:, 0], index=images, name="identity"),
-        pd.Series(partitions[:, 0].astype(np.int8), index=partition_images, name="partition"),
+        partitions.index,
+        attributes=attributes,
+        identities=identities,
+        partitions=partitions,
+        skip_bad_images=skip_bad_images,
     )
+    return dataset.check_files()
+
+
+def _read_layout(root: Path, need_identities: bool) -> tuple[Path, pd.DataFrame, pd.Series | None, pd.Series]:
+    """The image folder and the label tables, each from its .txt file or else its .csv variant."""
+    image_dir = root / IMAGE_DIR
+    if (image_dir / IMAGE_DIR).is_dir():  # Kaggle's edition nests the folder in one of the same name
+        image_dir = image_dir / IMAGE_DIR
+    attribute_path = _either(root, ATTRIBUTE_FILE)
+    partition_path = _either(root, PARTITION_FILE)
+    identity_path = root / IDENTITY_FILE
+    required = [image_dir, attribute_path, partition_path] + ([identity_path] if need_identities else [])
+    for path in required:
+        if not path.exists():
+            raise DataError(f"{path} not found; {root} must be in CelebA's published layout ({_LAYOUT})")
+    if attribute_path.suffix == ".csv":
+        table = read_table(attribute_path)
+        ids = unique_ids(attribute_path, table, table.columns[0])
+        attributes = binary_columns(attribute_path, table.drop(columns=table.columns[0])).set_axis(ids)
+    else:
+        attributes = _read_attributes(attribute_path)
+    if partition_path.suffix == ".csv":
+        table = read_table(partition_path)
+        partition_images = unique_ids(partition_path, table, table.columns[0])
+        column = table.iloc[:, -1]
+        if not column.isin(["0", "1", "2"]).all():
+            row = int(np.argmax(~column.isin(["0", "1", "2"]).to_numpy()))
+            raise DataError(
+                f"{partition_path}:{line_of_row(partition_path, 1, row)}: partition is {column.iloc[row]!r}, "
+                "but must be 0, 1 or 2; fix the value"
+            )
+        values = column.to_numpy(dtype=np.int64)[:, None]
+    else:
+        partition_images, values = _read_rows(partition_path, 0, 1)
+        _check_values(partition_path, 0, values, ["partition"], (0, 1, 2), "0, 1 or 2")
+    partitions = pd.Series(values[:, 0].astype(np.int8), index=partition_images, name="partition")
+    identities = None
+    if identity_path.exists():
+        images, numbers = _read_rows(identity_path, 0, 1)
+        identities = pd.Series(numbers[:, 0], index=images, name="identity")
+        _require_listed(attribute_path, attributes.index, identity_path, images)
+        _require_listed(identity_path, images, partition_path, partition_images)
+    _require_listed(attribute_path, attributes.index, partition_path, partition_images)
+    return image_dir, attributes, identities, partitions
+
+
+def _either(root: Path, name: str) -> Path:
+    """``root / name``, or its .csv variant when only that exists."""
+    path = root / name
+    variant = path.with_suffix(".csv")
+    return variant if not path.exists() and variant.exists() else path
 
 
 def _read_attributes(path: Path) -> pd.DataFrame:
@@ -124,22 +189,14 @@ def _read_rows(path: Path, header_lines: int, n_values: int) -> tuple[pd.Index, 
     if not images.is_unique:
         row = int(np.argmax(images.duplicated()))
         raise DataError(
-            f"{path}:{_line_of_row(path, header_lines, row)}: image {images[row]} is listed twice; "
+            f"{path}:{line_of_row(path, header_lines, row)}: image {images[row]} is listed twice; "
             "keep one line per image"
         )
     return images, frame[columns].to_numpy(dtype=np.int64)
 
 
-def _data_lines(path: Path, header_lines: int) -> Iterator[tuple[int, list[str]]]:
-    """(line number, fields) of each non-blank line after the header, numbered as an editor does."""
-    with open(path, errors="replace") as f:
-        for number, line in enumerate(f, start=1):
-            if number > header_lines and line.strip():
-                yield number, line.split()
-
-
 def _raise_at_bad_line(path: Path, header_lines: int, n_values: int) -> NoReturn:
-    for number, fields in _data_lines(path, header_lines):
+    for number, fields in data_lines(path, header_lines):
         if len(fields) != n_values + 1:
             cut = " (the row is truncated)" if len(fields) < n_values + 1 else ""
             raise DataError(
@@ -150,10 +207,6 @@ def _raise_at_bad_line(path: Path, header_lines: int, n_values: int) -> NoReturn
         if bad is not None:
             raise DataError(f"{path}:{number}: {bad[:20]!r} is not an integer; fix or remove the line")
     raise DataError(f"{path}: cannot be parsed as CelebA rows of 'image value ...'; check the file's format")
-
-
-def _line_of_row(path: Path, header_lines: int, row: int) -> int:
-    return next(itertools.islice(_data_lines(path, header_lines), row, None))[0]
 
 
 def _check_values(
@@ -170,7 +223,7 @@ def _check_values(
     if bad.any():
         row, column = np.argwhere(bad)[0]
         raise DataError(
-            f"{path}:{_line_of_row(path, header_lines, int(row))}: {columns[column]} is "
+            f"{path}:{line_of_row(path, header_lines, int(row))}: {columns[column]} is "
             f"{values[row, column]}, but must be {what}; fix the value"
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,31 +56,35 @@ _TO_TENSOR = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2
 
 
 class FaceImages(Dataset):
-    """Images read from ``paths``, each returned as ``(image, target)``.
+    """Images named by ``images`` (paths, or ids that ``opener`` understands), each as ``(image, target)``.
 
-    ``image`` is what ``transform`` makes of the RGB PIL image (by default a float32 CxHxW tensor in
-    [0, 1]); ``target`` is the int64 row of ``targets`` for that image (a scalar for 1-d targets), or -1
-    without targets, so the same DataLoader code serves labelled and unlabelled images.
+    ``opener`` turns an entry of ``images`` into an RGB PIL image (by default :func:`load_image` of a path;
+    ``FaceDataset.open_image`` reads ids and applies VGGFace2's crops). ``image`` is what ``transform`` makes
+    of it (by default a float32 CxHxW tensor in [0, 1]); ``target`` is the int64 row of ``targets`` for that
+    image (a scalar for 1-d targets), or -1 without targets, so the same DataLoader code serves labelled and
+    unlabelled images.
     """
 
     def __init__(
         self,
-        paths: Sequence[str | Path],
+        images: Sequence[str | Path],
         targets: np.ndarray | None = None,
         transform: Callable[[Image.Image], torch.Tensor] | None = None,
+        opener: Callable[[Any], Image.Image] = load_image,
     ) -> None:
-        self.paths = [Path(path) for path in paths]
+        self.images = list(images)
         if targets is not None:
             targets = np.asarray(targets, dtype=np.int64)
-            if len(targets) != len(self.paths):
-                raise ValueError(f"{len(targets)} targets for {len(self.paths)} images; give one per image")
+            if len(targets) != len(self.images):
+                raise ValueError(f"{len(targets)} targets for {len(self.images)} images; give one per image")
         self.targets = targets
         self.transform = _TO_TENSOR if transform is None else transform
+        self.opener = opener
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.transform(load_image(self.paths[index]))
+        image = self.transform(self.opener(self.images[index]))
         target = -1 if self.targets is None else self.targets[index]
         return image, torch.as_tensor(target, dtype=torch.int64)

@@ -4,17 +4,29 @@ A layer output is too large to fit a probe on a whole dataset, and one fixed sub
 most attributes, so every attribute gets its own balanced draw from the pool (CelebA's train + val splits);
 the test split stays untouched for the final table. Draws become row sets of one union matrix, so each image
 goes through the network once however many attributes use it.
+
+:func:`sample_protocol` applies the whole protocol to a :class:`~faceprobe.data.dataset.FaceDataset`: it
+draws, decodes the images drawn (so a corrupt one fails before any forward pass, or is skipped and the draws
+are taken again without it), and returns a :class:`Protocol` that the run saves with its results.
 """
 
 from __future__ import annotations
 
+import difflib
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["Draw", "balanced_draws", "union_ids"]
+from faceprobe.data.dataset import BadImage, FaceDataset
+from faceprobe.errors import DataError, FaceprobeError
+
+__all__ = ["Draw", "Protocol", "attribute_labels", "balanced_draws", "sample_protocol", "union_ids"]
+
+SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -66,3 +78,117 @@ def union_ids(draws: dict[str, Draw], extra: tuple[str, ...] = ()) -> list[str]:
         ids.update(draw.train)
         ids.update(draw.val)
     return sorted(ids)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The images of one run: each attribute's balanced draw from the pool, and the shared test images.
+
+    ``skipped`` lists the images left out as bad (missing or undecodable) when the dataset was read with
+    ``skip_bad_images``; the draws and ``test_ids`` never include them.
+    """
+
+    draws: dict[str, Draw]
+    test_ids: tuple[str, ...]
+    n_train: int
+    n_val: int
+    seed: int
+    skipped: tuple[BadImage, ...] = ()
+
+    @property
+    def attributes(self) -> tuple[str, ...]:
+        return tuple(self.draws)
+
+    @property
+    def shortened(self) -> dict[str, tuple[int, int]]:
+        """The attributes whose draw is smaller than requested, with the (train, val) sizes drawn."""
+        return {a: (len(d.train), len(d.val)) for a, d in self.draws.items() if d.shortened}
+
+    def union(self) -> list[str]:
+        """Sorted ids of every image the run uses, each once: extract these, then select rows per draw."""
+        return union_ids(self.draws, self.test_ids)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per (attribute, split, image_id), to save with the run. Every attribute is tested on the
+        same images, so test rows appear once, with a missing attribute."""
+        rows = [
+            (attribute, split, image_id)
+            for attribute, draw in self.draws.items()
+            for split, ids in (("train", draw.train), ("val", draw.val))
+            for image_id in ids
+        ]
+        rows.extend((None, "test", image_id) for image_id in self.test_ids)
+        frame = pd.DataFrame(rows, columns=["attribute", "split", "image_id"])
+        return frame.astype(
+            {
+                "attribute": pd.CategoricalDtype(list(self.draws)),
+                "split": pd.CategoricalDtype(list(SPLITS), ordered=True),
+                "image_id": str,
+            }
+        )
+
+
+def sample_protocol(
+    dataset: FaceDataset,
+    attributes: Sequence[str] | Literal["all"] = "all",
+    n_train: int = 2048,
+    n_val: int = 6144,
+    n_test: int | None = None,
+    seed: int = 0,
+    scan: bool = True,
+    workers: int | None = None,
+) -> Protocol:
+    """The thesis's protocol on ``dataset``: per attribute a seeded balanced draw of ``n_train`` + ``n_val``
+    images from the pool (partitions 0 and 1; every labelled image when there are no partitions), and the
+    labelled test images (partition 2; all of them, or a seeded subset of ``n_test``), never drawn from.
+
+    With ``scan`` the images used are decoded first (see :meth:`FaceDataset.scan`); bad ones raise, or with
+    ``skip_bad_images`` are left out and everything is drawn again without them, so a run never meets them.
+    """
+    if min(n_train, n_val) < 1 or (n_test is not None and n_test < 0):
+        raise FaceprobeError(
+            f"draw sizes must be positive and n_test at least 0; got n_train {n_train}, n_val {n_val}, "
+            f"n_test {n_test}"
+        )
+    labels = attribute_labels(dataset, attributes)
+    partitions = (
+        pd.Series(0, index=labels.index)
+        if dataset.partitions is None
+        else dataset.partitions.reindex(labels.index)
+    )
+    while True:
+        bad = pd.Index([b.image_id for b in dataset.skipped])
+        usable = ~labels.index.isin(bad)
+        draws = balanced_draws(labels[usable & partitions.isin([0, 1]).to_numpy()], n_train, n_val, seed)
+        test = labels.index[usable & (partitions == 2).to_numpy()]
+        if n_test is not None and n_test < len(test):
+            rng = np.random.default_rng([seed, zlib.crc32(b"test")])
+            test = test[rng.choice(len(test), n_test, replace=False)]
+        test_ids = tuple(sorted(test))
+        before = len(dataset.skipped)
+        if scan:
+            dataset = dataset.scan(union_ids(draws, test_ids), workers)
+        if len(dataset.skipped) == before:
+            return Protocol(draws, test_ids, n_train, n_val, seed, dataset.skipped)
+
+
+def attribute_labels(dataset: FaceDataset, attributes: Sequence[str] | Literal["all"]) -> pd.DataFrame:
+    """The 0/1 labels of the chosen attributes; an unknown name raises with the closest known names."""
+    if dataset.attributes is None:
+        raise DataError(
+            f"{dataset.root}: a {dataset.kind} dataset has no attribute labels; "
+            "probe attributes on celeba, synthetic or folder data"
+        )
+    if attributes == "all":
+        return dataset.attributes
+    if isinstance(attributes, str):
+        attributes = [attributes]
+    names = list(dataset.attributes.columns)
+    for attribute in attributes:
+        if attribute not in names:
+            close = difflib.get_close_matches(attribute, names, n=3)
+            hint = f"did you mean {' or '.join(close)}? " if close else ""
+            raise DataError(
+                f"{dataset.root}: no attribute {attribute!r}; {hint}it has {len(names)}: {', '.join(names)}"
+            )
+    return dataset.attributes[list(dict.fromkeys(attributes))]

@@ -18,7 +18,7 @@ from numpy.typing import ArrayLike
 from torch import nn
 
 from faceprobe.errors import FaceprobeError
-from faceprobe.extract.hooks import _resolve
+from faceprobe.extract.hooks import resolve_layers
 
 __all__ = ["ablate", "channel_mask", "neuron_mask"]
 
@@ -55,7 +55,7 @@ def ablate(
         with ablate(model, "layer2.1", neurons=top_vip[: len(top_vip) // 20]):
             later = extract(model, loader, ["layer3.0", "layer4.0"])
     """
-    module = _resolve(model, [layer])[layer]
+    module = resolve_layers(model, [layer])[layer]
     masks: dict[torch.Size, torch.Tensor] = {}
 
     def hook(module: nn.Module, args: Any, output: Any) -> torch.Tensor:

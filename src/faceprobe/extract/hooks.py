@@ -21,27 +21,35 @@ import torch
 from numpy.typing import DTypeLike
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
-from torchvision.models import resnet
+from torchvision.models import mobilenetv2, resnet
 from torchvision.ops.misc import Conv2dNormActivation
 
 from faceprobe.errors import FaceprobeError
-from faceprobe.models.small import BasicBlock, EmbeddingHead, ResidualBranch
+from faceprobe.models.mobilefacenet import ConvBlock
+from faceprobe.models.registry import Embedding
+from faceprobe.models.small import EmbeddingHead
 
-__all__ = ["LayerInfo", "block_layers", "capture", "describe_layers", "extract"]
+__all__ = [
+    "LayerInfo",
+    "batch_images",
+    "block_layers",
+    "capture",
+    "describe_layers",
+    "evaluating",
+    "extract",
+    "residual_end",
+    "resolve_layers",
+]
 
-#: Layer kinds by module type, first match wins.
+#: Layer kinds by module type, first match wins (after the residual and embedding rules of _layer_kind).
 _KINDS: tuple[tuple[tuple[type[nn.Module], ...], str], ...] = (
-    ((BasicBlock, resnet.BasicBlock, resnet.Bottleneck), "block"),
-    ((ResidualBranch,), "residual"),
-    ((EmbeddingHead,), "embedding"),
-    ((nn.Conv1d, nn.Conv2d, nn.Conv3d, Conv2dNormActivation), "conv"),
+    ((EmbeddingHead, Embedding), "embedding"),
+    ((nn.Conv1d, nn.Conv2d, nn.Conv3d, Conv2dNormActivation, ConvBlock), "conv"),
     ((nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm), "bn"),
-    ((nn.ReLU, nn.ReLU6), "relu"),
+    ((nn.ReLU, nn.ReLU6, nn.PReLU), "relu"),
     ((nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d), "pool"),
     ((nn.Linear,), "fc"),
 )
-#: Blocks whose residual branch ends in a child module rather than in a module of its own.
-_RESIDUAL_ENDS: dict[type[nn.Module], str] = {resnet.BasicBlock: "bn2", resnet.Bottleneck: "bn3"}
 #: Pure containers: block_layers lists what they hold instead of them.
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
@@ -50,8 +58,9 @@ _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 class LayerInfo:
     """One probe-able layer: a module of the network and the shape of its output for one image.
 
-    ``kind`` is one of "conv", "bn", "relu", "block" (post-skip output of a residual block), "residual"
-    (residual branch before the add), "pool", "fc", "embedding", "other".
+    ``kind`` is one of "conv", "bn", "relu" (any activation), "block" (the post-skip output of a residual
+    block: after the add, and after the activation that follows it when the block has one), "residual" (the
+    residual branch's last output, before the add), "pool", "fc", "embedding" (the face embedding), "other".
     """
 
     name: str
@@ -65,15 +74,36 @@ class LayerInfo:
         return math.prod(self.shape)
 
 
+def residual_end(block: nn.Module) -> str | None:
+    """The name, relative to ``block``, of the module whose output is the residual branch before the add.
+
+    None when ``block`` is no residual block. torchvision's blocks are known here; faceprobe's own blocks
+    say it in a ``residual_end`` attribute.
+    """
+    if isinstance(block, resnet.Bottleneck):
+        return "bn3"
+    if isinstance(block, resnet.BasicBlock):
+        return "bn2"
+    if isinstance(block, mobilenetv2.InvertedResidual):
+        return f"conv.{len(block.conv) - 1}" if block.use_res_connect else None
+    return getattr(block, "residual_end", None)
+
+
 def _layer_kind(model: nn.Module, name: str) -> str:
     module = model.get_submodule(name)
-    parent, _, child = name.rpartition(".")
-    if _RESIDUAL_ENDS.get(type(model.get_submodule(parent))) == child:
-        return "residual"
+    if name == getattr(model, "embedding_layer", None):
+        return "embedding"
+    parts = name.split(".")
+    for i in range(1, len(parts)):
+        if residual_end(model.get_submodule(".".join(parts[:i]))) == ".".join(parts[i:]):
+            return "residual"
+    if residual_end(module) is not None:
+        return "block"
     return next((kind for types, kind in _KINDS if isinstance(module, types)), "other")
 
 
-def _resolve(model: nn.Module, layers: Iterable[str]) -> dict[str, nn.Module]:
+def resolve_layers(model: nn.Module, layers: Iterable[str]) -> dict[str, nn.Module]:
+    """``name -> module`` for the named layers; an unknown name is an error suggesting the closest ones."""
     modules = dict(model.named_modules())
     resolved = {}
     for name in layers:
@@ -103,7 +133,7 @@ class capture:
     def __init__(
         self, model: nn.Module, layers: Iterable[str], fn: Callable[[str, Any], None] | None = None
     ) -> None:
-        self._modules = _resolve(model, layers)
+        self._modules = resolve_layers(model, layers)
         self._fn = fn if fn is not None else self._keep
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self.outputs: dict[str, torch.Tensor] = {}
@@ -138,7 +168,7 @@ def _tensor(name: str, output: Any) -> torch.Tensor:
 
 
 @contextmanager
-def _evaluating(model: nn.Module) -> Iterator[None]:
+def evaluating(model: nn.Module) -> Iterator[None]:
     """Eval mode (BatchNorm uses its running statistics) for the duration, each module's own mode restored."""
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
@@ -156,7 +186,7 @@ def _trace(model: nn.Module, example: torch.Tensor, names: Sequence[str]) -> dic
     def record(name: str, output: Any) -> None:
         calls.setdefault(name, []).append(output)
 
-    with _evaluating(model), torch.inference_mode(), capture(model, names, record):
+    with evaluating(model), torch.inference_mode(), capture(model, names, record):
         model(example)
     return calls
 
@@ -224,7 +254,7 @@ def _not_run_error(names: Sequence[str]) -> FaceprobeError:
     )
 
 
-def _inputs(batch: Any) -> torch.Tensor:
+def batch_images(batch: Any) -> torch.Tensor:
     """The images of a batch that is a tensor or an ``(images, targets, ...)`` tuple."""
     return batch[0] if isinstance(batch, (tuple, list)) else batch
 
@@ -236,7 +266,7 @@ def _sized(images: Any) -> tuple[Iterable[Any], int]:
     if isinstance(images, DataLoader) and not isinstance(images.dataset, IterableDataset):
         return images, len(images.dataset)  # type: ignore[arg-type]
     batches = images if isinstance(images, Sequence) else list(images)
-    return batches, sum(len(_inputs(batch)) for batch in batches)
+    return batches, sum(len(batch_images(batch)) for batch in batches)
 
 
 class _Recorder:
@@ -300,9 +330,9 @@ def extract(
     batches, capacity = _sized(images)
     recorder = _Recorder(names, capacity, np.dtype(dtype))
     model.to(device)
-    with _evaluating(model), torch.inference_mode(), capture(model, names, recorder):
+    with evaluating(model), torch.inference_mode(), capture(model, names, recorder):
         for batch in batches:
-            x = _inputs(batch)
+            x = batch_images(batch)
             recorder.start(len(x))
             model(x.to(device))
             recorder.finish()

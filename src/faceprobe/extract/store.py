@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from zarr.codecs import BloscCodec, Crc32cCodec
 
 from faceprobe.errors import FaceprobeError
-from faceprobe.extract.hooks import LayerInfo, _evaluating, _inputs, capture
+from faceprobe.extract.hooks import LayerInfo, batch_images, capture, evaluating
 
 __all__ = ["ActivationStore", "extract_to_store", "store_key"]
 
@@ -196,13 +196,18 @@ def extract_to_store(
 
     def keep(name: str, output: Any) -> None:
         flat = output.detach().flatten(1)
+        if flat.shape[1] != buffers[name].shape[1]:
+            raise FaceprobeError(
+                f"layer {name!r} gives {flat.shape[1]} features per image but the store expects"
+                f" {buffers[name].shape[1]}; give images of the size the layers were described at"
+            )
         torch.from_numpy(buffers[name][: len(flat)]).copy_(flat)
         filled[name] = len(flat)
 
     model.to(device)
-    with _evaluating(model), torch.inference_mode(), capture(model, names, keep):
+    with evaluating(model), torch.inference_mode(), capture(model, names, keep):
         for batch_index, batch in zip(todo, loader, strict=True):
-            x = _inputs(batch)
+            x = batch_images(batch)
             filled.clear()
             model(x.to(device))
             if missing := [n for n in names if n not in filled]:

@@ -1,9 +1,10 @@
 """Trained models on disk: weights as safetensors, everything else as JSON, never pickle.
 
-A checkpoint is a folder holding ``model.safetensors`` (the state dict) and ``metadata.json``, which names the
-architecture in :data:`faceprobe.models.BUILDERS` with its ``num_classes`` and ``model_kwargs``, so loading
-rebuilds the network from code and only reads tensors: opening a checkpoint cannot run code from the file.
-Anything else in the metadata (input size, metrics, seed, ...) is kept as it was given.
+A checkpoint is a folder holding ``model.safetensors`` (the state dict) and ``metadata.json``, which names
+the architecture in :data:`faceprobe.models.ARCHITECTURES` with its ``num_classes`` and ``model_kwargs``, so
+loading rebuilds the network from code and only reads tensors: opening a checkpoint cannot run its code.
+A ``preprocessing`` entry (:meth:`Preprocessing.to_dict`) sizes input-dependent heads and is what
+:func:`faceprobe.models.load_model` applies; anything else (metrics, seed, ...) is kept as it was given.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from faceprobe.errors import FaceprobeError
-from faceprobe.models import BUILDERS, build_model
+from faceprobe.models.registry import ARCHITECTURES, build_model
 
 __all__ = ["METADATA_FILE", "WEIGHTS_FILE", "load_checkpoint", "save_checkpoint"]
 
@@ -27,14 +28,15 @@ METADATA_FILE = "metadata.json"
 def save_checkpoint(model: nn.Module, out_dir: str | Path, metadata: dict[str, Any]) -> Path:
     """Write ``model`` and its JSON-serialisable ``metadata`` into ``out_dir``; returns the folder.
 
-    ``metadata`` must name the ``architecture`` (a key of :data:`~faceprobe.models.BUILDERS`) and
-    ``num_classes``; ``model_kwargs`` (default ``{}``) are the other arguments that rebuild it.
+    ``metadata`` must name the ``architecture`` (a key of :data:`~faceprobe.models.ARCHITECTURES`) and
+    ``num_classes`` (None for a backbone without classifier); ``model_kwargs`` (default ``{}``) are the
+    other arguments that rebuild it.
     """
     for key in ("architecture", "num_classes"):
         if key not in metadata:
             raise FaceprobeError(f"checkpoint metadata lacks {key!r}; add it so the model can be rebuilt")
-    if metadata["architecture"] not in BUILDERS:
-        known = ", ".join(sorted(BUILDERS))
+    if metadata["architecture"] not in ARCHITECTURES:
+        known = ", ".join(sorted(ARCHITECTURES))
         raise FaceprobeError(
             f"checkpoint architecture {metadata['architecture']!r} is not a known model; use one of: {known}"
         )
@@ -62,7 +64,13 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         )
     try:
         metadata = json.loads(meta_file.read_text())
-        model = build_model(metadata["architecture"], metadata["num_classes"], **metadata["model_kwargs"])
+        size = metadata.get("preprocessing", {}).get("input_size")
+        model = build_model(
+            metadata["architecture"],
+            metadata["num_classes"],
+            tuple(size) if size else None,
+            **metadata["model_kwargs"],
+        )
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise FaceprobeError(
             f"{meta_file} is not valid checkpoint metadata ({e!r}); save the model again"

@@ -43,6 +43,9 @@ class BasicBlock(nn.Module):
     shape changes, else the identity. The block's own output is the post-skip output.
     """
 
+    #: The child whose output is the residual branch just before the add (see faceprobe.extract).
+    residual_end = "residual"
+
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
         super().__init__()
         self.residual = ResidualBranch(in_channels, out_channels, stride)
@@ -91,6 +94,8 @@ class SmallFaceNet(nn.Module):
         widths: channels of the stem, then of each stage.
         blocks_per_stage: residual blocks in each stage.
     """
+
+    embedding_layer = "embedding"
 
     def __init__(
         self,

@@ -1,24 +1,254 @@
-"""Figures drawn from result tables only (never from activations): what a reader looks at first."""
+"""Figures drawn from result tables only (never from activations): what a reader looks at first.
+
+Every depth view is one picture: small panels of accuracy over depth, one curve per series, with chance
+(50%, balanced draws) and the Control_Random curve (random labels: how far a curve strays by overfitting
+alone) drawn for reference. :func:`draw_panels` draws it from a tidy frame (panel, series, depth, accuracy,
+layer), so the per-attribute curves, the groups, the residual view and the weight origins share one look.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import LogFormatter, NullFormatter
 
-__all__ = ["REPRESENTATION_STYLE", "plot_depth_curves"]
+__all__ = [
+    "OKABE_ITO",
+    "REPRESENTATION_STYLE",
+    "draw_panels",
+    "draw_vip",
+    "plot_depth_curves",
+    "save_figure",
+]
 
-# Okabe-Ito colours: distinguishable with every common colour-vision deficiency.
+# Okabe-Ito colours: distinguishable with every common colour-vision deficiency (yellow last: faint on white).
+OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
 REPRESENTATION_STYLE = {
     "layer": {"color": "#0072B2", "marker": "o", "label": "whole layer (PLS+QDA)"},
     "channels": {"color": "#E69F00", "marker": "s", "label": "top-8 VIP channels"},
     "neurons": {"color": "#009E73", "marker": "^", "label": "top-8 VIP neurons"},
 }
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+_LINESTYLES = ("-", "--", "-.", ":")
+_REFERENCE = {"color": "0.55", "linestyle": ":", "linewidth": 1.4}
+_KIND_MARKS = {
+    "block": {"marker": "o", "facecolor": "black", "label": "post-skip (block output)"},
+    "residual": {"marker": "v", "facecolor": "white", "label": "residual-internal (before the add)"},
+}
+
+
+@contextmanager
+def _text_as_data() -> Iterator[None]:
+    """Names are drawn literally ($ is no math) and kept as text in SVG (searchable, editable)."""
+    with plt.rc_context({"text.parse_math": False, "svg.fonttype": "none"}):
+        yield
+
+
+def _style(series: str, index: int) -> dict:
+    if series in REPRESENTATION_STYLE:
+        return REPRESENTATION_STYLE[series]
+    return {
+        "color": OKABE_ITO[index % len(OKABE_ITO)],
+        "marker": _MARKERS[index % len(_MARKERS)],
+        "linestyle": _LINESTYLES[(index // len(OKABE_ITO)) % len(_LINESTYLES)],
+        "label": series,
+    }
+
+
+def _depth_axis(axes: list[plt.Axes], curves: pd.DataFrame) -> str:
+    """Label the depth axis with layer names when every depth has one; returns the axis title."""
+    layers = curves[["depth", "layer"]].drop_duplicates().sort_values("depth")
+    if layers["depth"].duplicated().any():  # different models name the same depth differently
+        return "depth (layer index)"
+    shown = layers.iloc[:: math.ceil(len(layers) / 16)]
+    axes[0].set_xticks(
+        shown["depth"].to_numpy(), [f"{d} {n}" for d, n in zip(shown["depth"], shown["layer"], strict=True)]
+    )
+    for ax in axes:
+        ax.tick_params(axis="x", labelrotation=90, labelsize=6)
+    return "depth and layer"
+
+
+def draw_panels(
+    curves: pd.DataFrame,
+    title: str,
+    reference: pd.DataFrame | None = None,
+    *,
+    columns: int = 6,
+    panel_legends: bool = False,
+    mark_kinds: bool = False,
+    ylabel: str = "val. accuracy (%)",
+) -> Figure:
+    """Accuracy over depth, one panel per ``panel`` value (in order of appearance), a curve per ``series``.
+
+    ``curves`` has columns panel, series, depth, accuracy (a fraction), layer, and kind when ``mark_kinds``
+    (post-skip and residual-internal points get their own markers: the sawtooth of thesis Fig. 5.8).
+    ``reference`` (series, depth, accuracy) is drawn grey in every panel: the Control_Random curves.
+    ``panel_legends`` gives each panel its own legend, for panels whose series differ (groups).
+    """
+    panels = list(pd.unique(curves["panel"]))
+    series = list(pd.unique(curves["series"]))
+    columns = min(columns, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    with _text_as_data():
+        fig, axes = plt.subplots(
+            rows,
+            columns,
+            figsize=(2.7 * columns + 0.6, 2.3 * rows + 1.4),
+            sharex=True,
+            sharey=True,
+            squeeze=False,
+            layout="constrained",
+        )
+        low = min(40.0, 100 * np.nanmin(curves["accuracy"].to_numpy(dtype=float)) - 2)
+        for ax, panel in zip(axes.flat, panels, strict=False):
+            sub = curves[curves["panel"] == panel]
+            _draw_reference(ax, reference)
+            for name, curve in sub.groupby("series", sort=False):
+                curve = curve.sort_values("depth")
+                style = _style(name, series.index(name))
+                ax.plot(curve["depth"], 100 * curve["accuracy"], markersize=3, linewidth=1.2, **style)
+                if mark_kinds:
+                    for kind, mark in _KIND_MARKS.items():
+                        points = curve[curve["kind"] == kind]
+                        ax.scatter(
+                            points["depth"],
+                            100 * points["accuracy"],
+                            s=22,
+                            marker=mark["marker"],
+                            facecolor=mark["facecolor"],
+                            edgecolor=style["color"],
+                            zorder=3,
+                        )
+            ax.axhline(50, color="0.75", linewidth=0.8, linestyle="--")
+            ax.set_title(str(panel), fontsize=9)
+            ax.set_ylim(low, 101)
+            ax.grid(alpha=0.3)
+            if panel_legends:
+                ax.legend(fontsize=6, loc="lower left", frameon=False)
+        for ax in axes.flat[len(panels) :]:
+            ax.set_visible(False)
+        xlabel = _depth_axis(list(axes.flat), curves)
+        for ax in axes.flat[max(0, len(panels) - columns) : len(panels)]:
+            ax.set_xlabel(xlabel, fontsize=8)
+            ax.xaxis.set_tick_params(labelbottom=True)
+        for ax in axes[:, 0]:
+            ax.set_ylabel(ylabel, fontsize=8)
+        if not panel_legends:
+            handles, labels = _figure_handles(axes.flat[0], mark_kinds)
+            fig.legend(handles, labels, loc="outside lower center", ncol=4, frameon=False, fontsize=8)
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def _draw_reference(ax: plt.Axes, reference: pd.DataFrame | None) -> None:
+    if reference is None or reference.empty:
+        return
+    several = reference["series"].nunique() > 1
+    for name, curve in reference.groupby("series", sort=False):
+        curve = curve.sort_values("depth")
+        label = f"Control_Random ({name})" if several else "Control_Random (random labels)"
+        ax.plot(curve["depth"], 100 * curve["accuracy"], label=label, **_REFERENCE)
+
+
+def _figure_handles(ax: plt.Axes, mark_kinds: bool) -> tuple[list, list[str]]:
+    handles, labels = ax.get_legend_handles_labels()
+    if mark_kinds:
+        for mark in _KIND_MARKS.values():
+            handles.append(
+                Line2D(
+                    [], [], linestyle="", marker=mark["marker"], markerfacecolor=mark["facecolor"], color="k"
+                )
+            )
+            labels.append(mark["label"])
+    return handles, labels
+
+
+def draw_vip(vip: pd.DataFrame, title: str) -> Figure:
+    """Per source: the VIP histogram (log-scaled), VIP vs single-neuron accuracy, and mean positive activation
+    vs accuracy, each scatter titled with its Pearson r (thesis Fig. 5.9). Control_Random neurons are grey."""
+    sources = list(pd.unique(vip["source"]))
+    with _text_as_data():
+        fig, axes = plt.subplots(
+            len(sources), 3, figsize=(12, 3 * len(sources) + 0.8), squeeze=False, layout="constrained"
+        )
+        for row, source in zip(axes, sources, strict=True):
+            sub = vip[vip["source"] == source]
+            control = sub["attribute"] == "Control_Random"
+            positive = sub["vip"][sub["vip"] > 0]
+            spread = len(positive) > 1 and positive.min() < positive.max()
+            bins = np.logspace(np.log10(positive.min()), np.log10(positive.max()), 30) if spread else 30
+            row[0].hist(
+                [sub["vip"][~control], sub["vip"][control]],
+                bins=bins,
+                stacked=True,
+                color=[OKABE_ITO[0], "0.6"],
+                label=["attributes", "Control_Random"],
+            )
+            row[0].legend(fontsize=7, frameon=False)
+            row[0].set(
+                xscale="log", yscale="log", xlabel="VIP score", ylabel="neurons", title=f"{source}: VIP"
+            )
+            for ax, column in zip(row[1:], ("vip", "mean_positive"), strict=True):
+                r = sub[column].corr(sub["accuracy"])
+                ax.scatter(
+                    sub[column][~control],
+                    100 * sub["accuracy"][~control],
+                    s=8,
+                    color=OKABE_ITO[1],
+                    label="attributes",
+                )
+                ax.scatter(
+                    sub[column][control],
+                    100 * sub["accuracy"][control],
+                    s=8,
+                    color="0.6",
+                    label="Control_Random",
+                )
+                ax.axhline(50, color="0.75", linewidth=0.8, linestyle="--")
+                ax.set(xlabel=column.replace("_", " "), ylabel="single-neuron val. accuracy (%)")
+                ax.set_title(f"{source}: r = {r:.3f}", fontsize=9)
+                ax.grid(alpha=0.3)
+            row[1].set_xscale("log")
+            for axis in (row[0].xaxis, row[0].yaxis, row[1].xaxis):  # plain labels: math text is off
+                axis.set_major_formatter(LogFormatter())
+                axis.set_minor_formatter(NullFormatter())
+            row[1].legend(fontsize=7, frameon=False)
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def save_figure(fig: Figure, stem: str | Path, data: pd.DataFrame, dpi: int = 90) -> dict[str, Path]:
+    """Write the figure as ``stem.png`` and ``stem.svg`` and the numbers it plots as ``stem.csv``."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = {suffix: stem.with_suffix(f".{suffix}") for suffix in ("png", "svg", "csv")}
+    with _text_as_data():
+        fig.savefig(paths["png"], dpi=dpi)
+        fig.savefig(paths["svg"])
+    plt.close(fig)
+    data.to_csv(paths["csv"], index=False)
+    return paths
+
+
+def depth_curves(results: pd.DataFrame) -> pd.DataFrame:
+    """Validation rows of the three representations as panels per attribute (Control_Random last)."""
+    frame = results[(results["split"] == "val") & results["representation"].isin(REPRESENTATION_STYLE)]
+    frame = frame.assign(
+        panel=frame["attribute"], series=frame["representation"], last=frame["attribute"] == "Control_Random"
+    )
+    return frame.sort_values(["last", "attribute", "depth"]).drop(columns="last")
 
 
 def plot_depth_curves(results: pd.DataFrame, path: str | Path, title: str = "", columns: int = 6) -> Path:
@@ -27,51 +257,7 @@ def plot_depth_curves(results: pd.DataFrame, path: str | Path, title: str = "", 
     The chance level (50%, balanced draws) is drawn in every panel; the Control_Random attribute (random
     labels) shows how far a curve may stray from it by overfitting alone.
     """
-    frame = results[(results["split"] == "val") & results["representation"].isin(REPRESENTATION_STYLE)]
-    attributes = sorted(frame["attribute"].unique(), key=lambda a: (a == "Control_Random", a))
-    rows = math.ceil(len(attributes) / columns)
-    fig, axes = plt.subplots(
-        rows, columns, figsize=(2.6 * columns, 2.1 * rows + 0.9), sharex=True, sharey=True, squeeze=False
-    )
-    layers = frame.drop_duplicates("depth").sort_values("depth")
-    for ax, attribute in zip(axes.flat, attributes, strict=False):
-        sub = frame[frame["attribute"] == attribute]
-        for representation, style in REPRESENTATION_STYLE.items():
-            curve = sub[sub["representation"] == representation].sort_values("depth")
-            ax.plot(
-                curve["depth"],
-                100 * curve["accuracy"],
-                color=style["color"],
-                marker=style["marker"],
-                markersize=3,
-                linewidth=1.2,
-                label=style["label"],
-            )
-        ax.axhline(50, color="0.6", linewidth=0.8, linestyle="--")
-        ax.set_title(attribute, fontsize=9)
-        ax.set_ylim(40, 101)
-        ax.grid(alpha=0.3)
-    for ax in axes.flat[len(attributes) :]:
-        ax.set_visible(False)
-    for ax in axes[-1]:
-        ax.set_xlabel("depth (layer index)", fontsize=8)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("val. accuracy (%)", fontsize=8)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    inch = 1 / fig.get_figheight()  # figure fraction of one inch: title and legend get fixed room
-    fig.legend(
-        handles,
-        labels,
-        loc="upper center",
-        bbox_to_anchor=(0.5, 1 - 0.25 * inch),
-        ncol=3,
-        frameon=False,
-        fontsize=9,
-    )
-    depth_names = ", ".join(f"{d}={n}" for d, n in zip(layers["depth"], layers["layer"], strict=True))
-    fig.suptitle(title, y=1 - 0.05 * inch, fontsize=11)
-    fig.text(0.5, 0.002, f"layers: {depth_names}", ha="center", va="bottom", fontsize=7, wrap=True)
-    fig.tight_layout(rect=(0, 0.3 * inch, 1, 1 - 0.5 * inch))
+    fig = draw_panels(depth_curves(results), title, columns=columns)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

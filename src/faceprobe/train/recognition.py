@@ -1,75 +1,69 @@
 """Train a network to recognise identities: the task whose side effects the probes measure.
 
-The recipe is the thesis's: softmax cross-entropy over identities, SGD with momentum, the learning rate cut
-tenfold whenever the training loss stops falling, and light augmentation (random crop, flip, 20% grayscale).
-A run is reproducible from its seed: shuffling draws from its own generator, and the augmentation draws from
-torch's global generator, seeded for the run and restored afterwards.
+The recipe is the thesis's: softmax cross-entropy over identities drawn uniformly, SGD with momentum, the
+learning rate cut tenfold whenever the training loss stops falling, and light augmentation (random crop, flip,
+20% grayscale). ArcFace and CosFace margins are options beyond it. The loop itself (seeding, resuming, mixed
+precision, DDP) is :func:`faceprobe.train.loop.fit`; :mod:`faceprobe.train.jobs` runs whole jobs from a data
+spec to a checkpoint.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset, TensorDataset
 from torchvision.transforms import v2
 
 from faceprobe.errors import FaceprobeError
+from faceprobe.train.heads import HEADS, MarginHead, margin_training
+from faceprobe.train.loop import Forward, TrainResult, fit, mean_score
 
-__all__ = ["TrainResult", "evaluate", "train_recognition", "train_transform"]
+__all__ = ["TrainResult", "evaluate", "identity_hits", "train_recognition", "train_transform"]
 
 
-def train_transform(input_size: int) -> v2.Compose:
+def train_transform(
+    input_size: int,
+    grayscale: float = 0.2,
+    mean: Sequence[float] = (0.5, 0.5, 0.5),
+    std: Sequence[float] = (0.5, 0.5, 0.5),
+) -> v2.Compose:
     """The training augmentation of a PIL face: the thesis's, scaled to ``input_size``.
 
     Like :func:`faceprobe.data.images.eval_transform` (its deterministic counterpart) it resizes the
-    shorter side to ``input_size * 256 / 224``, then crops at random, turns 20% of the faces gray (still
-    three channels), flips half of them and normalises to [-1, 1].
+    shorter side to ``input_size * 256 / 224``, then crops at random, turns a ``grayscale`` fraction of the
+    faces gray (still three channels), flips half of them and normalises with ``mean`` and ``std`` (by
+    default to [-1, 1]); give the model's own so training sees faces as evaluation will.
     """
     return v2.Compose(
         [
             v2.Resize(round(input_size * 256 / 224)),
             v2.RandomCrop(input_size),
-            v2.RandomGrayscale(p=0.2),
+            v2.RandomGrayscale(p=grayscale),
             v2.RandomHorizontalFlip(),
             v2.ToImage(),
             v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
+            v2.Normalize(list(mean), list(std)),
             v2.ToPureTensor(),
         ]
     )
 
 
-@dataclass(frozen=True)
-class TrainResult:
-    """What a training run did: one record per epoch and the final held-out accuracy (None without one).
-
-    Each record has ``epoch`` (1-based), ``loss`` (mean training loss), ``train_acc`` (on the augmented
-    training batches), ``val_acc`` (None without a validation set) and ``lr`` (the rate the epoch used).
-    """
-
-    history: list[dict[str, Any]]
-    val_acc: float | None
+def identity_hits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """1 where the top logit is the sample's identity, else 0."""
+    return (logits.argmax(1) == targets).float()
 
 
-@torch.inference_mode()
 def evaluate(
     model: nn.Module, dataset: Dataset, batch_size: int = 256, device: str | torch.device = "cpu"
 ) -> float:
     """Identity accuracy of ``model`` on ``(image, target)`` pairs, computed in eval mode (then restored)."""
-    was_training = model.training
-    model.eval()
-    try:
-        correct = total = 0
-        for x, y in DataLoader(dataset, batch_size=batch_size):
-            correct += int((model(x.to(device)).argmax(1).cpu() == y).sum())
-            total += len(y)
-    finally:
-        model.train(was_training)
-    return correct / max(total, 1)
+    return mean_score(model, dataset, identity_hits, batch_size, device)
 
 
 def train_recognition(
@@ -86,72 +80,65 @@ def train_recognition(
     progress: Callable[[dict[str, Any]], None] | None = None,
     workers: int = 0,
     patience: int = 2,
+    *,
+    head: str = "softmax",
+    scale: float = 64.0,
+    margin: float | None = None,
+    uniform_identities: bool = False,
+    amp: bool = False,
+    state_dir: str | Path | None = None,
+    keep_best: bool = False,
+    score: Callable[[nn.Module], float] | None = None,
 ) -> TrainResult:
     """Train ``model`` (logits over identities) on ``(image, target)`` pairs; returns the per-epoch history.
 
-    SGD with momentum and weight decay; the rate is cut tenfold after ``patience`` epochs without a lower
-    training loss (``ReduceLROnPlateau``). The model is moved to ``device`` and left in eval mode.
-    ``progress`` gets ``{"event": "step", "epoch", "step", "steps", "loss", "acc"}`` after every batch
-    (running means over the epoch) and ``{"event": "epoch", **record}`` after every epoch.
+    ``head`` is ``softmax`` (the thesis), ``arcface`` or ``cosface`` (:mod:`faceprobe.train.heads`, with
+    ``scale`` and ``margin``); ``uniform_identities`` draws every identity equally often (the thesis), which
+    needs the dataset's ``targets``. The other arguments are those of :func:`faceprobe.train.loop.fit`:
+    resuming from ``state_dir``, mixed precision, keeping the best epoch by ``score`` or held-out accuracy.
     """
-    n = len(train_set)  # type: ignore[arg-type]
-    if epochs < 1 or batch_size < 1 or n < 2:
-        raise FaceprobeError(
-            f"training needs epochs >= 1, batch_size >= 1 and 2+ images; got {epochs}, {batch_size}, {n}"
+    if head not in HEADS:
+        raise FaceprobeError(f"unknown head {head!r}; choose one of: {', '.join(HEADS)}")
+    weights = _identity_weights(train_set) if uniform_identities else None
+    margins: AbstractContextManager[Forward | None] = nullcontext()
+    if head != "softmax":
+        margins = margin_training(model, MarginHead(head, scale, margin))  # type: ignore[arg-type]
+    with margins as forward:
+        return fit(
+            model,
+            train_set,
+            val_set,
+            epochs,
+            loss=nn.functional.cross_entropy,
+            hits=identity_hits,
+            forward=forward,
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            batch_size=batch_size,
+            device=device,
+            seed=seed,
+            progress=progress,
+            workers=workers,
+            patience=patience,
+            sample_weights=weights,
+            amp=amp,
+            state_dir=state_dir,
+            keep_best=keep_best,
+            score=score,
         )
-    device = torch.device(device)
-    model.to(device)
-    loader = DataLoader(
-        train_set,
-        batch_size=batch_size,
-        shuffle=True,
-        generator=torch.Generator().manual_seed(seed),
-        num_workers=workers,
-        persistent_workers=workers > 0,
-        # A last batch of one image would break BatchNorm in training mode.
-        drop_last=n % batch_size == 1,
-    )
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=patience)
-    loss_fn = nn.CrossEntropyLoss()
-    history: list[dict[str, Any]] = []
-    cuda = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(seed)
-        for epoch in range(1, epochs + 1):
-            model.train()
-            loss_sum, correct, seen = 0.0, 0, 0
-            for step, (x, y) in enumerate(loader, start=1):
-                x, y = x.to(device), y.to(device)
-                logits = model(x)
-                loss = loss_fn(logits, y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += loss.item() * len(y)
-                correct += int((logits.argmax(1) == y).sum())
-                seen += len(y)
-                if progress is not None:
-                    progress(
-                        {
-                            "event": "step",
-                            "epoch": epoch,
-                            "step": step,
-                            "steps": len(loader),
-                            "loss": loss_sum / seen,
-                            "acc": correct / seen,
-                        }
-                    )
-            record = {
-                "epoch": epoch,
-                "loss": loss_sum / seen,
-                "train_acc": correct / seen,
-                "val_acc": None if val_set is None else evaluate(model, val_set, device=device),
-                "lr": optimizer.param_groups[0]["lr"],
-            }
-            scheduler.step(record["loss"])
-            history.append(record)
-            if progress is not None:
-                progress({"event": "epoch", **record})
-    model.eval()
-    return TrainResult(history, history[-1]["val_acc"])
+
+
+def _identity_weights(dataset: Dataset) -> torch.Tensor:
+    """Each image's weight ``1 / images of its identity``, so a weighted draw picks identities uniformly."""
+    targets = getattr(dataset, "targets", None)
+    if targets is None and isinstance(dataset, TensorDataset):
+        targets = dataset.tensors[1]
+    if targets is None:
+        raise FaceprobeError(
+            f"sampling identities uniformly needs each image's identity, but a {type(dataset).__name__} "
+            "has no .targets; give it one or turn uniform identity sampling off"
+        )
+    targets = torch.as_tensor(np.asarray(targets), dtype=torch.int64)
+    counts = torch.bincount(targets)
+    return 1.0 / counts[targets].double()

@@ -1,0 +1,50 @@
+"""`faceprobe report` and `faceprobe compare`: the thesis's figures and tables from run folders, as HTML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from faceprobe.cli._app import app, out_console
+
+_GROUPS_HELP = (
+    'JSON file of attribute groups, e.g. {"Hair": ["Black_Hair", "Blond_Hair"]} (default: the thesis\'s).'
+)
+
+
+def _write(runs: list[Path], out: Path, groups: Path | None) -> None:
+    from faceprobe.report.groups import DEFAULT_GROUPS, read_groups
+    from faceprobe.report.html import build_report
+    from faceprobe.report.run import load_run
+
+    index = build_report(
+        [load_run(run) for run in runs], out, read_groups(groups) if groups else DEFAULT_GROUPS
+    )
+    out_console.print(f"wrote {index} (figures in {out / 'figures'}, tables in {out / 'tables'})")
+
+
+@app.command(epilog="Example: faceprobe report runs/resnet50 --out /tmp/report")
+def report(
+    run: Annotated[Path, typer.Argument(help="Run folder (results.parquet, manifest.json, ...).")],
+    out: Annotated[Path | None, typer.Option(help="Folder to write (default: RUN/report).")] = None,
+    groups: Annotated[Path | None, typer.Option(help=_GROUPS_HELP)] = None,
+) -> None:
+    """Write the run's report: OUT/index.html (self-contained, opens from disk), figures and tables.
+
+    Accuracy over depth per attribute (layer, top-8 channels, top-8 neurons), attribute groups, the
+    residual-block view, weight origins, VIP scores, best units against the baseline, representation
+    averages, ablation drops and the manifest; sections whose tables the run lacks say so.
+    """
+    _write([run], out or run / "report", groups)
+
+
+@app.command(epilog="Example: faceprobe compare runs/resnet50 runs/vgg16 --out /tmp/compare")
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders to overlay.")],
+    out: Annotated[Path, typer.Option(help="Folder to write.")],
+    groups: Annotated[Path | None, typer.Option(help=_GROUPS_HELP)] = None,
+) -> None:
+    """Overlay several runs (architectures, weight origins, seeds) in one report at OUT/index.html."""
+    _write(runs, out, groups)

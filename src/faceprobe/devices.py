@@ -1,0 +1,65 @@
+"""Where the forward passes run, and how many images fit in one batch there.
+
+Nothing needs a GPU; ``auto`` takes CUDA, then Apple's MPS, then the CPU.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from faceprobe.errors import FaceprobeError
+
+__all__ = ["CPU_BATCH_SIZE", "fit_batch_size", "resolve_device"]
+
+#: Batch size on the CPU: large enough to amortise per-batch overhead, small enough for 224x224 ResNet50.
+CPU_BATCH_SIZE = 32
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto``, ``cpu``, ``cuda`` (or ``cuda:N``) or ``mps`` as a device that is present."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise FaceprobeError(f"unknown device {name!r}; use auto, cpu, cuda or mps") from None
+    present = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": torch.backends.mps.is_available(),
+    }.get(device.type)
+    if present is None:
+        raise FaceprobeError(f"unknown device {name!r}; use auto, cpu, cuda or mps")
+    if not present:
+        raise FaceprobeError(f"device {name!r} is not available on this machine; use --device auto or cpu")
+    return device
+
+
+def fit_batch_size(
+    model: nn.Module,
+    input_shape: tuple[int, int, int],
+    device: torch.device,
+    *,
+    fraction: float = 0.5,
+    limit: int = 512,
+) -> int:
+    """The batch size whose inference forward pass fills about ``fraction`` of the device's free memory.
+
+    On CUDA it measures the peak memory of a 2-image forward (activations are what grow with the batch)
+    and scales it to the free memory, between 1 and ``limit``; elsewhere it is :data:`CPU_BATCH_SIZE`.
+    Hooks that copy activations off the device do not add to the device's memory.
+    """
+    if device.type != "cuda":
+        return CPU_BATCH_SIZE
+    model.to(device)
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    with torch.inference_mode():
+        model(torch.zeros(2, *input_shape, device=device))
+    per_image = max(1, (torch.cuda.max_memory_allocated(device) - before) // 2)
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(max(1, min(limit, fraction * free // per_image)))

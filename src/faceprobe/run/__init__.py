@@ -1,0 +1,6 @@
+"""Running a study: configuration, work units, executors, resume, and the run folder's tables."""
+
+from faceprobe.run.config import RunConfig, load_config, parse_config
+from faceprobe.run.runner import read_table, run_status, run_study
+
+__all__ = ["RunConfig", "load_config", "parse_config", "read_table", "run_status", "run_study"]

@@ -1,0 +1,208 @@
+"""What one work unit computes: probes for a group of layers of one model, or an ablation study.
+
+A unit is self-contained: it gets the network, the preprocessing, the images and the draws, and returns
+tidy rows. One forward pass per batch serves every layer of the group (the forward stops right after the
+group's last layer), and every attribute shares that layer's activations: the union of all draws is
+extracted once, and each attribute's train/validation/test draws are row sets of it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from faceprobe.extract import LayerInfo, capture, extract
+from faceprobe.extract.ablation import ablate
+from faceprobe.studies.layerwise import AttributeRows, probe_layer
+
+__all__ = ["Draws", "ablation_rows", "attribute_rows", "probe_rows"]
+
+
+@dataclass(frozen=True)
+class Draws:
+    """The protocol's image sets: per attribute a train and a validation draw, plus the shared test images.
+
+    ``table`` is tidy (attribute, split, image_id; split in train/val/test, test rows with attribute "*"),
+    ``labels`` the 0/1 labels of every image used, per attribute (Control_Random included).
+    """
+
+    table: pd.DataFrame
+    labels: pd.DataFrame
+
+    def images(self) -> list[str]:
+        return sorted(set(self.table["image_id"]))
+
+    @property
+    def attributes(self) -> list[str]:
+        return [a for a in self.table["attribute"].unique() if a != "*"]
+
+
+def attribute_rows(draws: Draws, images: Sequence[str], attributes: Sequence[str] | None = None) -> dict:
+    """Each attribute's rows of the union matrix whose rows are ``images``."""
+    position = pd.Series(np.arange(len(images)), index=list(images))
+    table = draws.table
+    test_ids = table.loc[table["split"] == "test", "image_id"].tolist()
+    rows = {}
+    for attribute in attributes or draws.attributes:
+        mine = table[table["attribute"] == attribute]
+        parts = {s: mine.loc[mine["split"] == s, "image_id"].tolist() for s in ("train", "val")}
+        labels = draws.labels[attribute]
+        test = [i for i in test_ids if pd.notna(labels.get(i))]
+        rows[attribute] = AttributeRows(
+            train=position[parts["train"]].to_numpy(),
+            val=position[parts["val"]].to_numpy(),
+            y_train=labels.loc[parts["train"]].to_numpy(dtype=np.int8),
+            y_val=labels.loc[parts["val"]].to_numpy(dtype=np.int8),
+            test=position[test].to_numpy(),
+            y_test=labels.loc[test].to_numpy(dtype=np.int8),
+        )
+    return rows
+
+
+class _StopForward(Exception):
+    """Raised by a hook after the last layer a unit needs: the rest of the network need not run."""
+
+
+def _loader(dataset: Any, images: Sequence[str], transform: Callable, batch_size: int) -> DataLoader:
+    return DataLoader(
+        dataset.torch_dataset(images, transform=transform), batch_size=batch_size, shuffle=False
+    )
+
+
+def _activations(
+    model: nn.Module,
+    loader: DataLoader,
+    layers: Sequence[LayerInfo],
+    device: torch.device,
+    progress: Callable[[int], None] | None,
+) -> dict[str, np.ndarray]:
+    """Extract the layers, stopping each forward after the last of them (later layers cost nothing)."""
+    last = max(layers, key=lambda info: info.depth).name
+
+    def stop(name: str, output: Any) -> None:
+        raise _StopForward
+
+    class _Truncated(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = model
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            with capture(model, [last], stop):
+                try:
+                    model(x)
+                except _StopForward:
+                    pass
+            return x
+
+    wrapped = _Truncated()
+    names = [f"net.{info.name}" for info in layers]
+    out = extract(wrapped, loader, names, device=device, progress=progress)
+    return {name.removeprefix("net."): array for name, array in out.items()}
+
+
+def probe_rows(
+    model: nn.Module,
+    transform: Callable,
+    dataset: Any,
+    draws: Draws,
+    layers: Sequence[LayerInfo],
+    probe: Mapping[str, Any],
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[dict], list[dict]]:
+    """Probe every layer of ``layers`` for every attribute: (result rows, VIP-study rows)."""
+    images = draws.images()
+    loader = _loader(dataset, images, transform, batch_size)
+    activations = _activations(model, loader, layers, torch.device(device), progress)
+    rows_by_attribute = attribute_rows(draws, images)
+    results, vip_rows = [], []
+    for info in layers:
+        out = probe_layer(
+            activations.pop(info.name),
+            info.shape,
+            rows_by_attribute,
+            k=probe["top_k"],
+            n_components=probe["components"],
+            single_units=probe["single_units"],
+            vip_study=probe["vip_study"],
+            seed=seed,
+            keep_vip=True,
+        )
+        layer_keys = {"layer": info.name, "depth": info.depth, "kind": info.kind, "n_features": info.features}
+        results += [{**layer_keys, **row} for row in out.rows]
+        vip_rows += [{"layer": info.name, "depth": info.depth, **row} for row in out.vip_rows]
+    return results, vip_rows
+
+
+def ablation_rows(
+    model: nn.Module,
+    transform: Callable,
+    dataset: Any,
+    draws: Draws,
+    ablated: LayerInfo,
+    later: Sequence[LayerInfo],
+    fractions: Sequence[float],
+    attributes: Sequence[str],
+    probe: Mapping[str, Any],
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+) -> list[dict]:
+    """Thesis Table 5.4: zero the top-VIP neurons of ``ablated`` and re-probe every later layer.
+
+    For each attribute the ablated layer's VIP comes from its own layer probe (fitted on the train draw);
+    the top ``fraction`` of its neurons are zeroed inside the forward pass, the later layers re-extracted
+    and probed again (whole layer, top-k channels, top-k neurons) and compared with the unablated probes.
+    """
+    images = draws.images()
+    loader = _loader(dataset, images, transform, batch_size)
+    device = torch.device(device)
+    rows_by_attribute = attribute_rows(draws, images, attributes)
+    settings = {"k": probe["top_k"], "n_components": probe["components"]}
+    clean = _activations(model, loader, [ablated, *later], device, None)
+    ablated_probe = probe_layer(
+        clean.pop(ablated.name), ablated.shape, rows_by_attribute, keep_vip=True, **settings
+    )
+    baseline = {
+        (info.name, row["attribute"], row["representation"]): row["accuracy"]
+        for info in later
+        for row in probe_layer(clean[info.name], info.shape, rows_by_attribute, **settings)
+    }
+    del clean
+    rows = []
+    for attribute, vip in ablated_probe.vips.items():
+        sel = {attribute: rows_by_attribute[attribute]}
+        order = np.argsort(-vip, kind="stable")
+        for fraction in fractions:
+            neurons = order[: max(1, math.ceil(fraction * vip.size))]
+            with ablate(model, ablated.name, neurons=neurons):
+                hit = _activations(model, loader, later, device, None)
+            for info in later:
+                for row in probe_layer(hit.pop(info.name), info.shape, sel, **settings):
+                    before = baseline[(info.name, attribute, row["representation"])]
+                    rows.append(
+                        {
+                            "ablated_layer": ablated.name,
+                            "ablated_depth": ablated.depth,
+                            "fraction": fraction,
+                            "n_ablated": len(neurons),
+                            "attribute": attribute,
+                            "layer": info.name,
+                            "depth": info.depth,
+                            "representation": row["representation"],
+                            "accuracy": row["accuracy"],
+                            "baseline_accuracy": before,
+                            "drop": before - row["accuracy"],
+                        }
+                    )
+    return rows

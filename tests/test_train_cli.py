@@ -1,0 +1,130 @@
+"""`faceprobe train`: whole jobs on a tiny CelebA-layout set, checkpoints that load back and can be probed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from faceprobe.cli import app
+from faceprobe.errors import FaceprobeError
+from faceprobe.extract.hooks import block_layers
+from faceprobe.models import load_model
+from faceprobe.models.checkpoint import load_checkpoint
+from faceprobe.results import BASELINE_COLUMNS
+from faceprobe.train.jobs import Recipe, lfw_score
+
+torch.set_num_threads(2)
+
+N_IDS, PER_ID, SIZE = 4, 10, 32
+TINY = ["--epochs", "2", "--input-size", "32", "--batch-size", "8", "--lr", "0.05", "--no-amp"]
+
+
+def _face(identity: int, k: int) -> Image.Image:
+    """An identity's fixed pattern plus noise; brightness and redness are the two attributes."""
+    prototype = np.random.default_rng(identity).integers(0, 256, (SIZE, SIZE, 3))
+    noise = np.random.default_rng(1000 + 17 * identity + k).normal(0, 20, (SIZE, SIZE, 3))
+    pixels = prototype + noise + (60 if k % 2 else -60)
+    pixels[..., 0] += 60 if k % 3 == 0 else 0
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def celeba(tmp_path_factory) -> Path:
+    """4 identities x 10 images in CelebA's layout; each identity's images 0-7 train, 8 val, 9 test."""
+    root = tmp_path_factory.mktemp("tiny-celeba")
+    (root / "img_align_celeba").mkdir()
+    rows = []
+    for identity in range(1, N_IDS + 1):
+        for k in range(PER_ID):
+            name = f"{len(rows) + 1:06d}.png"
+            _face(identity, k).save(root / "img_align_celeba" / name)
+            rows.append((name, identity, {8: 1, 9: 2}.get(k, 0), 1 if k % 2 else -1, 1 if k % 3 == 0 else -1))
+    (root / "list_attr_celeba.txt").write_text(
+        f"{len(rows)}\nBright Red\n" + "".join(f"{n} {b} {r}\n" for n, _, _, b, r in rows)
+    )
+    (root / "identity_CelebA.txt").write_text("".join(f"{n} {i}\n" for n, i, *_ in rows))
+    (root / "list_eval_partition.txt").write_text("".join(f"{n} {p}\n" for n, _, p, *_ in rows))
+    return root
+
+
+def _invoke(*args: str) -> None:
+    result = CliRunner().invoke(app, ["train", *args])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+
+
+def test_recognition_checkpoint_round_trips_and_is_probeable(celeba, tmp_path):
+    out = tmp_path / "run"
+    _invoke("recognition", "--model", "small", "--data", f"celeba:{celeba}", "--out", str(out), *TINY)
+    metadata = json.loads((out / "metadata.json").read_text())
+    assert metadata["architecture"] == "small" and metadata["num_classes"] == N_IDS
+    assert metadata["epochs"] == 2 and metadata["seed"] == 0 and metadata["input_size"] == SIZE
+    assert metadata["data"] == f"celeba:{celeba}" and metadata["task"] == "recognition"
+    assert metadata["recipe"]["head"] == "softmax" and metadata["recipe"]["uniform_identities"]
+    assert metadata["n_train"] + metadata["n_held_out"] == N_IDS * 8  # the training partition
+    assert 0 <= metadata["metrics"]["held_out_identity_accuracy"] <= 1
+    assert len(metadata["history"]) == 2 and (out / "last" / "state.safetensors").is_file()
+
+    model, loaded_metadata = load_checkpoint(out)
+    assert loaded_metadata == metadata
+    layers = block_layers(model, torch.zeros(2, 3, SIZE, SIZE))
+    assert [layer.name for layer in layers][-1] == "classifier"
+    probed = load_model("small", f"checkpoint:{out}")
+    assert probed.preprocessing.input_size == (SIZE, SIZE)
+
+    # Done: rerunning resumes at the end (no epoch retrained); more epochs continue the same run.
+    _invoke("recognition", "--data", f"celeba:{celeba}", "--out", str(out), *TINY)
+    assert json.loads((out / "metadata.json").read_text())["history"] == metadata["history"]
+
+
+def test_attribute_baseline_table(celeba, tmp_path):
+    out = tmp_path / "baseline"
+    _invoke("attributes", "--model", "small", "--data", f"celeba:{celeba}", "--out", str(out), *TINY)
+    table = pd.read_parquet(out / "baseline.parquet")
+    assert list(table.columns) == list(BASELINE_COLUMNS)
+    assert list(table["attribute"]) == ["Bright", "Red"] and set(table["split"]) == {"test"}
+    assert table["accuracy"].between(0, 1).all() and set(table["source"]) == {"multitask small"}
+    metadata = json.loads((out / "metadata.json").read_text())
+    assert metadata["task"] == "attributes" and metadata["attributes"] == ["Bright", "Red"]
+    assert metadata["n_test"] == N_IDS and metadata["num_classes"] == 2
+
+
+def test_lfw_score_is_verification_accuracy(tmp_path):
+    # Two people, two folds of one same and one different pair each.
+    for name, identity in (("Ann_A", 1), ("Bob_B", 2)):
+        (tmp_path / "lfw" / name).mkdir(parents=True)
+        for k in (1, 2):
+            _face(identity, k).save(tmp_path / "lfw" / name / f"{name}_{k:04d}.jpg")
+    (tmp_path / "pairs.txt").write_text("2 1\nAnn_A 1 2\nAnn_A 1 Bob_B 1\nBob_B 1 2\nAnn_A 2 Bob_B 2\n")
+    loaded = load_model("small", "random", num_classes=2, input_size=(SIZE, SIZE))
+    score = lfw_score(tmp_path, loaded.preprocessing.transform())
+    assert score(loaded.module) in (0.0, 0.5, 1.0)
+    assert Recipe().epochs == 50 and Recipe().lr == 0.005 and Recipe().batch_size == 64
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["recognition", "--data", "nope:/x"], "unknown kind 'nope'"),
+        (["recognition", "--data", "celeba:{celeba}", "--head", "sphereface"], "unknown head 'sphereface'"),
+        (["attributes", "--data", "celeba:{celeba}", "--model", "resnet51"], "unknown model 'resnet51'"),
+    ],
+)
+def test_user_errors_are_one_line(celeba, tmp_path, args, fragment):
+    """FaceprobeError, which the entry point prints as one line with exit status 2."""
+    args = [a.format(celeba=celeba) for a in args]
+    result = CliRunner().invoke(app, ["train", *args, "--out", str(tmp_path), *TINY])
+    assert isinstance(result.exception, FaceprobeError), repr(result.exception)
+    assert fragment in str(result.exception) and "\n" not in str(result.exception)
+
+
+@pytest.mark.parametrize("command", [[], ["recognition"], ["attributes"]])
+def test_help(command):
+    result = CliRunner().invoke(app, ["train", *command, "--help"])
+    assert result.exit_code == 0 and "Usage" in result.output
