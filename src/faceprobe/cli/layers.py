@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
 from typing import Annotated
 
 import torch
@@ -14,18 +13,15 @@ from faceprobe.cli._app import app, out_console
 from faceprobe.cli.model_options import (
     BgrOption,
     CropOption,
+    FormatOption,
     InputSizeOption,
     MeanOption,
     NonStrictOption,
+    OutputFormat,
     StdOption,
     WeightsOption,
     load_from_options,
 )
-
-
-class Format(str, Enum):
-    table = "table"
-    json = "json"
 
 
 @app.command(epilog="Example: faceprobe layers resnet50 --select 'layer*.?' --format json")
@@ -33,7 +29,7 @@ def layers(
     model: Annotated[str, typer.Argument(help="A registered architecture or package.module:factory.")],
     weights: WeightsOption = "random",
     select: Annotated[str, typer.Option(help="auto (block level), all, or names and glob patterns.")] = "all",
-    format: Annotated[Format, typer.Option(help="table for people, json for scripts.")] = Format.table,
+    format: FormatOption = OutputFormat.table,
     input_size: InputSizeOption = None,
     crop: CropOption = None,
     mean: MeanOption = None,
@@ -52,7 +48,7 @@ def layers(
     loaded = load_from_options(model, weights, input_size, crop, mean, std, bgr, non_strict)
     example = torch.zeros(1, 3, *loaded.preprocessing.input_size)
     chosen = select_layers(catalogue(loaded.module, example), select)
-    if format is Format.json:
+    if format is OutputFormat.json:
         rows = [
             {"name": i.name, "depth": i.depth, "kind": i.kind, "shape": list(i.shape), "features": i.features}
             for i in chosen

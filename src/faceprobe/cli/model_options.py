@@ -7,6 +7,7 @@ everywhere.
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Annotated
 
 import typer
@@ -17,15 +18,27 @@ from faceprobe.models import LoadedModel, load_model
 __all__ = [
     "BgrOption",
     "CropOption",
+    "FormatOption",
     "InputSizeOption",
     "MeanOption",
     "NonStrictOption",
+    "OutputFormat",
     "StdOption",
     "WeightsOption",
     "load_from_options",
     "parse_floats",
     "parse_size",
 ]
+
+
+class OutputFormat(str, Enum):
+    """How a command prints its answer: a table for people, JSON for scripts."""
+
+    table = "table"
+    json = "json"
+
+
+FormatOption = Annotated[OutputFormat, typer.Option(help="table for people, json for scripts.")]
 
 _PANEL = "Model and preprocessing"
 WeightsOption = Annotated[

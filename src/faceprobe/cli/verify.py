@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from enum import Enum
 from typing import Annotated
 
 import typer
@@ -13,18 +12,15 @@ from faceprobe.cli._app import app, console, out_console, progress_bars, stepper
 from faceprobe.cli.model_options import (
     BgrOption,
     CropOption,
+    FormatOption,
     InputSizeOption,
     MeanOption,
     NonStrictOption,
+    OutputFormat,
     StdOption,
     WeightsOption,
     load_from_options,
 )
-
-
-class Format(str, Enum):
-    table = "table"
-    json = "json"
 
 
 @app.command(
@@ -41,7 +37,7 @@ def verify(
     per_identity: Annotated[int, typer.Option(min=2, help="Images drawn per person.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed of the draw.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
-    format: Annotated[Format, typer.Option(help="table for people, json for scripts.")] = Format.table,
+    format: FormatOption = OutputFormat.table,
     input_size: InputSizeOption = None,
     crop: CropOption = None,
     mean: MeanOption = None,
@@ -81,7 +77,7 @@ def verify(
     report = {"model": loaded.name, "digest": loaded.digest, "data": data, **dataclasses.asdict(check)}
     if lfw is not None:
         report["lfw_accuracy"], report["lfw_std"] = lfw.accuracy, lfw.std
-    if format is Format.json:
+    if format is OutputFormat.json:
         out_console.print_json(json.dumps(report))
     else:
         out_console.print(
