@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from _epochs import epoch_printer
 from faceprobe.train.jobs import Recipe, run_recognition
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "celeba-sample"
@@ -44,14 +45,7 @@ def main() -> None:
     print(f"{args.model}, {recipe}, head {args.head}, {torch.get_num_threads()} threads", flush=True)
     start = time.perf_counter()
 
-    def report(event: dict) -> None:
-        if event["event"] == "epoch":
-            print(
-                f"epoch {event['epoch']:3d}  loss {event['loss']:.3f}  train acc {event['train_acc']:.3f}"
-                f"  held-out acc {event['val_acc']:.3f}  lr {event['lr']:.0e}"
-                f"  {time.perf_counter() - start:6.1f} s",
-                flush=True,
-            )
+    report = epoch_printer(start)
 
     with tempfile.TemporaryDirectory() as out:
         metadata = run_recognition(

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from _epochs import epoch_printer
 from faceprobe.data import FaceImages, eval_transform, generate, load_celeba
 from faceprobe.models import SmallFaceNet
 from faceprobe.train import train_recognition, train_transform
@@ -67,14 +68,7 @@ def main() -> None:
         model = SmallFaceNet(identities.nunique(), widths=args.widths)
         start = time.perf_counter()
 
-        def report(event: dict) -> None:
-            if event["event"] == "epoch":
-                print(
-                    f"epoch {event['epoch']:3d}  loss {event['loss']:.3f}  train acc {event['train_acc']:.3f}"
-                    f"  held-out acc {event['val_acc']:.3f}  lr {event['lr']:.0e}"
-                    f"  {time.perf_counter() - start:6.1f} s",
-                    flush=True,
-                )
+        report = epoch_printer(start)
 
         result = train_recognition(
             model,
