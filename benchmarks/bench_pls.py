@@ -5,14 +5,20 @@ its resident memory, fits, and reports the time and its peak resident memory (ru
 pass X'y (the memory-bandwidth bound of any algorithm that reads X); NIPALS needs 16 such products for 8
 components (faceprobe fuses them into 9 passes).
 
+The second table fits many binary targets on one X, each on its own random subset of the rows (50-90%), as
+the layerwise study does for its attributes: "shared" is one ``fit_shared`` call (every pass over X serves all
+targets), "separate" one ``PLS.fit(X[rows], y[rows])`` per target (a row copy of X and 9 passes each).
+
     python benchmarks/bench_pls.py                      # widths 16384, 131072, 802816
     python benchmarks/bench_pls.py --widths 131072 --methods faceprobe,sklearn
+    python benchmarks/bench_pls.py --widths 0 --shared-widths 131072 --targets 40
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -22,9 +28,21 @@ import time
 import numpy as np
 
 METHODS = ("floor", "faceprobe", "sklearn", "ikpls")
+SHARED_METHODS = ("shared", "separate")
 
 
-def _fitter(method: str, components: int, X: np.ndarray, y: np.ndarray):
+def _fitter(method: str, components: int, X: np.ndarray, y: np.ndarray, targets: int):
+    if method in SHARED_METHODS:
+        from faceprobe.pls import PLS, fit_shared
+
+        rng = np.random.default_rng(1)
+        # Target a: is the sum of its own 64 random features above the median? Fitted on 50-90% of the rows.
+        sums = X[:, rng.choice(X.shape[1], size=(targets, 64))].sum(axis=2)
+        Y = (sums > np.median(sums, axis=0)).astype(np.float64)
+        masks = rng.random(Y.shape) < rng.uniform(0.5, 0.9, targets)
+        if method == "shared":
+            return lambda: fit_shared(X, Y, masks, components)
+        return lambda: [PLS(components).fit(X[masks[:, a]], Y[masks[:, a], a]) for a in range(targets)]
     if method == "floor":
         return lambda: X.T @ y
     if method == "faceprobe":
@@ -43,18 +61,19 @@ def _fitter(method: str, components: int, X: np.ndarray, y: np.ndarray):
     raise ValueError(f"unknown method {method}")
 
 
-def _child(method: str, n: int, m: int, components: int, repeats: int) -> dict:
+def _child(method: str, n: int, m: int, components: int, repeats: int, targets: int) -> dict:
     rng = np.random.default_rng(0)
     X = rng.random((n, m), dtype=np.float32)
     y = (X[:, :64].sum(axis=1) > 32).astype(np.float32)
     x_bytes = X.nbytes
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    fit = _fitter(method, components, X, y)  # imports happen here, outside the timing
+    fit = _fitter(method, components, X, y, targets)  # imports happen here, outside the timing
     times = []
     for _ in range(repeats):  # best of a few: this machine's timings are noisy
         start = time.perf_counter()
-        fit()
+        fitted = fit()
         times.append(time.perf_counter() - start)
+        del fitted  # before the next repeat, so the peak holds one set of models, as a caller's would
     seconds = min(times)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
@@ -83,45 +102,51 @@ def main() -> None:
         help="widths above this run faceprobe and the floor only (peers need > 24 GB there)",
     )
     parser.add_argument("--repeats", type=int, default=3, help="fits per method and width; the best counts")
-    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--shared-widths",
+        default="16384,131072",
+        help="widths of the many-targets table (802816 needs ~14 GB free; 0 skips the table)",
+    )
+    parser.add_argument("--targets", type=int, default=40, help="targets sharing one X in that table")
+    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        method, n, m, a, r = args.child
-        print(json.dumps(_child(method, int(n), int(m), int(a), int(r))))
+        method, n, m, a, r, t = args.child
+        print(json.dumps(_child(method, int(n), int(m), int(a), int(r), int(t))))
         return
 
     print(
         f"# {platform.processor() or platform.machine()}, {platform.python_version()}, n={args.n}, "
-        f"{args.components} components, float32"
+        f"{args.components} components, float32, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
     )
-    print(
-        f"{'m':>8} {'method':>10} {'seconds':>8} {'X GiB':>6} {'peak GiB':>8} {'peak/X':>6} "
-        f"{'vs faceprobe':>12}"
-    )
-    for m in (int(w) for w in args.widths.split(",")):
+    if _widths(args.widths):
+        _table(args, _widths(args.widths), args.methods.split(","), "faceprobe", "vs faceprobe")
+    if _widths(args.shared_widths):
+        print(f"\n# {args.targets} targets on one X, each on 50-90% of its rows")
+        _table(args, _widths(args.shared_widths), list(SHARED_METHODS), "shared", "vs shared")
+
+
+def _widths(text: str) -> list[int]:
+    return [w for w in (int(x) for x in text.split(",")) if w > 0]
+
+
+def _table(args: argparse.Namespace, widths: list[int], methods: list[str], reference: str, vs: str) -> None:
+    """One child per (width, method); the last column is each time over the reference method's."""
+    print(f"{'m':>8} {'method':>10} {'seconds':>8} {'X GiB':>6} {'peak GiB':>8} {'peak/X':>6} {vs:>12}")
+    for m in widths:
         rows = {}
-        for method in args.methods.split(","):
+        for method in methods:
             if method in ("sklearn", "ikpls") and m > args.skip_peers_above:
                 continue
+            child = [method, args.n, m, args.components, args.repeats, args.targets]
             proc = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--child",
-                    method,
-                    str(args.n),
-                    str(m),
-                    str(args.components),
-                    str(args.repeats),
-                ],
-                capture_output=True,
-                text=True,
+                [sys.executable, __file__, "--child", *map(str, child)], capture_output=True, text=True
             )
             if proc.returncode != 0:
                 print(f"{m:>8} {method:>10} failed: {proc.stderr.strip().splitlines()[-1:]}")
                 continue
             rows[method] = r = json.loads(proc.stdout)
-            ratio = r["seconds"] / rows["faceprobe"]["seconds"] if "faceprobe" in rows else float("nan")
+            ratio = r["seconds"] / rows[reference]["seconds"] if reference in rows else float("nan")
             print(
                 f"{m:>8} {method:>10} {r['seconds']:8.2f} {r['x_gib']:6.2f} {r['peak_gib']:8.2f} "
                 f"{r['peak_gib'] / r['x_gib']:6.2f} {ratio:11.1f}x",

@@ -179,6 +179,7 @@ FIGURES = (
     "groups-small-synthetic",
     "groups-toy-face",
     "groups-toy-random",
+    "residual-small-synthetic",  # the demo's rows carry each layer's kind, so its sawtooth is drawn too
     "residual-toy-face",
     "residual-toy-random",
     "weight-origins",

@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torchvision
+import zarr
 from torch.utils.data import TensorDataset
 
 from faceprobe.errors import FaceprobeError
 from faceprobe.extract import describe_layers, extract
-from faceprobe.extract.store import ActivationStore, extract_to_store, store_key
+from faceprobe.extract.store import ActivationStore, CorruptStoreError, extract_to_store, store_key
 from faceprobe.models import SmallFaceNet
 
 torch.set_num_threads(2)
@@ -40,12 +42,14 @@ class _Counter:
         self.images += len(args[0])
 
 
+@pytest.mark.parametrize("compress", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
-def test_round_trip_equals_in_memory_extraction(tmp_path, setup, dtype):
+def test_round_trip_equals_in_memory_extraction(tmp_path, setup, dtype, compress):
     model, data, layers, key = setup
-    store = extract_to_store(
-        model, data, layers, ActivationStore.open(tmp_path, key, batch_size=4), dtype=dtype
-    )
+    store = ActivationStore.open(tmp_path, key, batch_size=4)
+    for info in layers:  # LZ4 layers are written through zarr, plain ones by the store itself
+        store.ensure_layer(info, np.dtype(dtype), compress=compress)
+    store = extract_to_store(model, data, layers, store, dtype=dtype)
     expected = extract(model, data.tensors[0], NAMES, dtype=dtype)
     for info in layers:
         array = store.layer(info.name)
@@ -75,7 +79,7 @@ def test_partly_written_store_resumes(tmp_path, setup):
         store.layer("embedding")
     counter, done = _Counter(model), []
     extract_to_store(model, data, layers, ActivationStore.open(tmp_path, key), progress=done.append)
-    assert done == [4, 2] and counter.images == 6  # only the missing batches ran
+    assert done == [4, 2] and counter.images == 1 + 6  # the dry run's image, then only the missing batches
     expected = extract(model, data.tensors[0], NAMES)
     for name in NAMES:
         np.testing.assert_array_equal(store.layer(name)[:], expected[name])
@@ -103,19 +107,93 @@ def test_mismatches_are_refused(tmp_path, setup):
     store.group.attrs["key"] = other  # a folder whose recorded key differs from the one that names it
     with pytest.raises(FaceprobeError, match="holds another key"):
         ActivationStore.open(tmp_path, key)
+    with pytest.raises(
+        FaceprobeError, match=r"batch 2 of layer 'embedding' must be 2 x 8 values, not \(4, 8\)"
+    ):
+        store.write_batch(2, {"embedding": np.zeros((4, 8), np.float32)})
     bigger = ActivationStore.open(tmp_path / "b", key, batch_size=4)
     with pytest.raises(FaceprobeError, match="gives 8192 features per image but the store expects 2048"):
         extract_to_store(model, TensorDataset(torch.randn(10, 3, 64, 64)), layers[:1], bigger)
 
 
-def test_checksum_detects_a_corrupted_chunk(tmp_path, setup):
-    model, data, layers, key = setup
-    store = extract_to_store(model, data, layers, ActivationStore.open(tmp_path, key, batch_size=4))
-    chunk = store.path / "embedding" / "c" / "1" / "0"
+def _flip_a_byte(chunk):
     raw = bytearray(chunk.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     chunk.write_bytes(bytes(raw))
-    reopened = ActivationStore.open(tmp_path, key).layer("embedding")
-    np.testing.assert_array_equal(reopened[:4], store.layer("embedding")[:4])  # other chunks still read
-    with pytest.raises(ValueError, match="checksum"):
-        reopened[:]
+
+
+def test_corrupt_chunk_is_reported_scrubbed_and_recomputed(tmp_path, setup):
+    model, data, layers, key = setup
+    store = extract_to_store(model, data, layers, ActivationStore.open(tmp_path, key, batch_size=4))
+    original = {name: store.layer(name)[:] for name in NAMES}
+    _flip_a_byte(store.path / "embedding" / "c" / "1" / "0")
+    reopened = ActivationStore.open(tmp_path, key)
+    embedding = reopened.layer("embedding")
+    np.testing.assert_array_equal(embedding[:4], original["embedding"][:4])  # other chunks still read
+    for read in (lambda: embedding[:], lambda: embedding.oindex[:, [0, 3]], lambda: np.asarray(embedding)):
+        with pytest.raises(CorruptStoreError, match=rf"^{reopened.path}: layer 'embedding' has a chunk"):
+            read()
+    assert reopened.scrub(NAMES) == {"embedding": [1]}
+    assert reopened.done("embedding").tolist() == [True, False, True]
+    assert reopened.done("backbone.stem").all()
+    counter = _Counter(model)
+    extract_to_store(model, data, layers, reopened)
+    assert counter.images == 1 + 4  # the dry run's image, then batch 1 alone
+    assert reopened.scrub() == {}
+    for name in NAMES:
+        np.testing.assert_array_equal(reopened.layer(name)[:], original[name], err_msg=name)
+
+
+def test_chunks_are_byte_identical_to_zarrs_own(tmp_path, setup):
+    # Uneven column chunks and a short last batch: every edge case of the store's own chunk writer.
+    model, data, layers, key = setup
+    store = ActivationStore.open(tmp_path / "mine", key, batch_size=4)
+    store.chunk_bytes = 4 * 4 * 24  # 24 float32 columns per chunk: 2048 and 1024 features end mid-chunk
+    extract_to_store(model, data, layers, store)
+    reference = zarr.open_group(tmp_path / "zarr", mode="w")
+    for info in layers:
+        ours = store.layer(info.name)
+        assert ours.chunks[1] == min(24, info.features)
+        theirs = reference.create_array(
+            ours.basename, shape=ours.shape, chunks=ours.chunks, dtype=ours.dtype,
+            compressors=ours.compressors, fill_value=0,
+        )  # fmt: skip
+        theirs[:] = ours[:]
+    # zarr skips chunks that hold only the fill value (the zero-initialised residual branch's)
+    files = [p.relative_to(tmp_path / "zarr") for p in (tmp_path / "zarr").glob("*/c/*/*")]
+    assert len(files) == 3 * (-(-2048 // 24) + 1)  # backbone.stem and embedding, 3 batches each
+    for file in files:
+        assert (store.path / file).read_bytes() == (tmp_path / "zarr" / file).read_bytes(), file
+
+
+def test_outputs_changed_in_place_later_are_copied(tmp_path):
+    # BasicBlock adds the shortcut into bn2's output and ReLUs bn1's in place; layer1.0 is left alone.
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=4).eval()
+    x = torch.randn(6, 3, 32, 32)
+    names = ["layer1.0.bn1", "layer1.0.bn2", "layer1.0", "layer2.0.downsample"]
+    layers = describe_layers(model, x[:1], names)
+    key = store_key("resnet18", "r" * 64, {}, [str(i) for i in range(6)])
+    store = extract_to_store(
+        model, TensorDataset(x), layers, ActivationStore.open(tmp_path, key, batch_size=4)
+    )
+    expected = extract(model, x, names)
+    assert (expected["layer1.0.bn1"] < 0).any()
+    for name in names:
+        np.testing.assert_array_equal(store.layer(name)[:], expected[name], err_msg=name)
+
+
+def test_writer_errors_reach_the_caller_and_earlier_batches_stay_done(tmp_path, setup):
+    model, data, layers, key = setup
+    store = ActivationStore.open(tmp_path, key, batch_size=4)
+    write = store.write_batch
+
+    def fail_on_batch_1(batch, outputs):
+        if batch == 1:
+            raise OSError("disk full")
+        write(batch, outputs)
+
+    store.write_batch = fail_on_batch_1
+    with pytest.raises(OSError, match="disk full"):
+        extract_to_store(model, data, layers, store)
+    assert store.done("embedding").tolist() == [True, False, False]

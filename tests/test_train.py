@@ -1,4 +1,5 @@
-"""Identity training on tiny tensors: it learns, is reproducible and resumes exactly; margin heads; state."""
+"""Identity training on tiny tensors: it learns, is reproducible, resumes exactly, in mixed precision too;
+margin heads; state."""
 
 from __future__ import annotations
 
@@ -158,6 +159,21 @@ def test_keep_best_restores_the_best_scoring_epoch():
     assert result.best_epoch == 2 and [r["score"] for r in result.history] == [0.2, 0.9, 0.5]
     assert result.val_acc == result.history[1]["val_acc"]
     assert all(torch.equal(v, weights[2][k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize(("amp", "dtype"), [(False, torch.float32), (True, torch.bfloat16)])
+def test_mixed_precision_trains_in_bfloat16_on_the_cpu(amp, dtype):
+    model = _model()
+    seen = set()  # dtypes of the first convolution's outputs in training steps (evaluation is float32)
+    model.backbone.stem[0].register_forward_hook(
+        lambda m, _, out: seen.add(out.dtype) if m.training else None
+    )
+    result = train_recognition(
+        model, _faces(), _faces(per_id=4, seed=1), epochs=4, lr=0.05, batch_size=16, amp=amp
+    )
+    assert seen == {dtype}
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the weights stay float32
+    assert result.history[-1]["loss"] < result.history[0]["loss"] and result.val_acc >= 0.75
 
 
 @pytest.mark.parametrize("kind", ["arcface", "cosface"])

@@ -1,7 +1,9 @@
-"""`faceprobe train`: whole jobs on a tiny CelebA-layout set, checkpoints that load back and can be probed."""
+"""`faceprobe train`: whole jobs on a tiny CelebA-layout set, checkpoints that load back and can be probed,
+the epoch kept by LFW verification."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -106,6 +108,39 @@ def test_lfw_score_is_verification_accuracy(tmp_path):
     score = lfw_score(tmp_path, loaded.preprocessing.transform())
     assert score(loaded.module) in (0.0, 0.5, 1.0)
     assert Recipe().epochs == 50 and Recipe().lr == 0.005 and Recipe().batch_size == 64
+
+
+def _lfw(root: Path) -> Path:
+    """LFW's layout with the tiny set's 4 people (4 other images each); 2 folds of 12 same, 12 other pairs."""
+    people = [f"Person_{identity}" for identity in range(1, N_IDS + 1)]
+    for identity, name in enumerate(people, start=1):
+        (root / "lfw" / name).mkdir(parents=True)
+        for k in range(1, 5):
+            _face(identity, 20 + k).save(root / "lfw" / name / f"{name}_{k:04d}.jpg")
+    same = [f"{p} {a} {b}" for p in people for a, b in itertools.combinations(range(1, 5), 2)]
+    pairs = ((1, 2), (3, 4), (2, 3), (4, 1))
+    different = [f"{p} {a} {q} {b}" for p, q in itertools.combinations(people, 2) for a, b in pairs]
+    (root / "pairs.txt").write_text(
+        "\n".join(["2 12", *same[::2], *different[::2], *same[1::2], *different[1::2]])
+    )
+    return root
+
+
+def test_lfw_verification_picks_the_kept_epoch(celeba, tmp_path):
+    lfw, out, epochs = _lfw(tmp_path / "lfw-data"), tmp_path / "run", 6
+    data = ["--data", f"celeba:{celeba}", "--out", str(out), "--lfw", str(lfw)]
+    _invoke("recognition", *data, "--epochs", str(epochs), *TINY[2:])
+    metadata = json.loads((out / "metadata.json").read_text())
+    scores = [record["score"] for record in metadata["history"]]
+    best = metadata["best_epoch"]
+    assert len(scores) == epochs and best == scores.index(max(scores)) + 1
+    assert metadata["metrics"]["lfw_verification_accuracy"] == max(scores)
+    assert metadata["metrics"]["held_out_identity_accuracy"] == metadata["history"][best - 1]["val_acc"]
+    assert metadata["recipe"]["lfw"] == str(lfw)
+    # This seeded run verifies worse after its best epoch, so the last epoch's weights would score otherwise.
+    assert best < epochs and scores[-1] != max(scores)
+    kept = load_model("small", f"checkpoint:{out}")
+    assert lfw_score(lfw, kept.preprocessing.transform())(kept.module) == pytest.approx(max(scores))
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,11 @@
-"""`faceprobe verify`: identity separation of embeddings, the broken-network warning, LFW pairs."""
+"""`faceprobe verify`: identity separation of embeddings, the broken-network warning (silent on a network
+`faceprobe train` trained, loud on its random twin), LFW pairs."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -94,6 +96,39 @@ def test_verify_command_warns_on_random_weights(faces):
     assert "mis-loaded" in report["warning"] and "WARNING" in result.stderr
     table = CliRunner().invoke(app, args)
     assert "nearest-neighbour identity" in table.stdout and "WARNING" in table.stderr
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """Faces from ``faceprobe synth`` (10 people x 12) and ``faceprobe train recognition`` run on them."""
+    root = tmp_path_factory.mktemp("trained")
+    faces, out = root / "faces", root / "run"
+    synth = ["synth", "--out", str(faces), "--identities", "10", "--images-per-identity", "12"]
+    train = ["train", "recognition", "--model", "small", "--data", f"synthetic:{faces}", "--out", str(out)]
+    tiny = ["--epochs", "10", "--input-size", "32", "--batch-size", "16", "--lr", "0.1", "--device", "cpu"]
+    for args in ([*synth, "--size", "32", "--workers", "1"], [*train, *tiny]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output + repr(result.exception)
+    return faces, out
+
+
+def test_verify_passes_a_trained_network_and_warns_on_its_random_twin(trained):
+    faces, out = trained
+
+    def verify(*options: str) -> tuple[dict, str]:
+        args = ["verify", "--model", "small", "--data", f"synthetic:{faces}", "--device", "cpu", *options]
+        result = CliRunner().invoke(app, [*args, "--format", "json"])
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        return json.loads(result.stdout), result.stderr
+
+    # The checkpoint brings its own 32x32 preprocessing; all 10 people are drawn, 2 never seen in training.
+    report, stderr = verify("--weights", f"checkpoint:{out / 'model.safetensors'}")
+    assert (report["n_images"], report["n_identities"]) == (50, 10)
+    assert report["warning"] is None and "WARNING" not in stderr
+    assert report["same"] - report["different"] > 0.5 and report["nearest_neighbour"] >= 0.7  # chance 8%
+    random, stderr = verify("--weights", "random", "--input-size", "32")
+    assert "mis-loaded" in random["warning"] and "WARNING" in stderr
+    assert random["same"] - random["different"] < 0.1
 
 
 def test_lfw_pairs(faces, tmp_path):

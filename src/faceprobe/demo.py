@@ -18,18 +18,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
+from torch import nn
 
-from faceprobe.data.celeba import load_celeba
-from faceprobe.data.images import FaceImages, eval_transform
-from faceprobe.data.sampling import balanced_draws, union_ids
+from faceprobe.data.celeba import celeba_dataset
+from faceprobe.data.dataset import FaceDataset
+from faceprobe.data.images import eval_transform
+from faceprobe.data.sampling import sample_protocol
 from faceprobe.data.synth import generate
-from faceprobe.extract import block_layers, extract
+from faceprobe.extract import block_layers
 from faceprobe.models import build_model
 from faceprobe.models.checkpoint import save_checkpoint
 from faceprobe.report.figures import plot_depth_curves
 from faceprobe.results import to_frame, write_results
-from faceprobe.studies.layerwise import AttributeRows, probe_layer
+from faceprobe.run.config import ProbeConfig
+from faceprobe.run.work import Draws, probe_rows
 from faceprobe.train.recognition import train_recognition, train_transform
 
 __all__ = ["DemoConfig", "DemoResult", "best_layers", "run_demo"]
@@ -117,54 +119,33 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), step: StepRepor
                 config.seed,
                 progress=step("synthesising faces", total),
             )
-        celeba = load_celeba(data_dir)
+        dataset = celeba_dataset(data_dir, kind="synthetic")
 
     with _timed(seconds, "train"):
-        model, identity_accuracy = _train_recognizer(celeba, config, out / "model", step)
-
-    with _timed(seconds, "extract"):
-        attributes = list(config.attributes or celeba.attribute_names)
-        pool = celeba.attributes.loc[celeba.partitions.index[celeba.partitions.isin([0, 1])], attributes]
-        draws = balanced_draws(pool, config.n_train, config.n_val, config.seed)
-        images = union_ids(draws)
-        position = pd.Series(np.arange(len(images)), index=images)
-        rows = {
-            a: AttributeRows(
-                train=position[list(d.train)].to_numpy(),
-                val=position[list(d.val)].to_numpy(),
-                y_train=pool.loc[list(d.train), a].to_numpy(),
-                y_val=pool.loc[list(d.val), a].to_numpy(),
-            )
-            for a, d in draws.items()
-        }
-        dataset = FaceImages(
-            [celeba.image_path(i) for i in images], transform=eval_transform(config.input_size)
-        )
-        loader = DataLoader(dataset, batch_size=128)
-        layers = block_layers(model, dataset[0][0][None])
-        activations = extract(
-            model,
-            loader,
-            [layer.name for layer in layers],
-            progress=step("extracting block outputs", len(images)),
-        )
+        model_dir = out / "model"
+        model, identity_accuracy = _train_recognizer(dataset, config, model_dir, step)
 
     with _timed(seconds, "probe"):
-        advance = step("probing layers x attributes", len(layers))
-        table = []
-        for layer in layers:
-            for row in probe_layer(activations.pop(layer.name), layer.shape, rows):
-                table.append(
-                    {
-                        "model": MODEL_NAME,
-                        "layer": layer.name,
-                        "depth": layer.depth,
-                        "n_features": layer.features,
-                        **row,
-                    }
-                )
-            advance(1)
-        results = to_frame(table)
+        draws = _draws(dataset, config)
+        layers = block_layers(model, torch.zeros(1, 3, config.input_size, config.input_size))
+        rows, _ = probe_rows(
+            model,
+            eval_transform(config.input_size),
+            dataset,
+            draws,
+            layers,
+            asdict(ProbeConfig(single_units=False, vip_study=0)),
+            batch_size=128,
+            seed=config.seed,
+            progress=step(f"probing {len(layers)} block outputs", len(draws.images())),
+        )
+        model_keys = {
+            "model": MODEL_NAME,
+            "architecture": "small",
+            "weights": f"checkpoint:{model_dir}",
+            "seed": config.seed,
+        }
+        results = to_frame([{**model_keys, **row} for row in rows])
         results_path = write_results(results, out / "results.parquet")
         figure_path = plot_depth_curves(
             results,
@@ -175,17 +156,30 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), step: StepRepor
     return DemoResult(results, results_path, figure_path, identity_accuracy, seconds)
 
 
-def _train_recognizer(celeba, config: DemoConfig, out: Path, step: StepReporter):
+def _draws(dataset: FaceDataset, config: DemoConfig) -> Draws:
+    """The run's protocol (a balanced draw per attribute from the train + val pool, no test images)."""
+    attributes = list(config.attributes or dataset.attribute_names)
+    protocol = sample_protocol(
+        dataset, attributes, n_train=config.n_train, n_val=config.n_val, n_test=0, seed=config.seed
+    )
+    assert dataset.attributes is not None  # synthetic faces are labelled
+    return Draws.from_protocol(protocol, dataset.attributes[attributes])
+
+
+def _train_recognizer(
+    dataset: FaceDataset, config: DemoConfig, out: Path, step: StepReporter
+) -> tuple[nn.Module, float]:
     """Train the recognition network on the train-split identities, holding out images of each identity."""
-    ids = celeba.partitions.index[celeba.partitions == 0]
-    identity = celeba.identities.loc[ids]
+    assert dataset.partitions is not None and dataset.identities is not None  # synthetic faces have both
+    ids = dataset.partitions.index[dataset.partitions == 0]
+    identity = dataset.identities.loc[ids]
     classes = {v: i for i, v in enumerate(sorted(identity.unique()))}
     rng = np.random.default_rng(config.seed)
     held = rng.random(len(ids)) < config.held_out
-    paths = np.array([celeba.image_path(i) for i in ids], dtype=object)
     targets = identity.map(classes).to_numpy()
-    train_set = FaceImages(list(paths[~held]), targets[~held], transform=train_transform(config.input_size))
-    val_set = FaceImages(list(paths[held]), targets[held], transform=eval_transform(config.input_size))
+    size = config.input_size
+    train_set = dataset.torch_dataset(ids[~held], targets[~held], transform=train_transform(size))
+    val_set = dataset.torch_dataset(ids[held], targets[held], transform=eval_transform(size))
     model = build_model("small", len(classes))
     advance = step(f"training recognition on {len(classes)} identities", config.epochs)
     result = train_recognition(

@@ -1,16 +1,21 @@
-"""Where the forward passes run, and how many images fit in one batch there.
+"""Where the forward passes run, in which precision, and how many images fit in one batch there.
 
 Nothing needs a GPU; ``auto`` takes CUDA, then Apple's MPS, then the CPU.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
 from faceprobe.errors import FaceprobeError
 
-__all__ = ["CPU_BATCH_SIZE", "fit_batch_size", "resolve_device"]
+__all__ = ["CPU_BATCH_SIZE", "PRECISIONS", "autocast", "fit_batch_size", "resolve_device"]
+
+#: Forward-pass precisions: full float32, or bfloat16 autocast (about twice the throughput on recent GPUs).
+PRECISIONS = ("float32", "bfloat16")
 
 #: Batch size on the CPU: large enough to amortise per-batch overhead, small enough for 224x224 ResNet50.
 CPU_BATCH_SIZE = 32
@@ -63,3 +68,19 @@ def fit_batch_size(
     per_image = max(1, (torch.cuda.max_memory_allocated(device) - before) // 2)
     free, _ = torch.cuda.mem_get_info(device)
     return int(max(1, min(limit, fraction * free // per_image)))
+
+
+def autocast(device: torch.device | str, precision: str = "float32") -> contextlib.AbstractContextManager:
+    """A context in which forward passes on ``device`` run in ``precision`` (see :data:`PRECISIONS`).
+
+    ``bfloat16`` is ``torch.autocast``: convolutions and matrix products run in bfloat16 with float32
+    accumulation, everything else stays float32; layer outputs come out as bfloat16 or float32 tensors.
+    """
+    if precision not in PRECISIONS:
+        raise FaceprobeError(f"unknown precision {precision!r}; use {' or '.join(PRECISIONS)}")
+    if precision == "float32":
+        return contextlib.nullcontext()
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise FaceprobeError(f"{device} has no bfloat16 support; use precision float32")
+    return torch.autocast(device.type, dtype=torch.bfloat16)

@@ -16,11 +16,18 @@ found so far, so X is only ever read, one row block at a time:
 So ``n_components`` components cost ``n_components + 1`` passes over X and no copy of it. Arithmetic runs in
 X's precision when X is float32 or float64 (any other dtype, e.g. float16, is converted block by block to
 float32); the small per-component quantities are kept in float64.
+
+:func:`fit_shared` runs many such fits in lockstep, one per target column, each on its own subset of the rows
+(a row mask): every pass multiplies a block by the weights of all targets at once and accumulates all their
+loadings at once, so fitting A targets costs the same ``n_components + 1`` passes as fitting one. Rows outside
+a target's mask get score zero, which removes them from its sums; its column means come from the first pass as
+mask-weighted sums. :func:`transform_shared` projects X on many fitted models in one pass.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,10 +37,19 @@ from sklearn.utils.validation import check_is_fitted
 
 from faceprobe.errors import ProbeInputError
 
-__all__ = ["PLS", "channel_vip", "top_k_channels", "top_k_neurons", "vip_scores"]
+__all__ = [
+    "PLS",
+    "channel_vip",
+    "fit_shared",
+    "top_k_channels",
+    "top_k_neurons",
+    "transform_shared",
+    "vip_scores",
+]
 
 _DEFAULT_BLOCK_BYTES = 4 * 2**20  # measured fastest here: a block stays in cache for its two products
 _MIN_BLOCK_ROWS = 16  # fewer rows per product run far below memory bandwidth on wide layers
+_MIN_STATE_BYTES = 2**30  # fit_shared's default budget for its per-target state, unless X is larger
 
 
 def _compute_dtype(dtype: np.dtype) -> np.dtype:
@@ -44,10 +60,13 @@ class _RowBlocks:
     """Reads a 2-D array-like (ndarray, memmap, zarr array, ...) in row blocks of the compute dtype.
 
     A block of an ndarray already in the compute dtype is a view; anything else is converted one block at a
-    time, so converting never costs more than ``block_bytes`` of extra memory.
+    time, so converting never costs more than ``block_bytes`` of extra memory. For a chunked array (one with
+    ``chunks``, e.g. zarr) the block height is a multiple of the chunk height, so no compressed chunk is
+    decompressed twice in a pass. ``min_rows`` overrides ``block_bytes`` for products with many columns,
+    which run far below speed on few rows.
     """
 
-    def __init__(self, X: Any, block_bytes: int) -> None:
+    def __init__(self, X: Any, block_bytes: int, min_rows: int = _MIN_BLOCK_ROWS) -> None:
         if not hasattr(X, "shape") or not hasattr(X, "dtype"):
             X = np.asarray(X)
         if len(X.shape) != 2:
@@ -55,8 +74,11 @@ class _RowBlocks:
         self.X = X
         self.n, self.m = (int(s) for s in X.shape)
         self.dtype = _compute_dtype(np.dtype(X.dtype))
-        rows = block_bytes // max(1, self.m * self.dtype.itemsize)
-        self.rows = int(min(self.n, max(_MIN_BLOCK_ROWS, rows)))
+        rows = max(min_rows, block_bytes // max(1, self.m * self.dtype.itemsize))
+        chunks = getattr(X, "chunks", None)
+        if chunks and isinstance(chunks[0], (int, np.integer)):
+            rows = max(int(chunks[0]), rows - rows % int(chunks[0]))
+        self.rows = int(min(self.n, rows))
 
     def __iter__(self) -> Iterator[tuple[slice, NDArray]]:
         for start in range(0, self.n, self.rows):
@@ -96,83 +118,22 @@ class PLS(TransformerMixin, BaseEstimator):
 
     def fit(self, X: ArrayLike, y: ArrayLike) -> PLS:
         blocks = _RowBlocks(X, self.block_bytes)
-        n, m, dtype = blocks.n, blocks.m, blocks.dtype
-        Y = _check_targets(y, n)
+        Y = np.asarray(y, dtype=np.float64)
+        if Y.ndim == 1:
+            Y = Y[:, None]
+        if Y.ndim != 2 or Y.shape[0] != blocks.n:
+            raise ProbeInputError(
+                f"y must have one row per sample of X ({blocks.n}); got shape {np.shape(y)}"
+            )
+        (result,) = _fit_lockstep(blocks, Y, [slice(None)], None, [self])
+        if isinstance(result, ProbeInputError):
+            raise result
         self.y_ndim_ = np.ndim(y)
-        if not isinstance(self.n_components, (int, np.integer)) or self.n_components < 1:
-            raise ProbeInputError(f"n_components must be a positive integer; got {self.n_components!r}")
-        if self.n_components > min(n - 1, m):
-            raise ProbeInputError(
-                f"n_components={self.n_components} needs more than {self.n_components} samples and at least "
-                f"{self.n_components} features; got {n} samples and {m} features (lower n_components)"
-            )
-        self.y_mean_ = Y.mean(axis=0)
-        Y = Y - self.y_mean_
-
-        # One pass: [Yc, 1]'X, the cross-product (sum(Yc) = 0, so X'Yc = Xc'Yc) and the column sums.
-        YI = np.column_stack([Y, np.ones(n)]).astype(dtype)
-        MT = _accumulate_vtx(blocks, YI.shape[1], lambda rows, block: YI[rows])
-        sums = MT[-1]
-        M = np.ascontiguousarray(MT[:-1].T)
-        if not np.all(np.isfinite(sums)):
-            bad = int(np.flatnonzero(~np.isfinite(sums))[0])
-            raise ProbeInputError(
-                f"X has NaN or inf values (first in feature {bad}); a float16 overflow? "
-                "extract in float32 or drop the layer"
-            )
-        mean = sums / dtype.type(n)
-        scale0 = float(np.linalg.norm(M))
-        if scale0 == 0.0:
-            raise ProbeInputError("X carries no variance related to y (a constant layer output?)")
-        tol = (1e-10 if dtype == np.float64 else 1e-5) * scale0
-
-        A = self.n_components
-        W = np.zeros((m, A), dtype=dtype)
-        P = np.zeros((m, A), dtype=dtype)
-        T = np.zeros((n, A), dtype=np.float64)
-        C = np.zeros((Y.shape[1], A), dtype=np.float64)
-        a = 0
-        while a < A and float(np.linalg.norm(M)) > tol:
-            w = _dominant_direction(M)
-            # Scores and X't of the deflated X, deflating implicitly through the earlier P and T.
-            t, xt = _scores_and_cross(blocks, w, mean, T[:, :a], (P[:, :a].T @ w).astype(np.float64))
-            tt = float(t @ t)
-            if tt <= 0.0:
-                break
-            P[:, a] = (xt - P[:, :a] @ (T[:, :a].T @ t).astype(dtype)) / dtype.type(tt)
-            ty = t @ Y
-            C[:, a] = ty / tt
-            Y = Y - np.outer(t, C[:, a])
-            M -= np.outer(P[:, a], ty.astype(dtype))
-            W[:, a], T[:, a] = w, t
-            a += 1
-
-        if a == 0:
-            raise ProbeInputError("X carries no variance related to y (a constant layer output?)")
-        self.n_components_ = a
-        self.x_mean_ = mean
-        self.x_weights_ = W[:, :a] if a < A else W
-        self.x_loadings_ = P[:, :a] if a < A else P
-        self.x_scores_ = T[:, :a].astype(dtype)
-        self.y_loadings_ = C[:, :a]
-        PW = self.x_loadings_.T.astype(np.float64) @ self.x_weights_.astype(np.float64)
-        self.x_rotations_ = self.x_weights_ @ np.linalg.inv(PW).astype(dtype)
-        self.vip_ = vip_scores(self.x_weights_, self.x_scores_, self.y_loadings_)
-        self.n_features_in_ = m
         return self
 
     def transform(self, X: ArrayLike) -> NDArray:
         """Project X on the components: ``(X - x_mean_) @ x_rotations_``, streamed over row blocks."""
-        check_is_fitted(self, "x_rotations_")
-        blocks = _RowBlocks(X, self.block_bytes)
-        if blocks.m != self.n_features_in_:
-            raise ProbeInputError(f"X has {blocks.m} features; this PLS was fitted on {self.n_features_in_}")
-        R = self.x_rotations_.astype(blocks.dtype, copy=False)
-        offset = self.x_mean_.astype(blocks.dtype) @ R
-        out = np.empty((blocks.n, R.shape[1]), dtype=blocks.dtype)
-        for rows, block in blocks:
-            out[rows] = block @ R - offset
-        return out
+        return transform_shared(X, [self], block_bytes=self.block_bytes)[0]
 
     def fit_transform(self, X: ArrayLike, y: ArrayLike | None = None, **fit_params: Any) -> NDArray:
         """Fit and return the training scores (no extra pass over X)."""
@@ -191,17 +152,263 @@ class PLS(TransformerMixin, BaseEstimator):
         return tags
 
 
-def _check_targets(y: ArrayLike, n: int) -> NDArray[np.float64]:
-    Y = np.asarray(y, dtype=np.float64)
-    if Y.ndim == 1:
-        Y = Y[:, None]
+def fit_shared(
+    X: ArrayLike,
+    Y: ArrayLike,
+    masks: ArrayLike | None = None,
+    n_components: int = 8,
+    *,
+    block_bytes: int = _DEFAULT_BLOCK_BYTES,
+    max_bytes: int | None = None,
+) -> list[PLS | ProbeInputError]:
+    """One PLS1 per column of Y, each on its own rows of X, sharing every pass over X.
+
+    Target ``a`` gets the model ``PLS(n_components).fit(X[masks[:, a]], Y[masks[:, a], a])`` would give (up
+    to rounding), without copying rows of X and with ``n_components + 1`` passes over X for all targets
+    together. A target that cannot be fitted (constant in its rows, too few rows, no covariance with X) gets
+    the :class:`~faceprobe.errors.ProbeInputError` that fit would raise, in its slot; the others still fit.
+
+    Parameters
+    ----------
+    X : array-like of shape (n, m)
+        An ndarray, memmap or zarr array, read in row blocks and never copied.
+    Y : array-like of shape (n, A)
+        One column per target. Values outside a target's rows are ignored (they may be NaN).
+    masks : bool array of shape (n, A), optional
+        The rows each target is fitted on; None fits every target on all rows.
+    n_components, block_bytes : int
+        As for :class:`PLS`.
+    max_bytes : int, optional
+        Budget for the working state, about ``(2 n_components + 8) m`` values of the compute dtype per target
+        (weights, loadings, cross-products, means, pass buffers and two rows of each block of X). Targets
+        are fitted in groups that fit in it, each group costing its own ``n_components + 1`` passes. By
+        default the larger of 1 GiB and half of X (in the compute dtype). Each fitted model keeps
+        ``(3 n_components + 2) m`` values (weights, loadings, rotations, VIP and means) after the fit.
+
+    Returns
+    -------
+    list of A fitted :class:`PLS` (``x_scores_`` holds the scores of the target's rows, in row order) or
+    :class:`~faceprobe.errors.ProbeInputError`.
+    """
+    blocks = _RowBlocks(X, block_bytes)
+    n = blocks.n
+    Y = np.asarray(Y, dtype=np.float64)
     if Y.ndim != 2 or Y.shape[0] != n:
-        raise ProbeInputError(f"y must have one row per sample of X ({n}); got shape {np.shape(y)}")
-    if not np.all(np.isfinite(Y)):
-        raise ProbeInputError("y has NaN or inf values")
-    if np.all(Y.std(axis=0) == 0):
-        raise ProbeInputError("y is constant (a single class?): a probe needs both classes")
-    return Y
+        raise ProbeInputError(
+            f"Y must be (samples of X = {n}, targets), one column per target; got shape {Y.shape}"
+        )
+    n_targets = Y.shape[1]
+    if masks is not None:
+        masks = np.asarray(masks)
+        if masks.dtype != bool or masks.shape != Y.shape:
+            raise ProbeInputError(
+                f"masks must be a boolean array shaped like Y {Y.shape}; got {masks.dtype} {masks.shape}"
+            )
+    if n_targets == 0:
+        return []
+    _check_n_components(n_components)
+    itemsize = blocks.dtype.itemsize
+    per_target = (2 * n_components + 8) * blocks.m * itemsize + (n_components + 4) * n * 8
+    budget = max(_MIN_STATE_BYTES, n * blocks.m * itemsize // 2) if max_bytes is None else max_bytes
+    n_groups = -(-n_targets // max(1, budget // per_target))
+    # Blocks of at least 2 rows per target: 40-column products on 16 rows ran at half speed here.
+    blocks = _RowBlocks(X, block_bytes, min_rows=max(_MIN_BLOCK_ROWS, 2 * -(-n_targets // n_groups)))
+    results: list[PLS | ProbeInputError] = []
+    for group in np.array_split(np.arange(n_targets), n_groups):
+        models = [PLS(n_components, block_bytes=block_bytes) for _ in group]
+        columns = [slice(j, j + 1) for j in range(len(group))]
+        results += _fit_lockstep(
+            blocks, Y[:, group], columns, None if masks is None else masks[:, group], models
+        )
+    for result in results:
+        if isinstance(result, PLS):
+            result.y_ndim_ = 1
+    return results
+
+
+def transform_shared(
+    X: ArrayLike, models: Sequence[PLS], *, block_bytes: int = _DEFAULT_BLOCK_BYTES
+) -> list[NDArray]:
+    """Each model's ``transform(X)``, in one pass over X with one product per block for all models."""
+    for model in models:
+        check_is_fitted(model, "x_rotations_")
+    blocks = _RowBlocks(X, block_bytes)
+    for model in models:
+        if model.n_features_in_ != blocks.m:
+            raise ProbeInputError(f"X has {blocks.m} features; this PLS was fitted on {model.n_features_in_}")
+    if not models:
+        return []
+    rotations = [model.x_rotations_.astype(blocks.dtype, copy=False) for model in models]
+    R = np.concatenate(rotations, axis=1)
+    offset = np.concatenate(
+        [model.x_mean_.astype(blocks.dtype) @ r for model, r in zip(models, rotations, strict=True)]
+    )
+    out = np.empty((blocks.n, R.shape[1]), dtype=blocks.dtype)
+    for rows, block in blocks:
+        np.matmul(block, R, out=out[rows])
+        out[rows] -= offset
+    return np.split(out, np.cumsum([r.shape[1] for r in rotations])[:-1], axis=1)
+
+
+def _check_n_components(n_components: Any) -> int:
+    if not isinstance(n_components, (int, np.integer)) or n_components < 1:
+        raise ProbeInputError(f"n_components must be a positive integer; got {n_components!r}")
+    return int(n_components)
+
+
+def _target_error(y: NDArray, n_components: int, n_features: int) -> ProbeInputError | None:
+    """The error PLS.fit raises for these targets (the rows one model sees), or None if they can be fitted."""
+    n = y.shape[0]
+    if not np.all(np.isfinite(y)):
+        return ProbeInputError("y has NaN or inf values")
+    if n and np.all(y.std(axis=0) == 0):
+        return ProbeInputError("y is constant (a single class?): a probe needs both classes")
+    if n_components > min(n - 1, n_features):
+        return ProbeInputError(
+            f"n_components={n_components} needs more than {n_components} samples and at least "
+            f"{n_components} features; got {n} samples and {n_features} features (lower n_components)"
+        )
+    return None
+
+
+@dataclass
+class _Target:
+    """One model's state in a lockstep fit: each pass fills a column of W, P, T and C."""
+
+    index: int  # its slot in the result list
+    columns: slice  # its columns of the cross-products M and of the deflated targets
+    rows: NDArray[np.bool_] | None  # its rows of X (None: all)
+    mean_row: int  # its row of the column means (targets with the same rows share one)
+    y_mean: NDArray[np.float64]
+    W: NDArray
+    P: NDArray
+    T: NDArray[np.float64]
+    C: NDArray[np.float64]
+    tol: float = 0.0  # stop when the deflated cross-product is this small
+    k: int = 0  # components found so far
+
+
+def _fit_lockstep(
+    blocks: _RowBlocks,
+    Y: NDArray[np.float64],
+    columns: Sequence[slice],
+    masks: NDArray[np.bool_] | None,
+    models: Sequence[PLS],
+) -> list[PLS | ProbeInputError]:
+    """Fit ``models[i]`` on the targets ``Y[:, columns[i]]`` over the rows ``masks[:, i]`` (all rows if None).
+
+    The models share ``n_components``; each pass over X serves all of them, and each stops on its own when X
+    runs out of covariance with its targets. A model that cannot be fitted is replaced by its error.
+    """
+    n, m, dtype = blocks.n, blocks.m, blocks.dtype
+    n_components = _check_n_components(models[0].n_components)
+    results: list[PLS | ProbeInputError] = list(models)
+    live: list[tuple[int, slice, NDArray[np.bool_] | None]] = []
+    for i, cols in enumerate(columns):
+        rows = None if masks is None else masks[:, i]
+        error = _target_error(Y[:, cols] if rows is None else Y[rows, cols], n_components, m)
+        if error is None:
+            live.append((i, cols, rows))
+        else:
+            results[i] = error
+    if not live:
+        return results
+
+    # The deflated targets, centred on (and zero outside) each target's rows, and one indicator per row set.
+    widths = [Y[:, cols].shape[1] for _, cols, _ in live]
+    starts = np.concatenate([[0], np.cumsum(widths)])
+    Yd = np.zeros((n, int(starts[-1])))
+    if masks is None:
+        indicators, mean_rows = np.ones((n, 1), dtype=bool), np.zeros(len(live), dtype=np.intp)
+    else:
+        indicators, inverse = np.unique(masks[:, [i for i, _, _ in live]], axis=1, return_inverse=True)
+        mean_rows = inverse.reshape(-1)  # numpy 2.0.0 shaped it like the input
+    targets = []
+    for (i, cols, rows), start, width, mean_row in zip(live, starts[:-1], widths, mean_rows, strict=True):
+        y = Y[:, cols] if rows is None else Y[rows, cols]
+        target = _Target(
+            index=i,
+            columns=slice(int(start), int(start + width)),
+            rows=rows,
+            mean_row=int(mean_row),
+            y_mean=y.mean(axis=0),
+            W=np.zeros((m, n_components), dtype=dtype),
+            P=np.zeros((m, n_components), dtype=dtype),
+            T=np.zeros((n, n_components)),
+            C=np.zeros((width, n_components)),
+        )
+        Yd[slice(None) if rows is None else rows, target.columns] = y - target.y_mean
+        targets.append(target)
+
+    # One pass: [Yd, indicators]'X, the cross-products X'Yc = Xc'Yc and the column sums over each row set.
+    V = np.column_stack([Yd, indicators]).astype(dtype)
+    with np.errstate(invalid="ignore"):  # non-finite X (0 * inf in a product) is reported just below
+        acc = _accumulate_vtx(blocks, V.shape[1], lambda rows, block: V[rows])
+    M, means = acc[: Yd.shape[1]], acc[Yd.shape[1] :]
+    finite = np.all(np.isfinite(means), axis=0)
+    if not np.all(finite):
+        raise ProbeInputError(
+            f"X has NaN or inf values (first in feature {int(np.argmin(finite))}); a float16 overflow? "
+            "extract in float32 or drop the layer"
+        )
+    means /= indicators.sum(axis=0).astype(dtype)[:, None]
+    for target in targets:  # a target with no covariance at all (tol 0) is never active
+        target.tol = (1e-10 if dtype == np.float64 else 1e-5) * float(np.linalg.norm(M[target.columns]))
+
+    for k in range(n_components):
+        active = [t for t in targets if t.k == k and float(np.linalg.norm(M[t.columns])) > t.tol]
+        if not active:
+            break
+        W = np.empty((len(active), m), dtype=dtype)
+        offset = np.empty((n, len(active)))
+        for j, t in enumerate(active):
+            W[j] = _dominant_direction(M[t.columns].T)
+            # Implicit centring and deflation: t = X w - (mean w + T_prev P_prev' w).
+            offset[:, j] = float(means[t.mean_row] @ W[j]) + t.T[:, :k] @ (t.P[:, :k].T @ W[j]).astype(
+                np.float64
+            )
+        keep = None if masks is None else indicators[:, [t.mean_row for t in active]]
+        scores, xt = _scores_and_cross(blocks, W, offset, keep)
+        for j, t in enumerate(active):
+            s = scores[:, j]
+            tt = float(s @ s)
+            if tt <= 0.0:
+                continue
+            # (X - mean)'t = X't - mean * sum(t); sum(t) is ~0 but not exactly.
+            x_t = xt[j] - means[t.mean_row] * dtype.type(s.sum())
+            t.P[:, k] = (x_t - t.P[:, :k] @ (t.T[:, :k].T @ s).astype(dtype)) / dtype.type(tt)
+            ty = s @ Yd[:, t.columns]
+            t.C[:, k] = ty / tt
+            Yd[:, t.columns] -= np.outer(s, t.C[:, k])
+            M[t.columns] -= np.outer(ty.astype(dtype), t.P[:, k])
+            t.W[:, k], t.T[:, k] = W[j], s
+            t.k += 1
+
+    for t in targets:
+        if t.k == 0:
+            results[t.index] = ProbeInputError(
+                "X carries no variance related to y (a constant layer output?)"
+            )
+        else:
+            _set_fitted(models[t.index], t, means[t.mean_row].copy())
+    return results
+
+
+def _set_fitted(model: PLS, target: _Target, mean: NDArray) -> None:
+    a = target.k
+    full = a == target.W.shape[1]
+    model.n_components_ = a
+    model.x_mean_ = mean
+    model.y_mean_ = target.y_mean
+    model.x_weights_ = target.W if full else target.W[:, :a]
+    model.x_loadings_ = target.P if full else target.P[:, :a]
+    scores = target.T[:, :a] if target.rows is None else target.T[target.rows, :a]
+    model.x_scores_ = scores.astype(mean.dtype)
+    model.y_loadings_ = target.C[:, :a]
+    PW = model.x_loadings_.T.astype(np.float64) @ model.x_weights_.astype(np.float64)
+    model.x_rotations_ = model.x_weights_ @ np.linalg.inv(PW).astype(mean.dtype)
+    model.vip_ = vip_scores(model.x_weights_, model.x_scores_, model.y_loadings_)
+    model.n_features_in_ = target.W.shape[0]
 
 
 def _dominant_direction(M: NDArray) -> NDArray:
@@ -219,19 +426,19 @@ def _dominant_direction(M: NDArray) -> NDArray:
 
 
 def _scores_and_cross(
-    blocks: _RowBlocks, w: NDArray, mean: NDArray, T_prev: NDArray, correction: NDArray
+    blocks: _RowBlocks, W: NDArray, offset: NDArray[np.float64], keep: NDArray[np.bool_] | None
 ) -> tuple[NDArray[np.float64], NDArray]:
-    """One pass: scores of the deflated X on w, and X't accumulated block by block (reads each block once)."""
-    t = np.empty(blocks.n, dtype=np.float64)
-    shift = float(mean @ w)
+    """One pass for the k weight vectors in the rows of W: scores ``X w - offset`` (zero where ``keep`` is
+    False), n x k, and the k x m products ``t'X``, reading each block once."""
+    t = np.empty((blocks.n, W.shape[0]), dtype=np.float64)
 
     def scores(rows: slice, block: NDArray) -> NDArray:
-        t[rows] = (block @ w).astype(np.float64) - shift - T_prev[rows] @ correction
-        return t[rows, None].astype(blocks.dtype)
+        np.subtract(block @ W.T, offset[rows], out=t[rows])
+        if keep is not None:
+            t[rows] *= keep[rows]
+        return t[rows].astype(blocks.dtype)
 
-    xt = _accumulate_vtx(blocks, 1, scores)[0]
-    # (X - mean)'t = X't - mean * sum(t); sum(t) is ~0 but not exactly.
-    return t, xt - mean * blocks.dtype.type(t.sum())
+    return t, _accumulate_vtx(blocks, W.shape[0], scores)
 
 
 def _accumulate_vtx(blocks: _RowBlocks, k: int, weights: Callable[[slice, NDArray], NDArray]) -> NDArray:

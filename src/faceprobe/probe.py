@@ -62,7 +62,7 @@ class Probe(ClassifierMixin, BaseEstimator):
             raise ProbeInputError("y has a single class: a probe needs positive and negative samples")
         if counts.min() < 2:
             raise ProbeInputError(
-                f"class {self.classes_[counts.argmin()]!r} has {counts.min()} sample; "
+                f"class {self.classes_[counts.argmin()].item()!r} has {counts.min()} sample; "
                 "QDA needs at least 2 per class"
             )
         if self.n_components is None:

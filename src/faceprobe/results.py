@@ -19,12 +19,12 @@ A run writes four tables into its folder (each a Parquet file, or a folder of Pa
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
+
+from faceprobe.atomic import atomic_path
 
 __all__ = [
     "ABLATION_COLUMNS",
@@ -127,7 +127,8 @@ _DEFAULTS = {
 def to_frame(rows: Iterable[dict], table: str = "results") -> pd.DataFrame:
     """Rows (dicts) as a DataFrame with exactly the table's columns, in order, with their dtypes."""
     columns = TABLES[table]
-    frame = pd.DataFrame(list(rows))
+    rows = list(rows)
+    frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=list(columns))  # no rows: the bare columns
     for column, default in _DEFAULTS.items():
         if column in columns and column not in frame:
             frame[column] = default
@@ -138,18 +139,15 @@ def to_frame(rows: Iterable[dict], table: str = "results") -> pd.DataFrame:
 
 
 def write_results(rows: Iterable[dict] | pd.DataFrame, path: str | Path) -> Path:
-    """Write rows to Parquet atomically: a crash leaves either the old file or the new one, never half."""
+    """Write rows to Parquet atomically: a crash leaves either the old file or the new one, never half.
+
+    Raises:
+        FaceprobeError: the disk (or quota) is full; ``path`` is left as it was.
+    """
     path = Path(path)
     frame = rows if isinstance(rows, pd.DataFrame) else to_frame(rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

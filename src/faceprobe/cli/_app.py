@@ -1,7 +1,7 @@
 """The ``faceprobe`` command line: thin Typer commands over the library.
 
-Problems the user can fix arrive as one line (``error: ...``) and exit status 2; no traceback is shown
-unless FACEPROBE_DEBUG=1 is set.
+Problems the user can fix arrive as one line (``error: ...``) and exit status 2, a full disk included; no
+traceback is shown unless FACEPROBE_DEBUG=1 is set.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from faceprobe import __version__
+from faceprobe.atomic import DISK_FULL, disk_full_error
 from faceprobe.errors import FaceprobeError
 
 app = typer.Typer(
@@ -79,17 +80,23 @@ def stepper(progress: Progress) -> Callable[[str, int | None], Callable[[int], N
     return step
 
 
+def _error(err: FaceprobeError) -> NoReturn:
+    console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
+    sys.exit(2)
+
+
 def main() -> None:
     """Console entry point: run the app and turn errors into one line each."""
     try:
         app()
     except FaceprobeError as err:
-        console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        _error(err)
     except KeyboardInterrupt:
         console.print("interrupted; finished work is kept, run the same command again to continue")
         sys.exit(130)
     except Exception as err:
+        if isinstance(err, OSError) and err.errno in DISK_FULL:  # a write outside faceprobe.atomic
+            _error(disk_full_error(err.filename or "a file", err))
         if os.environ.get("FACEPROBE_DEBUG"):
             raise
         console.print(

@@ -14,6 +14,7 @@ import typer
 
 from faceprobe.errors import FaceprobeError
 from faceprobe.models import LoadedModel, load_model
+from faceprobe.models.preprocessing import parse_size
 
 __all__ = [
     "BgrOption",
@@ -74,22 +75,6 @@ NonStrictOption = Annotated[
         "--non-strict", help="Accept a checkpoint that fits only partly (reported).", rich_help_panel=_PANEL
     ),
 ]
-
-
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    """``"112x96"`` -> ``(112, 96)`` (height, width); ``"112"`` is square."""
-    if text is None:
-        return None
-    parts = text.lower().split("x")
-    try:
-        size = tuple(int(p) for p in parts)
-    except ValueError:
-        size = ()
-    if len(size) == 1:
-        size = size * 2
-    if len(size) != 2 or min(size) < 1:
-        raise FaceprobeError(f"--input-size takes HEIGHTxWIDTH in pixels, e.g. 112x96; got {text!r}")
-    return size  # type: ignore[return-value]
 
 
 def parse_floats(text: str | None, flag: str, count: int) -> tuple[float, ...] | None:

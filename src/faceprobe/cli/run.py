@@ -9,6 +9,16 @@ import typer
 from rich.table import Table
 
 from faceprobe.cli._app import app, out_console, progress_bars, stepper
+from faceprobe.cli.model_options import (
+    BgrOption,
+    CropOption,
+    InputSizeOption,
+    MeanOption,
+    NonStrictOption,
+    StdOption,
+    parse_floats,
+)
+from faceprobe.errors import FaceprobeError
 
 if TYPE_CHECKING:
     from faceprobe.run.config import RunConfig
@@ -78,7 +88,12 @@ def probe(
     train: Annotated[int, typer.Option(min=4, help="Balanced train draw per attribute.")] = 2048,
     val: Annotated[int, typer.Option(min=4, help="Balanced validation draw per attribute.")] = 6144,
     test: Annotated[int, typer.Option(help="Test-split images to score (0 none, -1 all).")] = 0,
-    input_size: Annotated[int | None, typer.Option(help="Network input size (default: the model's).")] = None,
+    input_size: InputSizeOption = None,
+    crop: CropOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    bgr: BgrOption = None,
+    non_strict: NonStrictOption = False,
     seed: Annotated[int, typer.Option(help="Seed of the draws and of random weights.")] = 0,
     vip_study: Annotated[
         int, typer.Option(help="Neurons per layer and attribute for the VIP study (0: off).")
@@ -86,6 +101,22 @@ def probe(
     skip_bad_images: Annotated[
         bool, typer.Option(help="Leave out missing or corrupt images and list them in the manifest.")
     ] = False,
+    memory_gb: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="RAM for a work unit's layers; wider layers stream through the on-disk activation store "
+            "in OUT/store (0: always).",
+        ),
+    ] = 4.0,
+    store_dtype: Annotated[
+        str, typer.Option(help="float32 | float16 (half the disk; float16 can overflow on some layers).")
+    ] = "float32",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps.")] = "auto",
+    precision: Annotated[
+        str, typer.Option(help="float32 | bfloat16 (forward passes under autocast, for GPUs).")
+    ] = "float32",
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 64,
     executor: Annotated[str | None, typer.Option(help=_EXECUTOR_HELP)] = None,
     scheduler: Annotated[str | None, typer.Option(help="Address of a running Dask scheduler.")] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="Workers of the local Dask cluster.")] = None,
@@ -114,13 +145,30 @@ def probe(
                 "seeds": [seed],
                 "layers": layers,
                 "input_size": input_size,
+                "crop": _numbers(crop, "--crop", 4, int),
+                "mean": _numbers(mean, "--mean", 3, float),
+                "std": _numbers(std, "--std", 3, float),
+                "bgr": bgr,
+                "strict": not non_strict,
             }
         ],
         "probe": {"vip_study": vip_study},
+        "run": {
+            "memory_gb": memory_gb,
+            "store_dtype": store_dtype,
+            "device": device,
+            "batch_size": batch_size,
+        },
     }
-    if input_size is None:
-        del raw["models"][0]["input_size"]
+    raw["models"][0] = {k: v for k, v in raw["models"][0].items() if v is not None}
     _run(parse_config(raw, "faceprobe probe"), out, executor, scheduler, workers)
+
+
+def _numbers(text: str | None, flag: str, count: int, kind: type) -> list | None:
+    values = parse_floats(text, flag, count)
+    if values is not None and kind is int and any(v != int(v) for v in values):
+        raise FaceprobeError(f"{flag} takes whole pixels; got {text!r}")
+    return None if values is None else [kind(v) for v in values]
 
 
 @app.command(epilog="Example: faceprobe status runs/study")

@@ -50,7 +50,10 @@ Seed = Annotated[int, typer.Option(help="Seed for the initialisation, the draws 
 Workers = Annotated[
     int, typer.Option(min=0, help="Data-loading processes (0: load in the training process).")
 ]
-Amp = Annotated[bool, typer.Option(help="Mixed precision on CUDA (ignored on the CPU).")]
+Amp = Annotated[
+    bool | None,
+    typer.Option(help="Mixed precision: float16 on CUDA, bfloat16 on the CPU (default: on for CUDA only)."),
+]
 Device = Annotated[
     str | None,
     typer.Option(help="cpu, cuda or cuda:N (default: the GPU of this torchrun rank, else CUDA if any)."),
@@ -97,7 +100,7 @@ def recognition(
     ] = None,
     seed: Seed = 0,
     workers: Workers = 0,
-    amp: Amp = True,
+    amp: Amp = None,
     device: Device = None,
 ) -> None:
     """Train a face-recognition network on the identities of a dataset's training partition.
@@ -157,7 +160,7 @@ def attributes(
     ] = 0.0,
     seed: Seed = 0,
     workers: Workers = 0,
-    amp: Amp = True,
+    amp: Amp = None,
     device: Device = None,
 ) -> None:
     """Train the supervised multitask baseline: one network predicting every attribute at once (BCE).
@@ -191,9 +194,10 @@ def attributes(
 
 
 def _device(device: str | None) -> Any:
+    """The training device; under torchrun, after joining the process group (also with an explicit device)."""
     from faceprobe.train.loop import init_distributed
 
-    return init_distributed() if device is None else device
+    return init_distributed(device)
 
 
 def _reporter(progress: Progress, epochs: int) -> Callable[[dict[str, Any]], None]:

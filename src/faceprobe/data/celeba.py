@@ -139,7 +139,7 @@ def _either(root: Path, name: str) -> Path:
 
 
 def _read_attributes(path: Path) -> pd.DataFrame:
-    with open(path) as f:
+    with open(path, errors="replace") as f:  # any bytes: the checks below name the bad line
         count, header = f.readline(), f.readline()
     if not count.strip().isdigit():
         raise DataError(

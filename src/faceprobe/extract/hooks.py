@@ -9,9 +9,10 @@ networks.
 from __future__ import annotations
 
 import difflib
+import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -24,6 +25,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from torchvision.models import mobilenetv2, resnet
 from torchvision.ops.misc import Conv2dNormActivation
 
+from faceprobe.devices import autocast
 from faceprobe.errors import FaceprobeError
 from faceprobe.models.mobilefacenet import ConvBlock
 from faceprobe.models.registry import Embedding
@@ -269,16 +271,126 @@ def _sized(images: Any) -> tuple[Iterable[Any], int]:
     return batches, sum(len(batch_images(batch)) for batch in batches)
 
 
-class _Recorder:
-    """The hook sink of :func:`extract`: copies each layer's output into rows of its preallocated array."""
+class _StopForward(Exception):
+    """Raised by the hook of the last requested layer: nothing after it is needed."""
 
-    def __init__(self, names: Sequence[str], capacity: int, dtype: np.dtype) -> None:
+
+@dataclass(frozen=True)
+class _Plan:
+    """What one dry forward tells about the requested layers before the real passes start.
+
+    ``features`` lists the layers in the order the forward produces them; ``overwritten`` holds those whose
+    output a later in-place operation of the same forward changes (its version counter moves), such as
+    torchvision Bottleneck's ``bn3`` (``out += identity``) or any output followed by an in-place ReLU. Only
+    those must be copied inside the hook; every other output can be read after the forward, untouched.
+    """
+
+    features: dict[str, int]
+    overwritten: frozenset[str]
+
+
+def _plan(model: nn.Module, example: torch.Tensor, names: Sequence[str], precision: str) -> _Plan:
+    """Check that each layer runs exactly once and outputs a tensor, with one dry forward of ``example``.
+
+    It runs under ``no_grad`` rather than inference mode, since inference tensors have no version counter.
+    """
+    calls: dict[str, list[tuple[torch.Tensor, int]]] = {}
+
+    def record(name: str, output: Any) -> None:
+        out = _tensor(name, output)
+        calls.setdefault(name, []).append((out, out._version))
+
+    with evaluating(model), torch.no_grad(), autocast(example.device, precision):
+        with capture(model, names, record):
+            model(example)
+    for name, outs in calls.items():
+        if len(outs) > 1:
+            raise _shared_module_error(name)
+    if missing := [name for name in names if name not in calls]:
+        raise _not_run_error(missing)
+    return _Plan(
+        {name: outs[0][0][0].numel() for name, outs in calls.items()},
+        frozenset(name for name, [(out, version)] in calls.items() if out._version != version),
+    )
+
+
+class _Forward:
+    """Forward passes that hand each requested layer's output to ``sink(name, tensor)``.
+
+    Inside the ``with`` block the model is in eval mode, under inference mode and hooked; each call runs one
+    batch under the chosen precision. With ``stop`` the pass ends right after the last requested layer (its
+    hook raises :class:`_StopForward`), so later layers cost nothing; a layer hooked twice in one pass or
+    not at all is an error.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        names: Sequence[str],
+        sink: Callable[[str, torch.Tensor], None],
+        device: torch.device,
+        precision: str,
+        stop: bool,
+    ) -> None:
+        self.model = model
         self.names = names
-        self.capacity = capacity
-        self.dtype = dtype
-        self.arrays: dict[str, np.ndarray] = {}
-        self.rows = slice(0, 0)
+        self.sink = sink
+        self.device = device
+        self.precision = precision
+        self.stop = stop
         self.seen: set[str] = set()
+        self._contexts = ExitStack()
+
+    def _hook(self, name: str, output: Any) -> None:
+        if name in self.seen:
+            raise _shared_module_error(name)
+        self.seen.add(name)
+        self.sink(name, _tensor(name, output))
+        if self.stop and len(self.seen) == len(self.names):
+            raise _StopForward
+
+    def __enter__(self) -> _Forward:
+        with ExitStack() as contexts:
+            contexts.enter_context(evaluating(self.model))
+            contexts.enter_context(torch.inference_mode())
+            contexts.enter_context(capture(self.model, self.names, self._hook))
+            self._contexts = contexts.pop_all()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._contexts.close()
+
+    def __call__(self, x: torch.Tensor) -> None:
+        self.seen.clear()
+        try:
+            with autocast(self.device, self.precision):
+                self.model(x.to(self.device))
+        except _StopForward:
+            pass
+        if missing := [name for name in self.names if name not in self.seen]:
+            raise _not_run_error(missing)
+
+
+def _first(batches: Iterable[Any]) -> tuple[Any, Iterator[Any]]:
+    """The first batch (None when there is none) and an iterator over all of them, the first included."""
+    iterator = iter(batches)
+    first = next(iterator, None)
+    return first, iterator if first is None else itertools.chain([first], iterator)
+
+
+class _Recorder:
+    """The hook sink of :func:`extract`: copies each layer's output into rows of its preallocated array.
+
+    The copy happens inside the hook, since a later in-place operation may overwrite the output; ``copy_``
+    converts dtype and device in one step, straight into the array.
+    """
+
+    def __init__(self, features: dict[str, int], capacity: int, dtype: np.dtype) -> None:
+        self.capacity = capacity
+        self.arrays = {name: np.empty((capacity, m), dtype) for name, m in features.items()}
+        self.rows = slice(0, 0)
 
     def start(self, n: int) -> None:
         if self.rows.stop + n > self.capacity:
@@ -287,21 +399,9 @@ class _Recorder:
                 " replacement?); give each image once"
             )
         self.rows = slice(self.rows.stop, self.rows.stop + n)
-        self.seen.clear()
 
-    def __call__(self, name: str, output: Any) -> None:
-        if name in self.seen:
-            raise _shared_module_error(name)
-        self.seen.add(name)
-        flat = _tensor(name, output).detach().flatten(1)
-        if name not in self.arrays:
-            self.arrays[name] = np.empty((self.capacity, flat.shape[1]), self.dtype)
-        # copy_ converts dtype and device in one step, straight into the array: no intermediate copy.
-        torch.from_numpy(self.arrays[name][self.rows]).copy_(flat)
-
-    def finish(self) -> None:
-        if missing := [name for name in self.names if name not in self.seen]:
-            raise _not_run_error(missing)
+    def __call__(self, name: str, output: torch.Tensor) -> None:
+        torch.from_numpy(self.arrays[name][self.rows]).copy_(output.flatten(1))
 
 
 def extract(
@@ -311,34 +411,41 @@ def extract(
     dtype: DTypeLike = np.float32,
     device: str | torch.device = "cpu",
     progress: Callable[[int], None] | None = None,
+    *,
+    precision: str = "float32",
+    stop: bool = True,
 ) -> dict[str, np.ndarray]:
     """The outputs of ``layers`` for every image, one ``n x features`` array per layer name.
 
-    Each batch goes through one forward pass (eval mode, ``torch.inference_mode``); forward hooks copy each
-    layer's output, flattened in C, H, W order, into a preallocated array of ``dtype``, so only one copy of
-    the activations is ever held. ``images`` is a DataLoader, any iterable of batches, or one batch; a batch
-    is a tensor or an ``(images, targets)`` tuple. ``model`` is moved to ``device``; its train/eval modes are
-    kept. ``progress(k)`` is called after each batch with the number of images it held.
+    Each batch goes through one forward pass (eval mode, ``torch.inference_mode``, ``precision`` as in
+    :func:`faceprobe.devices.autocast`); forward hooks copy each layer's output, flattened in C, H, W order,
+    into a preallocated array of ``dtype``, so only one copy of the activations is ever held. With ``stop``
+    each pass ends right after the last of ``layers``: the rest of the network never runs. One dry forward
+    of the first image checks the layers first. ``images`` is a DataLoader, any iterable of batches, or one
+    batch; a batch is a tensor or an ``(images, targets)`` tuple. ``model`` is moved to ``device``; its
+    train/eval modes are kept. ``progress(k)`` is called after each batch with the number of images it held.
 
     Raises:
         FaceprobeError: a layer name is unknown (closest names suggested), a layer runs more than once or not
-            at all per forward, or there are no images.
+            at all per forward, the precision is unknown, or there are no images.
     """
     names = list(dict.fromkeys(layers))
     if not names:
         raise FaceprobeError("no layers to extract; name at least one (see block_layers())")
     batches, capacity = _sized(images)
-    recorder = _Recorder(names, capacity, np.dtype(dtype))
+    first, batches = _first(batches)
+    if first is None or capacity == 0:
+        raise FaceprobeError("no images to extract activations from; check the dataset is not empty")
+    device = torch.device(device)
     model.to(device)
-    with evaluating(model), torch.inference_mode(), capture(model, names, recorder):
+    plan = _plan(model, batch_images(first)[:1].to(device), names, precision)
+    recorder = _Recorder({name: plan.features[name] for name in names}, capacity, np.dtype(dtype))
+    with _Forward(model, names, recorder, device, precision, stop) as forward:
         for batch in batches:
             x = batch_images(batch)
             recorder.start(len(x))
-            model(x.to(device))
-            recorder.finish()
+            forward(x)
             if progress is not None:
                 progress(len(x))
     done = recorder.rows.stop
-    if done == 0:
-        raise FaceprobeError("no images to extract activations from; check the dataset is not empty")
     return {name: a if done == capacity else a[:done].copy() for name, a in recorder.arrays.items()}

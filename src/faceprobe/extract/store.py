@@ -4,36 +4,54 @@ Layers of millions of features for thousands of images do not fit in memory, and
 attribute would multiply the forward passes. The store keeps each layer as an (images x features) zarr array
 chunked by batches of images, so
 
-* memory is bounded by one batch, whatever the dataset (hooks copy into reused per-batch buffers);
-* a crash loses at most the batch in flight: every layer records which batches it holds (``<layer>.done``),
-  written only after the batch's chunk, and extraction resumes at the first missing batch;
+* memory is bounded by a few batches, whatever the dataset: the batch in the network, the one waiting for
+  the writer thread and the one it writes;
+* a crash loses at most those batches: every layer records which batches it holds (``<layer>.done``),
+  written only after the batch's chunks, and extraction resumes with the missing batches;
 * a store is found again by its key (model, weights digest, preprocessing, sample ids), so a second run with
   the same network and images reads instead of recomputing; a layer added later is extracted alone;
-* every chunk carries a CRC32C checksum, so a corrupted chunk raises instead of being read as numbers;
+* every chunk carries a CRC32C checksum, so a corrupted chunk raises :class:`CorruptStoreError` instead of
+  being read as numbers, and :meth:`ActivationStore.scrub` finds such chunks and marks their batches for
+  recomputation;
 * readers see only finished batches (:meth:`ActivationStore.layer` refuses an incomplete layer).
+
+Writing costs little next to the forward pass: chunks are stored uncompressed by default (LZ4 saves disk
+but its CPU time is taken from the network), one background thread writes a batch while the next one runs
+through the network, and a chunk is written straight from the layer's output tensor when it already has the
+chunk's dtype and layout (otherwise through one reused conversion buffer). The writer allocates no memory
+per batch, which matters on VMs where first-touching memory costs far more than copying into it.
 
 ``faceprobe.PLS`` reads a zarr array block by block, so probes fit straight from the store.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+import math
+import queue
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
+import google_crc32c
 import numpy as np
 import torch
 import zarr
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
-from zarr.codecs import BloscCodec, Crc32cCodec
+from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec
+from zarr.storage import LocalStore
 
 from faceprobe.errors import FaceprobeError
-from faceprobe.extract.hooks import LayerInfo, batch_images, capture, evaluating
+from faceprobe.extract.hooks import LayerInfo, _first, _Forward, _plan, batch_images
 
-__all__ = ["ActivationStore", "extract_to_store", "store_key"]
+__all__ = ["ActivationStore", "CorruptStoreError", "LayerArray", "extract_to_store", "store_key"]
 
 _FORMAT = 1
 
@@ -61,12 +79,57 @@ def _array_name(layer: str) -> str:
     return layer.replace("/", "|")
 
 
+#: The codecs of an uncompressed layer: raw little-endian values, then the CRC32C of those bytes.
+_PLAIN_CODECS = (BytesCodec(endian="little"), Crc32cCodec())
+
+
+class CorruptStoreError(FaceprobeError):
+    """A chunk of the activation store fails its checksum: the file changed after it was written."""
+
+
+def _checked(read: Callable) -> Callable:
+    """``read`` with zarr's checksum failure raised as :class:`CorruptStoreError`."""
+
+    @functools.wraps(read)
+    def checked_read(self: LayerArray, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return read(self, *args, **kwargs)
+        except ValueError as error:
+            if "checksum" not in str(error):
+                raise
+            root = Path(str(self.store_path.store.root))  # type: ignore[attr-defined]
+            raise CorruptStoreError(
+                f"{root}: layer {self.attrs['layer']!r} has a chunk that fails its checksum; call"
+                " ActivationStore.scrub() and extract again"
+            ) from error
+
+    return checked_read
+
+
+class LayerArray(zarr.Array):
+    """A layer's zarr array whose reads raise :class:`CorruptStoreError` on a corrupted chunk.
+
+    Indexing, ``oindex``, ``vindex`` and ``blocks`` all read through the selection methods wrapped here.
+    """
+
+    get_basic_selection = _checked(zarr.Array.get_basic_selection)
+    get_orthogonal_selection = _checked(zarr.Array.get_orthogonal_selection)
+    get_mask_selection = _checked(zarr.Array.get_mask_selection)
+    get_coordinate_selection = _checked(zarr.Array.get_coordinate_selection)
+    get_block_selection = _checked(zarr.Array.get_block_selection)
+
+
 class ActivationStore:
     """One zarr group per key under ``root``; one (n x features) array per layer, chunked by batch.
 
     Open with :meth:`open`; the same key always maps to the same folder. ``batch_size`` is the chunk height
-    and must stay the same for the life of a store (it is recorded in the key's attributes).
+    and must stay the same for the life of a store (it is recorded in the key's attributes). Writing
+    (:meth:`write_batch`) is for one thread at a time; any number of readers may read finished layers.
     """
+
+    #: Largest chunk of a new layer: bounds the memory a reader needs per chunk and how much more than the
+    #: asked-for columns a column selection reads.
+    chunk_bytes: int = 32 * 2**20
 
     def __init__(self, group: zarr.Group, key: dict, batch_size: int) -> None:
         self.group = group
@@ -74,6 +137,8 @@ class ActivationStore:
         self.batch_size = batch_size
         self.n = int(key["n"])
         self.n_batches = -(-self.n // batch_size)
+        self._arrays: dict[str, zarr.Array] = {}
+        self._scratch = np.empty(0, np.uint8)
 
     @classmethod
     def open(cls, root: str | Path, key: dict, batch_size: int = 64) -> ActivationStore:
@@ -93,8 +158,17 @@ class ActivationStore:
     def path(self) -> Path:
         return Path(str(self.group.store.root)) / self.group.path  # type: ignore[attr-defined]
 
-    def ensure_layer(self, info: LayerInfo, dtype: np.dtype) -> None:
-        """Create the layer's arrays unless they exist (with the same shape and dtype)."""
+    def _array(self, name: str) -> zarr.Array:
+        if name not in self._arrays:
+            self._arrays[name] = self.group[name]  # type: ignore[assignment]
+        return self._arrays[name]
+
+    def ensure_layer(self, info: LayerInfo, dtype: np.dtype, *, compress: bool = False) -> None:
+        """Create the layer's arrays unless they exist (with the same shape and dtype).
+
+        Chunks are raw values plus a CRC32C checksum; ``compress`` adds LZ4 (level 1, shuffled), which saves
+        disk on sparse layers but costs CPU while extracting (see benchmarks/bench_extract.py).
+        """
         name = _array_name(info.name)
         if name in self.group:
             array = self.group[name]
@@ -104,14 +178,15 @@ class ActivationStore:
                     f"{(self.n, info.features)} {dtype}; delete the store folder to redo it"
                 )
             return
-        chunk_cols = max(1, min(info.features, (32 * 2**20) // (dtype.itemsize * self.batch_size)))
+        chunk_cols = max(1, min(info.features, self.chunk_bytes // (dtype.itemsize * self.batch_size)))
+        shuffle = "bitshuffle" if dtype.itemsize < 4 else "shuffle"
         self.group.create_array(
             name,
             shape=(self.n, info.features),
             chunks=(self.batch_size, chunk_cols),
             dtype=dtype,
             compressors=[
-                BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle" if dtype.itemsize < 4 else "shuffle"),
+                *([BloscCodec(cname="lz4", clevel=1, shuffle=shuffle)] if compress else []),
                 Crc32cCodec(),
             ],
             fill_value=0,
@@ -139,29 +214,178 @@ class ActivationStore:
             missing |= ~self.done(layer)
         return np.flatnonzero(missing).tolist()
 
-    def write_batch(self, batch: int, outputs: dict[str, np.ndarray]) -> None:
-        """Write one batch of the given layers, then mark it done: a crash never half-marks a batch."""
-        rows = slice(batch * self.batch_size, min((batch + 1) * self.batch_size, self.n))
-        for layer, values in outputs.items():
-            self.group[_array_name(layer)][rows] = values
-        for layer in outputs:
-            done = self.group[f"{_array_name(layer)}.done"]
-            marks = np.asarray(done[:])
-            marks[batch] = True
-            done[:] = marks
+    def _rows(self, batch: int) -> slice:
+        return slice(batch * self.batch_size, min((batch + 1) * self.batch_size, self.n))
 
-    def layer(self, name: str) -> zarr.Array:
-        """The finished (n x features) array of a layer; an incomplete layer is refused, not half-read."""
+    def write_batch(self, batch: int, outputs: Mapping[str, np.ndarray | torch.Tensor]) -> None:
+        """Write one batch of the given layers, then mark it done: a crash never half-marks a batch.
+
+        ``outputs`` maps each layer to its (images x ...) values, an array or a tensor on any device in any
+        dtype; they are flattened in C, H, W order and converted to the layer's dtype on the way.
+        """
+        rows = self._rows(batch)
+        for layer, values in outputs.items():
+            array = self._array(_array_name(layer))
+            flat = torch.as_tensor(values).detach().flatten(1)
+            if flat.shape != (rows.stop - rows.start, array.shape[1]):
+                raise FaceprobeError(
+                    f"{self.path}: batch {batch} of layer {layer!r} must be {rows.stop - rows.start} x"
+                    f" {array.shape[1]} values, not {tuple(flat.shape)}"
+                )
+            if _plain(array):
+                self._write_chunks(array, batch, flat)
+            else:
+                array[rows] = flat.to("cpu", _torch_dtype(array.dtype)).numpy()
+        for layer in outputs:
+            self._array(f"{_array_name(layer)}.done")[batch] = True
+
+    def _write_chunks(self, array: zarr.Array, batch: int, flat: torch.Tensor) -> None:
+        """Encode the batch's chunks as zarr's bytes + crc32c codecs do and write them as zarr's store would.
+
+        A chunk that is a contiguous part of ``flat`` in the array's dtype is written from the tensor's own
+        memory; any other is converted into one reused buffer, zero-padded to the full chunk shape (zarr
+        stores edge chunks whole).
+        """
+        dtype = np.dtype(array.dtype)
+        height, width = array.chunks
+        folder = Path(str(array.store_path.store.root)) / array.path  # type: ignore[attr-defined]
+        for k, start in enumerate(range(0, flat.shape[1], width)):
+            part = flat[:, start : start + width]
+            if (
+                part.shape == (height, width)
+                and part.is_contiguous()
+                and part.device.type == "cpu"
+                and part.dtype == _torch_dtype(dtype)
+            ):
+                chunk = part.numpy()
+            else:
+                chunk = self._buffer((height, width), dtype)
+                rows, cols = part.shape
+                target = torch.from_numpy(chunk)
+                target[:rows, :cols].copy_(part)
+                target[rows:].zero_()
+                target[:rows, cols:].zero_()
+            path = folder / array.metadata.encode_chunk_key((batch, k))
+            _write_atomically(path, chunk.reshape(-1).view(np.uint8))
+
+    def _buffer(self, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+        """The conversion buffer as a ``shape`` array, grown only when a larger chunk needs it."""
+        nbytes = math.prod(shape) * dtype.itemsize
+        if self._scratch.nbytes < nbytes:
+            self._scratch = np.empty(nbytes, np.uint8)
+        return self._scratch[:nbytes].view(dtype).reshape(shape)
+
+    def layer(self, name: str) -> LayerArray:
+        """The finished (n x features) array of a layer; an incomplete layer is refused, not half-read.
+
+        Reading a chunk whose checksum fails raises :class:`CorruptStoreError`; :meth:`scrub` then finds
+        every such chunk and marks its batch for recomputation by :func:`extract_to_store`.
+        """
         if _array_name(name) not in self.group:
             raise FaceprobeError(f"{self.path}: no layer {name!r} in the activation store; extract it first")
         if not self.done(name).all():
             raise FaceprobeError(
                 f"{self.path}: layer {name!r} is only partly extracted; run the extraction again"
             )
-        return self.group[_array_name(name)]
+        return LayerArray(self._array(_array_name(name)).async_array)
 
     def layer_shape(self, name: str) -> tuple[int, ...]:
         return tuple(self.group[_array_name(name)].attrs["shape"])
+
+    def scrub(self, layers: Sequence[str] | None = None) -> dict[str, list[int]]:
+        """Read every written chunk of ``layers`` (default: all) and unmark the batches that fail.
+
+        A batch whose chunks fail their checksum or cannot be decoded is marked not done, so the next
+        :func:`extract_to_store` recomputes it. Returns the bad batches of each layer that had any; an empty
+        dict means every written chunk is intact. Reads one batch of one layer at a time.
+        """
+        if layers is None:
+            layers = [a.attrs["layer"] for _, a in self.group.arrays() if "layer" in a.attrs]
+        bad: dict[str, list[int]] = {}
+        for layer in layers:
+            array = self._array(_array_name(layer))
+            marks = self.done(layer)
+            for batch in np.flatnonzero(marks).tolist():
+                try:
+                    array[self._rows(batch)]
+                except (ValueError, RuntimeError):  # checksum mismatch, or a codec that cannot decode
+                    bad.setdefault(layer, []).append(batch)
+            if layer in bad:
+                marks[bad[layer]] = False
+                self._array(f"{_array_name(layer)}.done")[:] = marks
+        return bad
+
+
+def _plain(array: zarr.Array) -> bool:
+    """Whether ``array`` is an uncompressed layer on the local disk, whose chunks faceprobe writes itself."""
+    return (
+        sys.byteorder == "little"
+        and tuple(array.metadata.codecs) == _PLAIN_CODECS
+        and isinstance(array.store_path.store, LocalStore)
+    )
+
+
+def _torch_dtype(dtype: Any) -> torch.dtype:
+    return torch.from_numpy(np.empty(0, dtype)).dtype
+
+
+def _write_atomically(path: Path, data: np.ndarray) -> None:
+    """Write ``data`` and its CRC32C (little-endian) to ``path`` through a temporary file, as zarr does."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{uuid.uuid4().hex}.partial")
+    try:
+        with partial.open("wb") as file:
+            file.write(data)
+            file.write(google_crc32c.value(data).to_bytes(4, "little"))
+        partial.replace(path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+class _Writer:
+    """Writes batches into the store from one background thread while the caller runs the next forward.
+
+    At most ``depth`` batches wait in the queue, so memory stays bounded. An error in the thread stops the
+    writing and is raised in the caller at its next :meth:`put` or on exit. On exit the batches already
+    handed over are written even when the caller raised (each marked done only after its chunks), so an
+    exception loses only the batches never handed over; a killed process loses at most ``depth + 1``.
+    """
+
+    def __init__(self, store: ActivationStore, depth: int = 1) -> None:
+        self._store = store
+        self._queue: queue.Queue[tuple[int, dict[str, torch.Tensor]] | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="faceprobe-store-writer", daemon=True)
+
+    def _run(self) -> None:
+        with torch.inference_mode():  # the outputs are inference tensors
+            while (item := self._queue.get()) is not None:
+                if self._error is None:
+                    try:
+                        self._store.write_batch(*item)
+                    except BaseException as error:  # handed to the caller's thread
+                        self._error = error
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def put(self, batch: int, outputs: dict[str, torch.Tensor]) -> None:
+        self._raise()
+        self._queue.put((batch, outputs))
+
+    def __enter__(self) -> _Writer:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if exc_type is None:
+            self._raise()
 
 
 def extract_to_store(
@@ -173,11 +397,18 @@ def extract_to_store(
     device: str | torch.device = "cpu",
     workers: int = 0,
     progress: Callable[[int], None] | None = None,
+    *,
+    precision: str = "float32",
+    stop: bool = True,
 ) -> ActivationStore:
     """Run the batches the store lacks through ``model`` and write every layer's output into the store.
 
-    One forward pass per batch serves all layers; each hook copies its output into a reused buffer of the
-    store's dtype, and the batch is written and marked done before the next one starts.
+    One forward pass per batch serves all layers (under ``precision``, see
+    :func:`faceprobe.devices.autocast`), and with ``stop`` it ends right after the last of them. A
+    background thread writes each batch while the next one runs. The hooks keep references to the outputs
+    instead of copying them, except for an output the forward later changes in place (one dry forward finds
+    those, e.g. torchvision Bottleneck's ``bn3``) or one on an accelerator: those are copied to the CPU in
+    the store's dtype inside the hook. ``progress(k)`` is called after each batch's forward pass.
     """
     dtype = np.dtype(dtype)
     if len(dataset) != store.n:  # type: ignore[arg-type]
@@ -191,28 +422,29 @@ def extract_to_store(
     bs = store.batch_size
     indices = [i for b in todo for i in range(b * bs, min((b + 1) * bs, store.n))]
     loader = DataLoader(Subset(dataset, indices), batch_size=bs, shuffle=False, num_workers=workers)
-    buffers = {info.name: np.empty((bs, info.features), dtype=dtype) for info in layers}
-    filled: dict[str, int] = {}
-
-    def keep(name: str, output: Any) -> None:
-        flat = output.detach().flatten(1)
-        if flat.shape[1] != buffers[name].shape[1]:
-            raise FaceprobeError(
-                f"layer {name!r} gives {flat.shape[1]} features per image but the store expects"
-                f" {buffers[name].shape[1]}; give images of the size the layers were described at"
-            )
-        torch.from_numpy(buffers[name][: len(flat)]).copy_(flat)
-        filled[name] = len(flat)
-
+    first, batches = _first(loader)
+    device = torch.device(device)
     model.to(device)
-    with evaluating(model), torch.inference_mode(), capture(model, names, keep):
-        for batch_index, batch in zip(todo, loader, strict=True):
+    plan = _plan(model, batch_images(first)[:1].to(device), names, precision)
+    for info in layers:
+        if plan.features[info.name] != info.features:
+            raise FaceprobeError(
+                f"layer {info.name!r} gives {plan.features[info.name]} features per image but the store"
+                f" expects {info.features}; give images of the size the layers were described at"
+            )
+    stored = _torch_dtype(dtype)
+    outputs: dict[str, torch.Tensor] = {}
+
+    def keep(name: str, output: torch.Tensor) -> None:
+        copy = name in plan.overwritten or output.device.type != "cpu"
+        outputs[name] = output.to("cpu", stored, copy=True) if copy else output
+
+    with _Writer(store) as writer, _Forward(model, names, keep, device, precision, stop) as forward:
+        for batch_index, batch in zip(todo, batches, strict=True):
             x = batch_images(batch)
-            filled.clear()
-            model(x.to(device))
-            if missing := [n for n in names if n not in filled]:
-                raise FaceprobeError(f"layer(s) {missing} did not run in the forward pass")
-            store.write_batch(batch_index, {n: buffers[n][: len(x)] for n in names})
+            forward(x)
+            writer.put(batch_index, dict(outputs))
+            outputs.clear()
             if progress is not None:
                 progress(len(x))
     return store

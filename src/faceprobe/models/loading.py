@@ -263,7 +263,10 @@ def load_state_dict(
         ]
         report = f"{source} does not fit {type(module).__name__}: {'; '.join(parts)} keys"
         if strict:
-            raise FaceprobeError(report + "; check the architecture, or pass --non-strict to load it partly")
+            raise FaceprobeError(
+                report
+                + "; check the architecture, or load it partly: --non-strict (strict = false in a config)"
+            )
         warnings.warn(report + "; loaded the rest (non-strict)", stacklevel=2)
     module.load_state_dict({k: v for k, v in state.items() if k in own and k not in mis_shaped}, strict=False)
 

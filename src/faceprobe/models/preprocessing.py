@@ -16,10 +16,26 @@ from torchvision.transforms import v2
 
 from faceprobe.errors import FaceprobeError
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Preprocessing", "thesis_resize"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Preprocessing", "parse_size", "thesis_resize"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def parse_size(text: str | int | None, name: str = "--input-size") -> tuple[int, int] | None:
+    """``"112x96"`` -> ``(112, 96)`` (height, width); ``"112"`` or ``112`` is square; None stays None."""
+    if text is None:
+        return None
+    parts = str(text).lower().split("x")
+    try:
+        size = tuple(int(p) for p in parts)
+    except ValueError:
+        size = ()
+    if len(size) == 1:
+        size = size * 2
+    if len(size) != 2 or min(size) < 1:
+        raise FaceprobeError(f"{name} takes HEIGHTxWIDTH in pixels, e.g. 112x96; got {text!r}")
+    return size  # type: ignore[return-value]
 
 
 def thesis_resize(input_size: tuple[int, int]) -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from faceprobe.atomic import atomic_write_text
 from faceprobe.report.figures import REPRESENTATION_STYLE, depth_curves, draw_panels, draw_vip, save_figure
 from faceprobe.report.groups import DEFAULT_GROUPS
 from faceprobe.report.run import Run, combine_runs
@@ -118,7 +119,7 @@ def build_report(
     _table_section(page, page.section("Tables"), run)
     _manifest_section(page.section("Manifest"), run)
     index = out / "index.html"
-    index.write_text(_render(run, page))
+    atomic_write_text(index, _render(run, page))  # a report killed mid-write keeps the previous page
     return index
 
 

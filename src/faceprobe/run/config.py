@@ -16,6 +16,12 @@ Example (every key but ``data.spec`` and one model is optional)::
     weights = ["random", "imagenet", "checkpoint:runs/face/model.safetensors"]
     seeds = [0]
     layers = "auto"                   # auto | all | names or glob patterns, comma-separated
+    input_size = "112x96"             # HxW or one number (default: the architecture's); preprocessing:
+    crop = [35, 60, 143, 186]         #   LEFT,TOP,RIGHT,BOTTOM on the source image (default: none)
+    mean = [0.5, 0.5, 0.5]            #   R,G,B on the 0-1 scale (default: the architecture's)
+    std = [0.5, 0.5, 0.5]
+    bgr = false                       #   channel order the network expects
+    strict = true                     # false: accept a checkpoint that fits only partly (reported)
 
     [probe]
     components = 8
@@ -35,6 +41,10 @@ Example (every key but ``data.spec`` and one model is optional)::
     layers_per_unit = 4               # a work unit is (model, group of layers)
     batch_size = 64
     device = "auto"
+    memory_gb = 4.0                   # a unit whose layers outgrow this streams them through the store
+    store = "store"                   # activation store folder, inside the run folder
+    store_dtype = "float32"           # float32 | float16 (half the disk; mind overflow in wide layers)
+    precision = "float32"             # float32 | bfloat16 (autocast forward passes; for GPUs)
 """
 
 from __future__ import annotations
@@ -80,7 +90,12 @@ class ModelConfig:
     weights: tuple[str, ...] = ("random",)
     seeds: tuple[int, ...] = (0,)
     layers: str = "auto"
-    input_size: int | None = None
+    input_size: int | str | None = None
+    crop: tuple[int, int, int, int] | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    bgr: bool | None = None
+    strict: bool = True
 
 
 @dataclass(frozen=True)
@@ -106,6 +121,10 @@ class RunnerConfig:
     layers_per_unit: int = 4
     batch_size: int = 64
     device: str = "auto"
+    memory_gb: float = 4.0
+    store: str = "store"
+    store_dtype: str = "float32"
+    precision: str = "float32"
 
 
 @dataclass(frozen=True)
@@ -148,7 +167,7 @@ def parse_config(raw: dict[str, Any], source: str = "") -> RunConfig:
         raise FaceprobeError(
             f"{where}: unknown table(s) {', '.join(unknown)}; use data, models, probe, ablation, run"
         )
-    if "data" not in raw or "spec" not in raw.get("data", {}):
+    if not isinstance(raw.get("data"), dict) or "spec" not in raw["data"]:
         raise FaceprobeError(f'{where}: [data] needs spec = "KIND:PATH", e.g. "celeba:/data/celeba"')
     models = raw.get("models")
     if not models or not isinstance(models, (list, tuple)):
@@ -177,6 +196,18 @@ def _check(config: RunConfig, where: str) -> None:
         problems.append(f"run.executor must be local or dask, not {config.run.executor!r}")
     if config.run.layers_per_unit < 1 or config.run.batch_size < 1:
         problems.append("run.layers_per_unit and run.batch_size must be positive")
+    if config.run.memory_gb < 0:
+        problems.append("run.memory_gb must be 0 or more (0 streams every layer through the store)")
+    if config.run.store_dtype not in ("float32", "float16"):
+        problems.append(f"run.store_dtype must be float32 or float16, not {config.run.store_dtype!r}")
+    if config.run.precision not in ("float32", "bfloat16"):
+        problems.append(f"run.precision must be float32 or bfloat16, not {config.run.precision!r}")
+    store = Path(str(config.run.store))
+    if not str(config.run.store) or store.is_absolute() or ".." in store.parts:
+        problems.append(
+            f"run.store must be a relative folder inside the run folder, not {config.run.store!r} "
+            "(a config never writes outside its run folder)"
+        )
     if config.ablation and not all(0 < f < 1 for f in config.ablation.fractions):
         problems.append("ablation.fractions must lie strictly between 0 and 1 (0.05 = top 5% of neurons)")
     if problems:

@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from faceprobe.atomic import atomic_write_text
 from faceprobe.errors import FaceprobeError
 from faceprobe.results import to_frame, write_results
 from faceprobe.run.config import CONTROL, RunConfig, parse_config
@@ -65,10 +65,18 @@ def _dataset(config: RunConfig) -> Any:
 
 def _model(model: dict[str, Any]) -> Any:
     from faceprobe.models import load_model
+    from faceprobe.models.preprocessing import parse_size
 
-    size = model.get("input_size")
     return load_model(
-        model["architecture"], model["weights"], seed=model["seed"], input_size=(size, size) if size else None
+        model["architecture"],
+        model["weights"],
+        seed=model["seed"],
+        input_size=parse_size(model.get("input_size"), "input_size"),
+        crop=model.get("crop"),
+        mean=model.get("mean"),
+        std=model.get("std"),
+        bgr=model.get("bgr"),
+        strict=model.get("strict", True),
     )
 
 
@@ -104,10 +112,7 @@ def make_draws(dataset: Any, config: RunConfig) -> tuple[Draws, Any]:
     protocol = sample_protocol(
         labelled, wanted, n_train=data.train, n_val=data.val, n_test=n_test, seed=data.seed
     )
-    table = protocol.to_frame().astype({"attribute": "string"}).fillna({"attribute": "*"})
-    if data.test == 0:
-        table = table[table["split"] != "test"]
-    return Draws(table.reset_index(drop=True), labels.loc[sorted(set(table["image_id"])), wanted]), protocol
+    return Draws.from_protocol(protocol, labels[wanted]), protocol
 
 
 # --- planning ----------------------------------------------------------------------------------------------
@@ -126,6 +131,11 @@ def model_entries(config: RunConfig) -> list[dict[str, Any]]:
                         "seed": seed,
                         "name": f"{m.architecture}/{origin}/s{seed}",
                         "input_size": m.input_size,
+                        "crop": m.crop,
+                        "mean": m.mean,
+                        "std": m.std,
+                        "bgr": m.bgr,
+                        "strict": m.strict,
                         "layers": m.layers,
                     }
                 )
@@ -194,6 +204,7 @@ def execute_unit(run_dir: str | Path, unit: Unit) -> str:
             probe,
             config.run.batch_size,
             device,
+            precision=config.run.precision,
         )
         _write_part(
             run_dir,
@@ -202,16 +213,20 @@ def execute_unit(run_dir: str | Path, unit: Unit) -> str:
             to_frame([{"model": unit.model["name"], **r} for r in rows], "ablation"),
         )
     else:
+        layers = [infos[n] for n in unit.layers]
         results, vip = probe_rows(
             loaded.module,
             transform,
             dataset,
             draws,
-            [infos[n] for n in unit.layers],
+            layers,
             probe,
             config.run.batch_size,
             device,
             seed=config.data.seed,
+            store=_store_for(run_dir, config, loaded, draws, layers),
+            store_dtype=np.dtype(config.run.store_dtype),
+            precision=config.run.precision,
         )
         _write_part(run_dir, "results", unit.id, to_frame([{**model_keys, **r} for r in results]))
         if vip:
@@ -224,6 +239,26 @@ def execute_unit(run_dir: str | Path, unit: Unit) -> str:
     _atomic_text(done, time.strftime("%Y-%m-%dT%H:%M:%S"))
     _log(run_dir, {"event": "finish", "unit": unit.id})
     return unit.id
+
+
+def _store_for(run_dir: Path, config: RunConfig, loaded: Any, draws: Draws, layers: Sequence) -> Any:
+    """The activation store for a unit whose layers outgrow ``run.memory_gb`` in RAM, else None.
+
+    The store lives inside the run folder (a config never writes outside it) and is keyed by the network's
+    weights digest, its preprocessing and the images, so a rerun, or another unit of the same model, reads
+    the batches already extracted instead of recomputing them.
+    """
+    from faceprobe.extract.store import ActivationStore, store_key
+
+    images = draws.images()
+    needed = len(images) * sum(info.features for info in layers) * 4
+    if needed <= config.run.memory_gb * 2**30:
+        return None
+    root = (run_dir / config.run.store).resolve()
+    if not root.is_relative_to(run_dir.resolve()):
+        raise FaceprobeError(f"{root}: run.store must stay inside the run folder {run_dir}")
+    key = store_key(loaded.architecture, loaded.digest, loaded.preprocessing.to_dict(), images)
+    return ActivationStore.open(root, key, batch_size=config.run.batch_size)
 
 
 def _device(name: str) -> Any:
@@ -246,8 +281,8 @@ def run_study(
     """Run (or resume) the study into ``run_dir``; returns the status once every unit is finished."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    units = plan_units(config)  # first: a bad layer name or checkpoint fails before the run folder is written
     _prepare(config, run_dir)
-    units = plan_units(config)
     (run_dir / "units").mkdir(exist_ok=True)
     _atomic_text(run_dir / "units" / "plan.json", json.dumps([u.__dict__ for u in units], indent=1))
     todo = [u for u in units if not (run_dir / "units" / f"{u.id}.done").exists()]
@@ -386,15 +421,17 @@ def _write_part(run_dir: Path, table: str, unit_id: str, frame: pd.DataFrame) ->
 
 def _atomic_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def _log(run_dir: Path, event: dict[str, Any]) -> None:
-    with open(run_dir / "log.jsonl", "a") as f:
-        f.write(json.dumps({"time": time.time(), "pid": os.getpid(), **event}) + "\n")
+    """Append one JSON line in a single write, so concurrent workers and a kill never tear a line."""
+    line = (json.dumps({"time": time.time(), "pid": os.getpid(), **event}) + "\n").encode()
+    fd = os.open(run_dir / "log.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
 
 
 def _version() -> str:

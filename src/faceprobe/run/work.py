@@ -8,6 +8,7 @@ extracted once, and each attribute's train/validation/test draws are row sets of
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,8 +20,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from faceprobe.extract import LayerInfo, capture, extract
+from faceprobe.extract import LayerInfo, extract
 from faceprobe.extract.ablation import ablate
+from faceprobe.extract.store import ActivationStore, CorruptStoreError, extract_to_store
 from faceprobe.studies.layerwise import AttributeRows, probe_layer
 
 __all__ = ["Draws", "ablation_rows", "attribute_rows", "probe_rows"]
@@ -36,6 +38,12 @@ class Draws:
 
     table: pd.DataFrame
     labels: pd.DataFrame
+
+    @classmethod
+    def from_protocol(cls, protocol: Any, labels: pd.DataFrame) -> Draws:
+        """The draws of a :class:`faceprobe.data.sampling.Protocol`, with ``labels`` of every image used."""
+        table = protocol.to_frame().astype({"attribute": "string"}).fillna({"attribute": "*"})
+        return cls(table.reset_index(drop=True), labels.loc[sorted(set(table["image_id"]))])
 
     def images(self) -> list[str]:
         return sorted(set(self.table["image_id"]))
@@ -67,46 +75,44 @@ def attribute_rows(draws: Draws, images: Sequence[str], attributes: Sequence[str
     return rows
 
 
-class _StopForward(Exception):
-    """Raised by a hook after the last layer a unit needs: the rest of the network need not run."""
-
-
 def _loader(dataset: Any, images: Sequence[str], transform: Callable, batch_size: int) -> DataLoader:
     return DataLoader(
         dataset.torch_dataset(images, transform=transform), batch_size=batch_size, shuffle=False
     )
 
 
-def _activations(
+def _held(
     model: nn.Module,
     loader: DataLoader,
     layers: Sequence[LayerInfo],
-    device: torch.device,
-    progress: Callable[[int], None] | None,
+    device: torch.device | str,
+    precision: str = "float32",
+    progress: Callable[[int], None] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Extract the layers, stopping each forward after the last of them (later layers cost nothing)."""
-    last = max(layers, key=lambda info: info.depth).name
+    """The layers in RAM; each forward stops after the last of them (later layers cost nothing)."""
+    names = [info.name for info in layers]
+    return extract(model, loader, names, device=device, progress=progress, precision=precision)
 
-    def stop(name: str, output: Any) -> None:
-        raise _StopForward
 
-    class _Truncated(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = model
+class _OnDisk:
+    """A unit's layers in the activation store: extracted once (what the store lacks), probed from disk.
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            with capture(model, [last], stop):
-                try:
-                    model(x)
-                except _StopForward:
-                    pass
-            return x
+    A chunk that fails its checksum while a probe reads it is not used: the store is scrubbed, the bad
+    batches are extracted again, and the layer is probed anew.
+    """
 
-    wrapped = _Truncated()
-    names = [f"net.{info.name}" for info in layers]
-    out = extract(wrapped, loader, names, device=device, progress=progress)
-    return {name.removeprefix("net."): array for name, array in out.items()}
+    def __init__(self, extract_missing: Callable[[], Any], store: ActivationStore) -> None:
+        self.extract_missing = extract_missing
+        self.store = store
+        extract_missing()
+
+    def probe(self, info: LayerInfo, probe: Callable[[Any], Any]) -> Any:
+        try:
+            return probe(self.store.layer(info.name))
+        except CorruptStoreError:
+            self.store.scrub([info.name])
+            self.extract_missing()
+            return probe(self.store.layer(info.name))
 
 
 def probe_rows(
@@ -120,16 +126,23 @@ def probe_rows(
     device: torch.device | str = "cpu",
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
+    store: ActivationStore | None = None,
+    store_dtype: Any = np.float32,
+    precision: str = "float32",
 ) -> tuple[list[dict], list[dict]]:
-    """Probe every layer of ``layers`` for every attribute: (result rows, VIP-study rows)."""
+    """Probe every layer of ``layers`` for every attribute: (result rows, VIP-study rows).
+
+    Without ``store`` the layers are held in memory; with one (keyed by this model and ``draws.images()``)
+    they are extracted into it, batches already there are not recomputed, and each layer is probed
+    straight from disk, so memory no longer grows with the layer width. ``precision`` "bfloat16" runs the
+    forward under autocast (on a GPU).
+    """
     images = draws.images()
-    loader = _loader(dataset, images, transform, batch_size)
-    activations = _activations(model, loader, layers, torch.device(device), progress)
     rows_by_attribute = attribute_rows(draws, images)
-    results, vip_rows = [], []
-    for info in layers:
-        out = probe_layer(
-            activations.pop(info.name),
+
+    def layer_probes(info: LayerInfo) -> Callable[[Any], Any]:
+        return lambda X: probe_layer(
+            X,
             info.shape,
             rows_by_attribute,
             k=probe["top_k"],
@@ -139,6 +152,29 @@ def probe_rows(
             seed=seed,
             keep_vip=True,
         )
+
+    if store is None:
+        loader = _loader(dataset, images, transform, batch_size)
+        held = _held(model, loader, layers, device, precision, progress)
+        outputs = [layer_probes(info)(held.pop(info.name)) for info in layers]
+    else:
+        on_disk = _OnDisk(
+            functools.partial(
+                extract_to_store,
+                model,
+                dataset.torch_dataset(images, transform=transform),
+                layers,
+                store,
+                dtype=store_dtype,
+                device=device,
+                progress=progress,
+                precision=precision,
+            ),
+            store,
+        )
+        outputs = [on_disk.probe(info, layer_probes(info)) for info in layers]
+    results, vip_rows = [], []
+    for info, out in zip(layers, outputs, strict=True):
         layer_keys = {"layer": info.name, "depth": info.depth, "kind": info.kind, "n_features": info.features}
         results += [{**layer_keys, **row} for row in out.rows]
         vip_rows += [{"layer": info.name, "depth": info.depth, **row} for row in out.vip_rows]
@@ -157,6 +193,7 @@ def ablation_rows(
     probe: Mapping[str, Any],
     batch_size: int = 64,
     device: torch.device | str = "cpu",
+    precision: str = "float32",
 ) -> list[dict]:
     """Thesis Table 5.4: zero the top-VIP neurons of ``ablated`` and re-probe every later layer.
 
@@ -169,7 +206,7 @@ def ablation_rows(
     device = torch.device(device)
     rows_by_attribute = attribute_rows(draws, images, attributes)
     settings = {"k": probe["top_k"], "n_components": probe["components"]}
-    clean = _activations(model, loader, [ablated, *later], device, None)
+    clean = _held(model, loader, [ablated, *later], device, precision)
     ablated_probe = probe_layer(
         clean.pop(ablated.name), ablated.shape, rows_by_attribute, keep_vip=True, **settings
     )
@@ -186,7 +223,7 @@ def ablation_rows(
         for fraction in fractions:
             neurons = order[: max(1, math.ceil(fraction * vip.size))]
             with ablate(model, ablated.name, neurons=neurons):
-                hit = _activations(model, loader, later, device, None)
+                hit = _held(model, loader, later, device, precision)
             for info in later:
                 for row in probe_layer(hit.pop(info.name), info.shape, sel, **settings):
                     before = baseline[(info.name, attribute, row["representation"])]

@@ -11,14 +11,22 @@ when given, on the test split.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from faceprobe.errors import ProbeInputError
-from faceprobe.pls import channel_columns, top_k_channels, top_k_neurons
+from faceprobe.pls import (
+    PLS,
+    channel_columns,
+    fit_shared,
+    top_k_channels,
+    top_k_neurons,
+    transform_shared,
+)
 from faceprobe.probe import Probe
 from faceprobe.studies.units import sample_by_vip, single_unit_accuracies
 
@@ -55,7 +63,7 @@ class LayerProbes:
 
 
 def probe_layer(
-    X: NDArray,
+    X: Any,
     shape: tuple[int, ...],
     attributes: Mapping[str, AttributeRows],
     k: int = 8,
@@ -67,6 +75,12 @@ def probe_layer(
 ) -> list[dict] | LayerProbes:
     """Probe one layer output X (union images x features, C,H,W order) for every attribute.
 
+    X may be an in-memory array or an on-disk one (a zarr array of the activation store): the whole layer is
+    only ever read in row blocks. The layer probes of all attributes share each pass over X
+    (:func:`faceprobe.pls.fit_shared`, each attribute's train draw a row mask) and one more pass projects
+    every evaluation image; the units each attribute's VIP picks are then read once into a small in-memory
+    matrix, and every finer probe runs on that.
+
     Result rows have keys attribute, representation ("layer", "channels", "neurons", and with
     ``single_units`` "channel"/"neuron" with their ``unit``), k, split, accuracy, n_train, n_eval, note. A
     probe that cannot run (constant output, too few samples) gets NaN accuracy and the reason in ``note``
@@ -75,97 +89,190 @@ def probe_layer(
     asks for more, then a :class:`LayerProbes`.
     """
     out = LayerProbes()
+    layer_fits = _layer_pls(X, attributes, n_components)
+    projections = _project(X, layer_fits)
     for attribute, sel in attributes.items():
-        X_train = X[sel.train]
-        evals = {split: (X[rows], y) for split, (rows, y) in sel.evaluations().items()}
-        base = {"attribute": attribute, "n_train": len(sel.train)}
-
-        n_eval = {split: len(y) for split, (_, y) in evals.items()}
-
-        def record(
-            representation: str, k_: int, scores: dict[str, dict], unit: int = -1, base=base, n_eval=n_eval
-        ):
-            for split, score in scores.items():
-                out.rows.append(
-                    {
-                        **base,
-                        "representation": representation,
-                        "k": k_,
-                        "unit": unit,
-                        "split": split,
-                        "n_eval": n_eval[split],
-                        **score,
-                    }
-                )
-
-        layer = Probe(max(1, min(n_components, X.shape[1], len(sel.train) - 1)))
-        scored = _fit_and_score(layer, X_train, sel.y_train, evals, columns=None)
-        record("layer", 0, scored)
-        if next(iter(scored.values()))["note"]:  # no fitted layer probe, so no VIP to pick units by
-            for representation in ("channels", "neurons"):
-                record(representation, 0, scored)
+        pls = layer_fits[attribute]
+        if isinstance(pls, ProbeInputError):  # no fitted layer probe, so no VIP to pick units by
+            failed = {split: {"accuracy": np.nan, "note": str(pls)} for split in sel.evaluations()}
+            for representation in ("layer", "channels", "neurons"):
+                out.rows += _rows(attribute, sel, representation, 0, failed)
             continue
-        vip = layer.pls_.vip_
         if keep_vip:
-            out.vips[attribute] = vip
-        channels = top_k_channels(vip, shape, k)
-        columns = channel_columns(channels, shape)
-        record(
-            "channels",
-            len(channels),
-            _fit_and_score(Probe(min(n_components, len(columns))), X_train, sel.y_train, evals, columns),
+            out.vips[attribute] = pls.vip_
+        rows, vip_rows = _attribute_probes(
+            X,
+            shape,
+            attribute,
+            sel,
+            pls,
+            projections[attribute],
+            k,
+            n_components,
+            single_units,
+            vip_study,
+            seed,
         )
-        neurons = top_k_neurons(vip, k)
-        record("neurons", len(neurons), _fit_and_score(Probe(None), X_train, sel.y_train, evals, neurons))
-        if single_units:
-            for channel in channels:
-                cols = channel_columns([channel], shape)
-                record(
-                    "channel",
-                    1,
-                    _fit_and_score(Probe(min(n_components, len(cols))), X_train, sel.y_train, evals, cols),
-                    unit=int(channel),
-                )
-            singles = _singles(X_train, sel.y_train, evals, neurons)
-            for i, neuron in enumerate(neurons):
-                record(
-                    "neuron",
-                    1,
-                    {split: {"accuracy": acc[i], "note": ""} for split, acc in singles.items()},
-                    unit=int(neuron),
-                )
-        if vip_study:
-            sampled = sample_by_vip(
-                vip, vip_study, np.random.default_rng([seed, zlib.crc32(attribute.encode())])
-            )
-            accuracy = _singles(X_train, sel.y_train, {"val": evals["val"]}, sampled)["val"]
-            positives = np.asarray(X_train[:, sampled], dtype=np.float64)[sel.y_train == 1]
-            for i, neuron in enumerate(sampled):
-                out.vip_rows.append(
-                    {
-                        "attribute": attribute,
-                        "neuron": int(neuron),
-                        "vip": float(vip[neuron]),
-                        "accuracy": float(accuracy[i]),
-                        "mean_positive": float(positives[:, i].mean()),
-                        "n_train": len(sel.train),
-                        "n_eval": len(sel.val),
-                    }
-                )
+        out.rows += rows
+        out.vip_rows += vip_rows
     return out if (vip_study or keep_vip) else out.rows
 
 
+def _rows(
+    attribute: str, sel: AttributeRows, representation: str, k: int, scores: dict[str, dict], unit: int = -1
+) -> list[dict]:
+    evals = sel.evaluations()
+    return [
+        {
+            "attribute": attribute,
+            "n_train": len(sel.train),
+            "representation": representation,
+            "k": k,
+            "unit": unit,
+            "split": split,
+            "n_eval": len(evals[split][1]),
+            **score,
+        }
+        for split, score in scores.items()
+    ]
+
+
+def _attribute_probes(
+    X: Any,
+    shape: tuple[int, ...],
+    attribute: str,
+    sel: AttributeRows,
+    pls: PLS,
+    projection: NDArray,
+    k: int,
+    n_components: int,
+    single_units: bool,
+    vip_study: int,
+    seed: int,
+) -> tuple[list[dict], list[dict]]:
+    """One attribute's probes once its layer PLS is fitted: the layer, its top units, the VIP study."""
+    evals = sel.evaluations()
+    layer_scores = _fit_and_score(
+        Probe(None),
+        pls.x_scores_,
+        _train_labels(sel),
+        {split: (projection[rows], y) for split, (rows, y) in evals.items()},
+    )
+    rows = _rows(attribute, sel, "layer", 0, layer_scores)
+    vip = pls.vip_
+    channels = top_k_channels(vip, shape, k)
+    neurons = top_k_neurons(vip, k)
+    rng = np.random.default_rng([seed, zlib.crc32(attribute.encode())])
+    sampled = sample_by_vip(vip, vip_study, rng) if vip_study else _EMPTY
+    units = _Units(X, [channel_columns(channels, shape), neurons, sampled])
+    channel_cols, neuron_cols, sampled_cols = units.positions
+    U_train = units.values[sel.train]
+    U_evals = {split: (units.values[r], y) for split, (r, y) in evals.items()}
+
+    def probe_units(columns: NDArray, n: int | None) -> dict[str, dict]:
+        picked = {split: (U[:, columns], y) for split, (U, y) in U_evals.items()}
+        return _fit_and_score(Probe(n), U_train[:, columns], sel.y_train, picked)
+
+    rows += _rows(
+        attribute,
+        sel,
+        "channels",
+        len(channels),
+        probe_units(channel_cols, min(n_components, len(channel_cols))),
+    )
+    rows += _rows(attribute, sel, "neurons", len(neurons), probe_units(neuron_cols, None))
+    if single_units:
+        per_channel = len(channel_cols) // max(1, len(channels))
+        for i, channel in enumerate(channels):
+            cols = channel_cols[i * per_channel : (i + 1) * per_channel]
+            scores = probe_units(cols, min(n_components, len(cols)))
+            rows += _rows(attribute, sel, "channel", 1, scores, unit=int(channel))
+        singles = _singles(U_train, sel.y_train, U_evals, neuron_cols)
+        for i, neuron in enumerate(neurons):
+            scores = {split: {"accuracy": acc[i], "note": ""} for split, acc in singles.items()}
+            rows += _rows(attribute, sel, "neuron", 1, scores, unit=int(neuron))
+    vip_rows = []
+    if vip_study:
+        accuracy = _singles(U_train, sel.y_train, {"val": U_evals["val"]}, sampled_cols)["val"]
+        positives = U_train[:, sampled_cols][sel.y_train == 1]
+        vip_rows = [
+            {
+                "attribute": attribute,
+                "neuron": int(neuron),
+                "vip": float(vip[neuron]),
+                "accuracy": float(accuracy[i]),
+                "mean_positive": float(positives[:, i].mean()),
+                "n_train": len(sel.train),
+                "n_eval": len(sel.val),
+            }
+            for i, neuron in enumerate(sampled)
+        ]
+    return rows, vip_rows
+
+
+def _layer_pls(
+    X: Any, attributes: Mapping[str, AttributeRows], n_components: int
+) -> dict[str, PLS | ProbeInputError]:
+    """Every attribute's layer PLS, fitted together: one pass over X per component serves them all.
+
+    An attribute's train draw is a row mask on the union matrix; the PLS sees those rows in union order,
+    which is why :func:`_train_labels` gives the labels in that order too. Attributes whose train draw is
+    too small for ``n_components`` get fewer components (fitted in their own shared group).
+    """
+    n, m = (int(s) for s in X.shape)
+    wanted = {a: max(1, min(n_components, m, len(sel.train) - 1)) for a, sel in attributes.items()}
+    fits: dict[str, PLS | ProbeInputError] = {}
+    for components in sorted(set(wanted.values())):
+        group = [a for a, c in wanted.items() if c == components]
+        masks = np.zeros((n, len(group)), dtype=bool)
+        Y = np.zeros((n, len(group)), dtype=np.float64)
+        for j, attribute in enumerate(group):
+            sel = attributes[attribute]
+            masks[sel.train, j] = True
+            Y[sel.train, j] = sel.y_train
+        try:
+            fitted: list[PLS | ProbeInputError] = fit_shared(X, Y, masks, components)
+        except ProbeInputError as err:  # the layer itself is unusable (NaN or inf): every attribute says so
+            fitted = [err] * len(group)
+        fits.update(zip(group, fitted, strict=True))
+    return fits
+
+
+def _train_labels(sel: AttributeRows) -> NDArray:
+    """The train labels in union-row order, the order in which :func:`_layer_pls` saw the rows."""
+    return np.asarray(sel.y_train)[np.argsort(sel.train, kind="stable")]
+
+
+def _project(X: Any, fits: Mapping[str, PLS | ProbeInputError]) -> dict[str, NDArray]:
+    """Every fitted attribute's PLS scores for all rows of X, in one pass."""
+    fitted = {a: pls for a, pls in fits.items() if isinstance(pls, PLS)}
+    return dict(zip(fitted, transform_shared(X, list(fitted.values())), strict=True)) if fitted else {}
+
+
+class _Units:
+    """The columns several probes need, read from X once (one pass, whatever X is) into a small matrix.
+
+    ``positions[i]`` maps the i-th requested column list onto the columns of ``values``.
+    """
+
+    def __init__(self, X: Any, requests: Sequence[NDArray]) -> None:
+        wanted = np.unique(np.concatenate([np.asarray(r, dtype=np.intp) for r in requests]))
+        self.values = _read_columns(X, wanted)
+        self.positions = [np.searchsorted(wanted, np.asarray(r, dtype=np.intp)) for r in requests]
+
+
+def _read_columns(X: Any, columns: NDArray[np.intp]) -> NDArray[np.float32]:
+    if isinstance(X, np.ndarray):
+        return np.asarray(X[:, columns], dtype=np.float32)
+    return np.asarray(X.oindex[:, columns], dtype=np.float32)  # zarr: reads only the chunks holding them
+
+
 def _fit_and_score(
-    probe: Probe,
-    X_train: NDArray,
-    y_train: NDArray,
-    evals: dict[str, tuple[NDArray, NDArray]],
-    columns: NDArray | None,
+    probe: Probe, X_train: NDArray, y_train: NDArray, evals: dict[str, tuple[NDArray, NDArray]]
 ) -> dict[str, dict]:
-    pick = (lambda A: A) if columns is None else (lambda A: A[:, columns])
     try:
-        probe.fit(pick(X_train), y_train)
-        return {split: {"accuracy": probe.score(pick(X), y), "note": ""} for split, (X, y) in evals.items()}
+        probe.fit(X_train, y_train)
+        return {split: {"accuracy": probe.score(X, y), "note": ""} for split, (X, y) in evals.items()}
     except ProbeInputError as err:
         return {split: {"accuracy": np.nan, "note": str(err)} for split in evals}
 

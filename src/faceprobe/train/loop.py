@@ -7,10 +7,11 @@ generator and the augmentation from torch's global one, seeded for the run and r
 every epoch, and a run started again with the same arguments continues from the last finished epoch exactly
 as if it had never stopped.
 
-Mixed precision (``amp``) applies on CUDA only. Several GPUs: start the command under ``torchrun``; the
-process group is then initialised (see :func:`init_distributed`), the model wrapped in
-``DistributedDataParallel``, each rank trains on its shard of every epoch's draw, and rank 0 alone writes
-files.
+Mixed precision (``amp``): float16 with loss scaling on CUDA, bfloat16 (same range as float32, so no
+scaling) on the CPU; the weights stay float32. Several GPUs, or several CPU processes: start the command
+under ``torchrun``; the process group is then initialised (see :func:`init_distributed`), the model wrapped
+in ``DistributedDataParallel``, each rank trains on its shard of every epoch's draw, the ranks end every
+epoch with rank 0's batch-norm statistics (so all hold the same model) and rank 0 alone writes files.
 """
 
 from __future__ import annotations
@@ -29,12 +30,22 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from faceprobe.errors import FaceprobeError
 from faceprobe.train.state import load_state, save_state
 
-__all__ = ["EpochSampler", "TrainResult", "fit", "init_distributed", "is_main_process", "mean_score"]
+__all__ = [
+    "AMP_DTYPES",
+    "EpochSampler",
+    "TrainResult",
+    "fit",
+    "init_distributed",
+    "is_main_process",
+    "mean_score",
+]
 
 Forward = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 #: ``hits(outputs, targets)``: each sample's score in [0, 1] (1 = right), the accuracy's numerator.
 Hits = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: The reduced precision ``amp`` trains in, per device type.
+AMP_DTYPES = {"cuda": torch.float16, "cpu": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -82,21 +93,20 @@ class EpochSampler(Sampler[int]):
         return self.n // self.world_size
 
 
-def init_distributed() -> torch.device:
-    """The device of this process: under ``torchrun`` (``WORLD_SIZE`` > 1) it joins the process group first.
+def init_distributed(device: str | torch.device | None = None) -> torch.device:
+    """The device this process trains on; under ``torchrun`` (``WORLD_SIZE`` > 1) it joins the group first.
 
-    NCCL with one GPU per process (``LOCAL_RANK``) when CUDA is present, else gloo on the CPU.
+    ``device`` defaults to CUDA when present, else the CPU; CUDA without an index means this rank's GPU
+    (``LOCAL_RANK``). The group's backend follows the device: NCCL for CUDA, gloo otherwise.
     """
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        cuda = torch.cuda.is_available()
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if cuda else "gloo")
-        if cuda:
-            local = int(os.environ.get("LOCAL_RANK", "0"))
-            torch.cuda.set_device(local)
-            return torch.device("cuda", local)
-        return torch.device("cpu")
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local if device.index is None else device.index)
+        torch.cuda.set_device(device)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
 
 
 def is_main_process() -> bool:
@@ -154,10 +164,11 @@ def fit(
     ``forward(model, x, y)`` computes the outputs (default ``model(x)``; a margin head needs ``y``),
     ``loss(outputs, y)`` the batch loss and ``hits`` the accuracy. ``sample_weights`` makes each epoch a
     weighted draw (see :class:`EpochSampler`); ``score(model)`` (e.g. LFW verification accuracy) is recorded
-    every epoch and, with ``keep_best``, picks the epoch whose weights are kept. ``state_dir`` makes the run
-    resumable. ``progress`` gets ``{"event": "step", "epoch", "step", "steps", "loss", "acc"}`` after every
-    batch (running means over the epoch) and ``{"event": "epoch", **record}`` after every epoch. The model is
-    moved to ``device`` and left in eval mode.
+    every epoch and, with ``keep_best``, picks the epoch whose weights are kept. ``amp`` trains in mixed
+    precision on CUDA or the CPU (ignored elsewhere). ``state_dir`` makes the run resumable. ``progress``
+    gets ``{"event": "step", "epoch", "step", "steps", "loss", "acc"}`` after every batch (running means over
+    the epoch) and ``{"event": "epoch", **record}`` after every epoch. The model is moved to ``device`` and
+    left in eval mode.
     """
     n = len(train_set)  # type: ignore[arg-type]
     if epochs < 1 or batch_size < 1 or n < 2:
@@ -165,7 +176,7 @@ def fit(
             f"training needs epochs >= 1, batch_size >= 1 and 2+ images; got {epochs}, {batch_size}, {n}"
         )
     device = torch.device(device)
-    amp = amp and device.type == "cuda"
+    amp = amp and device.type in AMP_DTYPES
     cuda = [device.index or 0] if device.type == "cuda" else []
     model.to(device)
     distributed = dist.is_initialized()
@@ -190,7 +201,8 @@ def fit(
     )
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=patience)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    # float16 gradients underflow without loss scaling; bfloat16 has float32's range and needs none.
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda")
     forward = forward or (lambda m, x, _: m(x))
     fingerprint = {"n_train": n, "batch_size": batch_size, "seed": seed, "lr": lr, "momentum": momentum}
     history: list[dict[str, Any]] = []
@@ -222,7 +234,7 @@ def fit(
             loss_sum, correct, seen = 0.0, 0.0, 0
             for step, (x, y) in enumerate(loader, start=1):
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with torch.autocast(device.type, enabled=amp):
+                with torch.autocast(device.type, dtype=AMP_DTYPES.get(device.type), enabled=amp):
                     outputs = forward(net, x, y)
                     batch_loss = loss(outputs.float(), y)
                 optimizer.zero_grad(set_to_none=True)
@@ -247,6 +259,10 @@ def fit(
                 totals = torch.tensor([loss_sum, correct, seen], dtype=torch.float64, device=device)
                 dist.all_reduce(totals)
                 loss_sum, correct, seen = totals.tolist()
+                # DDP averages the gradients but each rank's last batch moved its own batch-norm
+                # statistics: take rank 0's, so every rank evaluates, keeps and saves the same model.
+                for buffer in model.buffers():
+                    dist.broadcast(buffer, 0)
             record: dict[str, Any] = {
                 "epoch": epoch,
                 "loss": loss_sum / seen,

@@ -1,0 +1,139 @@
+"""Wide layers through the activation store: the runner probes from disk and gets the in-memory tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from faceprobe.data.synth import generate
+from faceprobe.errors import FaceprobeError
+from faceprobe.run import load_config, read_table, run_study
+from faceprobe.run.config import parse_config
+
+CONFIG = """
+[data]
+spec = "synthetic:{data}"
+attributes = ["Eyeglasses", "Wearing_Hat"]
+train = 40
+val = 60
+test = -1
+seed = 3
+
+[[models]]
+architecture = "small"
+weights = ["random"]
+layers = "auto"
+input_size = 32
+
+[probe]
+components = 4
+top_k = 4
+single_units = true
+vip_study = 10
+
+[run]
+layers_per_unit = 2
+batch_size = 32
+device = "cpu"
+memory_gb = {memory_gb}
+"""
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faces")
+    return generate(root / "faces", identities=12, images_per_identity=20, size=48, seed=0, workers=1)
+
+
+def _run(faces, run_dir, memory_gb):
+    path = run_dir.parent / f"{run_dir.name}.toml"
+    path.write_text(CONFIG.format(data=faces, memory_gb=memory_gb))
+    run_study(load_config(path), run_dir)
+    return read_table(run_dir, "results"), read_table(run_dir, "vip_study")
+
+
+@pytest.fixture(scope="module")
+def both(faces, tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    modes = {"memory": 4.0, "store": 0}
+    return {mode: (root / mode, *_run(faces, root / mode, gb)) for mode, gb in modes.items()}
+
+
+def test_a_store_run_probes_from_disk_and_matches_the_memory_run(both):
+    memory_dir, memory, memory_vip = both["memory"]
+    store_dir, store, store_vip = both["store"]
+    assert not (memory_dir / "store").exists()
+    arrays = list((store_dir / "store").rglob("zarr.json"))
+    assert len(arrays) > 4, "every probed layer of the store run lives in its store"
+    keys = ["model", "layer", "attribute", "representation", "unit", "split"]
+    pd.testing.assert_frame_equal(memory[keys], store[keys])
+    # Same activations, same draws: the probes agree up to float rounding of differently blocked sums.
+    close = np.isclose(memory["accuracy"], store["accuracy"], atol=1.5 / memory["n_eval"], equal_nan=True)
+    assert close.all()
+    assert (memory["accuracy"] == store["accuracy"]).mean() > 0.9
+    np.testing.assert_allclose(memory_vip["vip"], store_vip["vip"], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("run", "fragment"),
+    [
+        ('store = "/tmp/elsewhere"', "inside the run folder"),
+        ('store = "../outside"', "inside the run folder"),
+        ('store_dtype = "int8"', "float32 or float16"),
+        ("memory_gb = -1", "memory_gb"),
+    ],
+)
+def test_config_cannot_write_outside_the_run_folder(run, fragment):
+    raw = {"data": {"spec": "synthetic:x"}, "models": [{"architecture": "small"}], "run": {}}
+    key, value = (part.strip() for part in run.split("=", 1))
+    raw["run"][key] = value.strip('"') if value.startswith('"') else float(value)
+    with pytest.raises(FaceprobeError, match=fragment):
+        parse_config(raw, "study.toml")
+
+
+def test_a_corrupted_chunk_is_detected_and_recomputed_not_used(both, faces):
+    store_dir, results, _ = both["store"]
+    chunks = sorted(
+        f for f in (store_dir / "store").rglob("c/*/*") if f.is_file() and ".done" not in str(f.parent)
+    )
+    victim = chunks[len(chunks) // 2]
+    intact = victim.read_bytes()
+    corrupted = bytearray(intact)
+    corrupted[len(corrupted) // 2] ^= 0xFF
+    victim.write_bytes(bytes(corrupted))
+    for done in (store_dir / "units").glob("*.done"):  # probe every layer again from the store
+        done.unlink()
+    for table in ("results", "vip_study"):
+        for part in (store_dir / f"{table}.parquet").glob("*.parquet"):
+            part.unlink()
+    run_study(load_config(store_dir.parent / "store.toml"), store_dir)
+    assert victim.read_bytes() == intact, "the bad chunk was extracted again, to the same values"
+    pd.testing.assert_frame_equal(read_table(store_dir, "results"), results, check_exact=True)
+
+
+def test_a_config_sets_each_model_s_preprocessing_and_strictness():
+    from faceprobe.run.runner import _model, model_entries
+
+    raw = {
+        "data": {"spec": "synthetic:x"},
+        "models": [
+            {
+                "architecture": "small",
+                "input_size": "40x32",
+                "crop": [10, 20, 150, 200],
+                "mean": [0.1, 0.2, 0.3],
+                "std": [0.4, 0.5, 0.6],
+                "bgr": True,
+                "strict": False,
+            },
+            {"architecture": "small", "input_size": 48},
+        ],
+    }
+    custom, square = (_model(entry).preprocessing for entry in model_entries(parse_config(raw)))
+    assert custom.input_size == (40, 32) and custom.crop == (10, 20, 150, 200) and custom.bgr
+    assert custom.mean == (0.1, 0.2, 0.3) and custom.std == (0.4, 0.5, 0.6)
+    assert square.input_size == (48, 48) and square.crop is None and not square.bgr
+    raw["models"] = [{"architecture": "small", "input_size": "40y32"}]
+    with pytest.raises(FaceprobeError, match="input_size takes HEIGHTxWIDTH"):
+        _model(model_entries(parse_config(raw))[0])
