@@ -146,10 +146,10 @@ def _table(args: argparse.Namespace, widths: list[int], methods: list[str], refe
                 print(f"{m:>8} {method:>10} failed: {proc.stderr.strip().splitlines()[-1:]}")
                 continue
             rows[method] = r = json.loads(proc.stdout)
-            ratio = r["seconds"] / rows[reference]["seconds"] if reference in rows else float("nan")
+            ratio = f"{r['seconds'] / rows[reference]['seconds']:11.1f}x" if reference in rows else ""
             print(
                 f"{m:>8} {method:>10} {r['seconds']:8.2f} {r['x_gib']:6.2f} {r['peak_gib']:8.2f} "
-                f"{r['peak_gib'] / r['x_gib']:6.2f} {ratio:11.1f}x",
+                f"{r['peak_gib'] / r['x_gib']:6.2f} {ratio}",
                 flush=True,
             )
 
