@@ -27,6 +27,7 @@ __all__ = [
     "StdOption",
     "WeightsOption",
     "load_from_options",
+    "parse_crop",
     "parse_floats",
     "parse_size",
 ]
@@ -90,6 +91,16 @@ def parse_floats(text: str | None, flag: str, count: int) -> tuple[float, ...] |
     return values
 
 
+def parse_crop(text: str | None) -> tuple[int, int, int, int] | None:
+    """``"35,60,143,186"`` -> the crop box LEFT,TOP,RIGHT,BOTTOM in whole pixels; None stays None."""
+    box = parse_floats(text, "--crop", 4)
+    if box is None:
+        return None
+    if any(v != int(v) for v in box):
+        raise FaceprobeError(f"--crop takes whole pixels LEFT,TOP,RIGHT,BOTTOM; got {text!r}")
+    return tuple(int(v) for v in box)  # type: ignore[return-value]
+
+
 def load_from_options(
     model: str,
     weights: str,
@@ -104,16 +115,13 @@ def load_from_options(
     seed: int = 0,
 ) -> LoadedModel:
     """:func:`faceprobe.models.load_model` with the command-line forms of its arguments."""
-    box = parse_floats(crop, "--crop", 4)
-    if box is not None and any(v != int(v) for v in box):
-        raise FaceprobeError(f"--crop takes whole pixels LEFT,TOP,RIGHT,BOTTOM; got {crop!r}")
     return load_model(
         model,
         weights,
         num_classes=num_classes,
         seed=seed,
         input_size=parse_size(input_size),
-        crop=None if box is None else tuple(int(v) for v in box),  # type: ignore[arg-type]
+        crop=parse_crop(crop),
         mean=parse_floats(mean, "--mean", 3),  # type: ignore[arg-type]
         std=parse_floats(std, "--std", 3),  # type: ignore[arg-type]
         bgr=bgr,

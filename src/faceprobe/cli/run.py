@@ -16,9 +16,9 @@ from faceprobe.cli.model_options import (
     MeanOption,
     NonStrictOption,
     StdOption,
+    parse_crop,
     parse_floats,
 )
-from faceprobe.errors import FaceprobeError
 
 if TYPE_CHECKING:
     from faceprobe.run.config import RunConfig
@@ -145,9 +145,9 @@ def probe(
                 "seeds": [seed],
                 "layers": layers,
                 "input_size": input_size,
-                "crop": _numbers(crop, "--crop", 4, int),
-                "mean": _numbers(mean, "--mean", 3, float),
-                "std": _numbers(std, "--std", 3, float),
+                "crop": parse_crop(crop),
+                "mean": parse_floats(mean, "--mean", 3),
+                "std": parse_floats(std, "--std", 3),
                 "bgr": bgr,
                 "strict": not non_strict,
             }
@@ -162,13 +162,6 @@ def probe(
     }
     raw["models"][0] = {k: v for k, v in raw["models"][0].items() if v is not None}
     _run(parse_config(raw, "faceprobe probe"), out, executor, scheduler, workers)
-
-
-def _numbers(text: str | None, flag: str, count: int, kind: type) -> list | None:
-    values = parse_floats(text, flag, count)
-    if values is not None and kind is int and any(v != int(v) for v in values):
-        raise FaceprobeError(f"{flag} takes whole pixels; got {text!r}")
-    return None if values is None else [kind(v) for v in values]
 
 
 @app.command(epilog="Example: faceprobe status runs/study")
