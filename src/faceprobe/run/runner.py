@@ -236,7 +236,7 @@ def execute_unit(run_dir: str | Path, unit: Unit) -> str:
                 unit.id,
                 to_frame([{"model": unit.model["name"], **r} for r in vip], "vip_study"),
             )
-    _atomic_text(done, time.strftime("%Y-%m-%dT%H:%M:%S"))
+    atomic_write_text(done, time.strftime("%Y-%m-%dT%H:%M:%S"))
     _log(run_dir, {"event": "finish", "unit": unit.id})
     return unit.id
 
@@ -284,7 +284,7 @@ def run_study(
     units = plan_units(config)  # first: a bad layer name or checkpoint fails before the run folder is written
     _prepare(config, run_dir)
     (run_dir / "units").mkdir(exist_ok=True)
-    _atomic_text(run_dir / "units" / "plan.json", json.dumps([u.__dict__ for u in units], indent=1))
+    atomic_write_text(run_dir / "units" / "plan.json", json.dumps([u.__dict__ for u in units], indent=1))
     todo = [u for u in units if not (run_dir / "units" / f"{u.id}.done").exists()]
     advance = progress("work units", len(units)) if progress else (lambda k: None)
     advance(len(units) - len(todo))
@@ -355,7 +355,7 @@ def _prepare(config: RunConfig, run_dir: Path) -> None:
         "versions": _versions(),
         "git_revision": _git_revision(),
     }
-    _atomic_text(manifest_path, json.dumps(manifest, indent=2, default=str))
+    atomic_write_text(manifest_path, json.dumps(manifest, indent=2, default=str))
 
 
 # --- status ------------------------------------------------------------------------------------------------
@@ -417,11 +417,6 @@ def _write_part(run_dir: Path, table: str, unit_id: str, frame: pd.DataFrame) ->
     folder = run_dir / f"{table}.parquet"
     folder.mkdir(exist_ok=True)
     write_results(frame, folder / f"{unit_id}.parquet")
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, text)
 
 
 def _log(run_dir: Path, event: dict[str, Any]) -> None:
