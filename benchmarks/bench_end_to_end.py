@@ -218,6 +218,7 @@ def _prepare(folder: Path, args: argparse.Namespace) -> dict:
         "batch": args.batch,
         "layers": args.layers,
         "layers_per_unit": args.layers_per_unit,
+        "store_dtype": args.store_dtype,
     }
     infos = select_layers(
         catalogue(_model(settings).module, torch.zeros(2, 3, args.size, args.size)), args.layers
@@ -247,7 +248,10 @@ def main() -> None:
         "--memory-gb",
         default="4",
         help="faceprobe's run.memory_gb (groups above it stream through the store); a comma list runs "
-        "faceprobe once per value",
+        "faceprobe once per value, an empty one not at all",
+    )
+    parser.add_argument(
+        "--store-dtype", default="float32", choices=["float32", "float16"], help="faceprobe's run.store_dtype"
     )
     parser.add_argument("--no-peer", action="store_true", help="run the faceprobe side(s) only")
     parser.add_argument("--size", type=int, default=112)
@@ -260,7 +264,7 @@ def main() -> None:
         print(json.dumps(_child(side, Path(folder), float(memory_gb))))
         return
 
-    cases = [("faceprobe", gb) for gb in args.memory_gb.split(",")] + (
+    cases = [("faceprobe", gb) for gb in args.memory_gb.split(",") if gb] + (
         [] if args.no_peer else [("peer", "0")]
     )
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
@@ -271,7 +275,8 @@ def main() -> None:
             f"({data['features']:,} features per image); "
             f"{len(args.attributes.split(','))} attributes x {args.train} train + {args.val} val from a pool "
             f"of {data['pool']} synthetic faces: {data['union']} images extracted; faceprobe "
-            f"{args.layers_per_unit} layers per unit; shortened draws: {data['shortened'] or 'none'}"
+            f"{args.layers_per_unit} layers per unit, store {args.store_dtype}; "
+            f"shortened draws: {data['shortened'] or 'none'}"
         )
         results = {}
         for side, memory_gb in cases:

@@ -163,7 +163,7 @@ FAULTS = [
         {"target": STORE + "_write_atomically", "k": 2},
         0,
     ),
-    ("store, between batches", {"target": STORE + "ActivationStore.write_batch", "k": 2}, 0),
+    ("store, a batch written, not marked", {"target": STORE + "ActivationStore.mark_done", "k": 2}, 0),
     ("a unit's parts written, not its done marker", {"target": "os:replace", "match": "__layers000.done"}, 0),
     (
         "disk full writing a results part",

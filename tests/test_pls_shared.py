@@ -134,11 +134,22 @@ def test_zarr_array_is_read_in_whole_chunks(tmp_path):
         _assert_same(model, PLS(4).fit(X[rows], Y[rows, a]), 5e-5)
 
 
-def test_row_blocks_are_chunk_multiples_of_at_least_one_chunk():
-    X = np.zeros((100, 10), dtype=np.float32)
-    assert _RowBlocks(_CountingReads(X, chunks=(30, 10)), block_bytes=1).rows == 30
-    assert _RowBlocks(_CountingReads(X, chunks=(6, 10)), block_bytes=40 * 20).rows == 18
+def test_row_blocks_are_read_in_chunk_multiples_of_at_least_one_chunk():
+    X = np.arange(1000, dtype=np.float16).reshape(100, 10)
+    one_chunk = _RowBlocks(_CountingReads(X, chunks=(30, 10)), block_bytes=1)  # 16-row blocks
+    assert (one_chunk.piece_rows, one_chunk.rows) == (30, 16)
+    assert _RowBlocks(_CountingReads(X, chunks=(6, 10)), block_bytes=40 * 20).piece_rows == 18
     assert _RowBlocks(_CountingReads(X), block_bytes=40 * 20).rows == 20
+    # Blocks of 16 rows within each 30-row read, converted to float32 into a reused buffer.
+    counting = _CountingReads(X, chunks=(30, 10))
+    blocks = [(rows, block.copy()) for rows, block in _RowBlocks(counting, block_bytes=1)]
+    assert counting.reads == [(0, 30), (30, 60), (60, 90), (90, 100)]
+    assert [(r.start, r.stop) for r, _ in blocks] == [
+        (0, 16), (16, 30), (30, 46), (46, 60), (60, 76), (76, 90), (90, 100)
+    ]  # fmt: skip
+    for rows, block in blocks:
+        assert block.dtype == np.float32
+        np.testing.assert_array_equal(block, X[rows])
 
 
 def test_passes_over_x_do_not_grow_with_the_number_of_targets():

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from faceprobe.results import RESULT_COLUMNS, STABLE_COLUMNS, read_results, to_frame, write_results
+from faceprobe.studies import layerwise
 from faceprobe.studies.layerwise import AttributeRows, probe_layer
 
 
@@ -35,6 +36,39 @@ def test_probe_layer_finds_the_channel_and_leaves_the_control_at_chance():
     assert control.between(0.38, 0.62).all()
     assert set(out["k"]) == {0, 2}
     assert (out["n_train"] == 300).all() and (out["n_eval"] == 300).all()
+
+
+class _StoredLayer:
+    """An on-disk-like layer: not an ndarray, float16, 64-row chunks; counts the passes over it."""
+
+    def __init__(self, X):
+        self.X, self.shape, self.dtype, self.chunks = (
+            X.astype(np.float16),
+            X.shape,
+            np.float16,
+            (64, X.shape[1]),
+        )
+        self.passes = 0
+
+    def __getitem__(self, rows):
+        self.passes += rows.start == 0
+        return self.X[rows]
+
+
+@pytest.mark.parametrize(("units_bytes", "unit_reads"), [(2**30, 1), (1, 3)])
+def test_a_stored_layer_gives_the_rows_of_the_same_layer_in_memory(monkeypatch, units_bytes, unit_reads):
+    # The units of every attribute are read in as few passes as the budget allows (one, or one each).
+    X, shape, rows = _layer_with_channel_signal()
+    rows["B"] = rows["A"]
+    monkeypatch.setattr(layerwise, "_UNITS_BYTES", units_bytes)
+    stored = _StoredLayer(X)
+    ours = probe_layer(stored, shape, rows, k=2, vip_study=5)
+    expected = probe_layer(stored.X.astype(np.float32), shape, rows, k=2, vip_study=5)
+    for table in ("rows", "vip_rows"):
+        pd.testing.assert_frame_equal(
+            pd.DataFrame(getattr(ours, table)), pd.DataFrame(getattr(expected, table))
+        )
+    assert stored.passes == 8 + 1 + 1 + unit_reads  # PLS(8) + its means, the projection, the units
 
 
 def test_constant_layer_gives_nan_rows_with_the_reason():

@@ -9,6 +9,7 @@ import torchvision
 import zarr
 from torch.utils.data import TensorDataset
 
+import faceprobe.extract.store as store_module
 from faceprobe.errors import FaceprobeError
 from faceprobe.extract import describe_layers, extract
 from faceprobe.extract.store import ActivationStore, CorruptStoreError, extract_to_store, store_key
@@ -186,14 +187,87 @@ def test_outputs_changed_in_place_later_are_copied(tmp_path):
 def test_writer_errors_reach_the_caller_and_earlier_batches_stay_done(tmp_path, setup):
     model, data, layers, key = setup
     store = ActivationStore.open(tmp_path, key, batch_size=4)
-    write = store.write_batch
+    write = store.write_layer
 
-    def fail_on_batch_1(batch, outputs):
+    def fail_on_batch_1(batch, layer, values):
         if batch == 1:
             raise OSError("disk full")
-        write(batch, outputs)
+        write(batch, layer, values)
 
-    store.write_batch = fail_on_batch_1
+    store.write_layer = fail_on_batch_1
     with pytest.raises(OSError, match="disk full"):
         extract_to_store(model, data, layers, store)
     assert store.done("embedding").tolist() == [True, False, False]
+
+
+@pytest.mark.parametrize("compress", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_read_rows_equals_zarrs_reads_for_any_rows_and_chunking(tmp_path, setup, dtype, compress):
+    # 24-column chunks end mid-layer, the last batch is short, and the row ranges start and end anywhere:
+    # every path of the direct chunk reader (whole chunks read in place, edge chunks through a scratch).
+    model, data, layers, key = setup
+    store = ActivationStore.open(tmp_path, key, batch_size=4)
+    store.chunk_bytes = 4 * 4 * 24
+    for info in layers:
+        store.ensure_layer(info, np.dtype(dtype), compress=compress)
+    extract_to_store(model, data, layers, store, dtype=dtype)
+    stem = store.layer("backbone.stem")
+    whole = np.asarray(stem[:])
+    for rows in (slice(0, 4), slice(4, 10), slice(1, 7), slice(9, 10), slice(0, 10)):
+        out = np.full((rows.stop - rows.start, stem.shape[1]), np.nan, dtype)
+        assert stem.read_rows(rows, out) is out
+        np.testing.assert_array_equal(out, whole[rows], err_msg=str(rows))
+    one_chunk_wide = ActivationStore.open(tmp_path / "wide", key, batch_size=4)
+    extract_to_store(model, data, layers, one_chunk_wide, dtype=dtype)
+    embedding = one_chunk_wide.layer("embedding")
+    assert embedding.chunks == (4, 8)  # a whole chunk row is contiguous in out: read in place
+    out = np.empty((8, 8), dtype)
+    np.testing.assert_array_equal(embedding.read_rows(slice(0, 8), out), embedding[:8])
+
+
+def test_read_rows_refuses_corrupt_or_short_chunks_and_reads_missing_ones_as_zero(tmp_path, setup):
+    model, data, layers, key = setup
+    store = extract_to_store(model, data, layers, ActivationStore.open(tmp_path, key, batch_size=4))
+    embedding = store.layer("embedding")
+    original = np.asarray(embedding[:])
+    out = np.empty((4, 8), np.float32)
+    chunk = store.path / "embedding" / "c" / "1" / "0"
+    good = chunk.read_bytes()
+    _flip_a_byte(chunk)
+    with pytest.raises(CorruptStoreError, match=rf"^{store.path}: layer 'embedding' has a chunk"):
+        embedding.read_rows(slice(4, 8), out)
+    chunk.write_bytes(good[:-8])  # cut short: no room for the whole chunk and its checksum
+    with pytest.raises(CorruptStoreError):
+        embedding.read_rows(slice(4, 8), out)
+    chunk.unlink()  # as zarr: a chunk never written reads as the fill value
+    np.testing.assert_array_equal(embedding.read_rows(slice(4, 8), out), 0)
+    np.testing.assert_array_equal(embedding.read_rows(slice(0, 4), out), original[:4])
+
+
+def test_the_writer_queue_is_bounded_in_bytes_and_never_blocks_when_empty(tmp_path, setup, monkeypatch):
+    # With a 1-byte bound every layer output waits for the previous one to be written, even one larger
+    # than the bound: the extraction still completes, with the same values.
+    model, data, layers, key = setup
+    queued = []
+    write_layer = ActivationStore.write_layer
+
+    def spy(self, batch, layer, values):
+        queued.append(writer_of[0]._queued)
+        write_layer(self, batch, layer, values)
+
+    writer_of = []
+    real_writer = store_module._Writer
+
+    def recording_writer(store, max_bytes):
+        writer_of.append(real_writer(store, max_bytes))
+        return writer_of[-1]
+
+    monkeypatch.setattr(store_module, "_QUEUE_BYTES", 1)
+    monkeypatch.setattr(store_module, "_Writer", recording_writer)
+    monkeypatch.setattr(ActivationStore, "write_layer", spy)
+    store = extract_to_store(model, data, layers, ActivationStore.open(tmp_path, key, batch_size=4))
+    expected = extract(model, data.tensors[0], NAMES)
+    sizes = {info.name: 4 * info.features * 4 for info in layers}
+    assert len(queued) == 3 * len(NAMES) and max(queued) <= max(sizes.values())  # one output at a time
+    for name in NAMES:
+        np.testing.assert_array_equal(store.layer(name)[:], expected[name], err_msg=name)

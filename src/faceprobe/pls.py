@@ -59,11 +59,14 @@ def _compute_dtype(dtype: np.dtype) -> np.dtype:
 class _RowBlocks:
     """Reads a 2-D array-like (ndarray, memmap, zarr array, ...) in row blocks of the compute dtype.
 
-    A block of an ndarray already in the compute dtype is a view; anything else is converted one block at a
-    time, so converting never costs more than ``block_bytes`` of extra memory. For a chunked array (one with
-    ``chunks``, e.g. zarr) the block height is a multiple of the chunk height, so no compressed chunk is
-    decompressed twice in a pass. ``min_rows`` overrides ``block_bytes`` for products with many columns,
-    which run far below speed on few rows.
+    Blocks are about ``block_bytes`` (at least ``min_rows`` rows, since products with many columns run far
+    below speed on fewer), small enough to stay in cache for the two products of a pass. A block of an
+    ndarray already in the compute dtype is a view. Anything else is read in larger pieces (for a chunked
+    array such as zarr, whole chunk rows, so no chunk is read twice in a pass) into one reused buffer, and
+    each block of a piece is converted into another reused buffer when its dtype is not the compute dtype;
+    fresh buffers per read would be first-touched memory every time. A block is therefore only valid until
+    the next one is read. An array with a ``read_rows(rows, out)`` method (a layer of the activation store)
+    fills the read buffer itself.
     """
 
     def __init__(self, X: Any, block_bytes: int, min_rows: int = _MIN_BLOCK_ROWS) -> None:
@@ -74,16 +77,31 @@ class _RowBlocks:
         self.X = X
         self.n, self.m = (int(s) for s in X.shape)
         self.dtype = _compute_dtype(np.dtype(X.dtype))
-        rows = max(min_rows, block_bytes // max(1, self.m * self.dtype.itemsize))
+        self.rows = int(min(self.n, max(min_rows, block_bytes // max(1, self.m * self.dtype.itemsize))))
+        self.piece_rows = self.rows
         chunks = getattr(X, "chunks", None)
         if chunks and isinstance(chunks[0], (int, np.integer)):
-            rows = max(int(chunks[0]), rows - rows % int(chunks[0]))
-        self.rows = int(min(self.n, rows))
+            height = int(chunks[0])
+            self.piece_rows = int(min(self.n, max(height, self.rows - self.rows % height)))
 
     def __iter__(self) -> Iterator[tuple[slice, NDArray]]:
-        for start in range(0, self.n, self.rows):
-            rows = slice(start, min(start + self.rows, self.n))
-            yield rows, np.asarray(self.X[rows], dtype=self.dtype)
+        X, stored = self.X, np.dtype(self.X.dtype)
+        if isinstance(X, np.ndarray) and stored == self.dtype:
+            for start in range(0, self.n, self.rows):
+                yield slice(start, min(start + self.rows, self.n)), X[start : start + self.rows]
+            return
+        read_rows = getattr(X, "read_rows", None)
+        raw = np.empty((self.piece_rows, self.m), stored) if read_rows is not None else None
+        converted = np.empty((self.rows, self.m), self.dtype) if stored != self.dtype else None
+        for start in range(0, self.n, self.piece_rows):
+            rows = slice(start, min(start + self.piece_rows, self.n))
+            piece = np.asarray(X[rows]) if raw is None else read_rows(rows, raw[: rows.stop - rows.start])
+            for offset in range(0, len(piece), self.rows):
+                block = piece[offset : offset + self.rows]
+                if converted is not None:
+                    np.copyto(converted[: len(block)], block)
+                    block = converted[: len(block)]
+                yield slice(start + offset, start + offset + len(block)), block
 
 
 class PLS(TransformerMixin, BaseEstimator):

@@ -4,10 +4,11 @@ Layers of millions of features for thousands of images do not fit in memory, and
 attribute would multiply the forward passes. The store keeps each layer as an (images x features) zarr array
 chunked by batches of images, so
 
-* memory is bounded by a few batches, whatever the dataset: the batch in the network, the one waiting for
-  the writer thread and the one it writes;
-* a crash loses at most those batches: every layer records which batches it holds (``<layer>.done``),
-  written only after the batch's chunks, and extraction resumes with the missing batches;
+* memory is bounded by the batch in the network plus the layer outputs waiting for the writer thread
+  (at most 256 MiB), whatever the dataset and however many layers are extracted together;
+* a crash loses at most the batch in flight: every layer records which batches it holds
+  (``<layer>.done``), written only after all the batch's chunks, and extraction resumes with the missing
+  batches;
 * a store is found again by its key (model, weights digest, preprocessing, sample ids), so a second run with
   the same network and images reads instead of recomputing; a layer added later is extracted alone;
 * every chunk carries a CRC32C checksum, so a corrupted chunk raises :class:`CorruptStoreError` instead of
@@ -16,12 +17,14 @@ chunked by batches of images, so
 * readers see only finished batches (:meth:`ActivationStore.layer` refuses an incomplete layer).
 
 Writing costs little next to the forward pass: chunks are stored uncompressed by default (LZ4 saves disk
-but its CPU time is taken from the network), one background thread writes a batch while the next one runs
-through the network, and a chunk is written straight from the layer's output tensor when it already has the
+but its CPU time is taken from the network), one background thread writes each layer's output while the
+forward goes on, and a chunk is written straight from the layer's output tensor when it already has the
 chunk's dtype and layout (otherwise through one reused conversion buffer). The writer allocates no memory
-per batch, which matters on VMs where first-touching memory costs far more than copying into it.
+per batch and drops written chunks from the page cache, which matters on VMs where first-touching memory
+costs far more than copying into it.
 
-``faceprobe.PLS`` reads a zarr array block by block, so probes fit straight from the store.
+``faceprobe.PLS`` reads a layer block by block (:meth:`LayerArray.read_rows` reads the chunk files straight
+into a reused buffer), so probes fit straight from the store.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import functools
 import hashlib
 import json
 import math
+import os
 import queue
 import sys
 import threading
@@ -54,6 +58,8 @@ from faceprobe.extract.hooks import LayerInfo, _first, _Forward, _plan, batch_im
 __all__ = ["ActivationStore", "CorruptStoreError", "LayerArray", "extract_to_store", "store_key"]
 
 _FORMAT = 1
+#: Layer outputs that may wait for the store's writer thread; the forward pauses while more do.
+_QUEUE_BYTES = 256 * 2**20
 
 
 def store_key(
@@ -117,6 +123,42 @@ class LayerArray(zarr.Array):
     get_mask_selection = _checked(zarr.Array.get_mask_selection)
     get_coordinate_selection = _checked(zarr.Array.get_coordinate_selection)
     get_block_selection = _checked(zarr.Array.get_block_selection)
+
+    @_checked
+    def read_rows(self, rows: slice, out: np.ndarray) -> np.ndarray:
+        """``self[rows]`` written into ``out`` (shaped like it, of the array's dtype), which is returned.
+
+        The probes' passes over a stored layer read through here. On an uncompressed layer the chunk files
+        are read straight into ``out`` (a chunk spanning whole rows needs no copy at all) and checked
+        against their CRC32C, without zarr's per-read allocations and event loop, which cost more than the
+        reading itself on wide layers; any other layer is read through zarr.
+
+        Raises:
+            CorruptStoreError: a chunk fails its checksum or is shorter than a chunk.
+        """
+        if not _plain(self):
+            out[...] = self[rows]
+            return out
+        height, width = self.chunks
+        dtype = np.dtype(self.dtype)
+        folder = Path(str(self.store_path.store.root)) / self.path  # type: ignore[attr-defined]
+        scratch: np.ndarray | None = None
+        for chunk_row in range(rows.start // height, -(-rows.stop // height)):
+            first = chunk_row * height
+            r0, r1 = max(rows.start, first), min(rows.stop, first + height)
+            for k, c0 in enumerate(range(0, self.shape[1], width)):
+                target = out[r0 - rows.start : r1 - rows.start, c0 : c0 + width]
+                path = folder / self.metadata.encode_chunk_key((chunk_row, k))
+                whole = target.shape == (height, width) and target.flags.c_contiguous
+                if not whole and scratch is None:
+                    scratch = np.empty((height, width), dtype)
+                chunk = target if whole else scratch
+                if not _read_chunk(path, chunk):
+                    target[...] = self.fill_value  # never written: zarr reads its fill value
+                    continue
+                if chunk is not target:
+                    target[...] = chunk[r0 - first : r1 - first, : target.shape[1]]
+        return out
 
 
 class ActivationStore:
@@ -223,20 +265,28 @@ class ActivationStore:
         ``outputs`` maps each layer to its (images x ...) values, an array or a tensor on any device in any
         dtype; they are flattened in C, H, W order and converted to the layer's dtype on the way.
         """
-        rows = self._rows(batch)
         for layer, values in outputs.items():
-            array = self._array(_array_name(layer))
-            flat = torch.as_tensor(values).detach().flatten(1)
-            if flat.shape != (rows.stop - rows.start, array.shape[1]):
-                raise FaceprobeError(
-                    f"{self.path}: batch {batch} of layer {layer!r} must be {rows.stop - rows.start} x"
-                    f" {array.shape[1]} values, not {tuple(flat.shape)}"
-                )
-            if _plain(array):
-                self._write_chunks(array, batch, flat)
-            else:
-                array[rows] = flat.to("cpu", _torch_dtype(array.dtype)).numpy()
-        for layer in outputs:
+            self.write_layer(batch, layer, values)
+        self.mark_done(batch, list(outputs))
+
+    def write_layer(self, batch: int, layer: str, values: np.ndarray | torch.Tensor) -> None:
+        """Write one layer's values for one batch, as :meth:`write_batch` does, without marking it done."""
+        rows = self._rows(batch)
+        array = self._array(_array_name(layer))
+        flat = torch.as_tensor(values).detach().flatten(1)
+        if flat.shape != (rows.stop - rows.start, array.shape[1]):
+            raise FaceprobeError(
+                f"{self.path}: batch {batch} of layer {layer!r} must be {rows.stop - rows.start} x"
+                f" {array.shape[1]} values, not {tuple(flat.shape)}"
+            )
+        if _plain(array):
+            self._write_chunks(array, batch, flat)
+        else:
+            array[rows] = flat.to("cpu", _torch_dtype(array.dtype)).numpy()
+
+    def mark_done(self, batch: int, layers: Sequence[str]) -> None:
+        """Record that ``batch`` of each of ``layers`` is written (call it only once all their chunks are)."""
+        for layer in layers:
             self._array(f"{_array_name(layer)}.done")[batch] = True
 
     def _write_chunks(self, array: zarr.Array, batch: int, flat: torch.Tensor) -> None:
@@ -329,14 +379,43 @@ def _torch_dtype(dtype: Any) -> torch.dtype:
     return torch.from_numpy(np.empty(0, dtype)).dtype
 
 
+def _read_chunk(path: Path, chunk: np.ndarray) -> bool:
+    """Read a chunk file written by :func:`_write_atomically` into ``chunk``; False if there is none.
+
+    Raises:
+        ValueError: the file is shorter than the chunk or fails its checksum (zarr's error for the latter).
+    """
+    data = chunk.reshape(-1).view(np.uint8)
+    tail = bytearray(4)
+    try:
+        with path.open("rb", buffering=0) as file:
+            complete = file.readinto(data) == data.nbytes and file.readinto(tail) == 4
+    except FileNotFoundError:
+        return False
+    if not complete or google_crc32c.value(data) != int.from_bytes(tail, "little"):
+        raise ValueError(f"{path}: stored and computed checksum do not match")
+    return True
+
+
 def _write_atomically(path: Path, data: np.ndarray) -> None:
-    """Write ``data`` and its CRC32C (little-endian) to ``path`` through a temporary file, as zarr does."""
+    """Write ``data`` and its CRC32C (little-endian) to ``path`` through a temporary file, as zarr does.
+
+    The chunk is flushed to disk before the rename, so a power cut never leaves a chunk named but empty,
+    and then dropped from the page cache: the kernel reuses those pages for the next chunk instead of taking
+    fresh ones, which on VMs that back guest memory lazily costs more than the write itself (1.3 s of CPU
+    per GiB written on the benchmark machine, against 0.2 s; docs/benchmarks.md). Readers fetch the chunk
+    from disk.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{uuid.uuid4().hex}.partial")
     try:
         with partial.open("wb") as file:
             file.write(data)
             file.write(google_crc32c.value(data).to_bytes(4, "little"))
+            file.flush()
+            getattr(os, "fdatasync", os.fsync)(file.fileno())  # macOS has no fdatasync
+            if hasattr(os, "posix_fadvise"):  # nor posix_fadvise
+                os.posix_fadvise(file.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
         partial.replace(path)
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -344,36 +423,66 @@ def _write_atomically(path: Path, data: np.ndarray) -> None:
 
 
 class _Writer:
-    """Writes batches into the store from one background thread while the caller runs the next forward.
+    """Writes layer outputs into the store from one background thread while the forward pass goes on.
 
-    At most ``depth`` batches wait in the queue, so memory stays bounded. An error in the thread stops the
-    writing and is raised in the caller at its next :meth:`put` or on exit. On exit the batches already
-    handed over are written even when the caller raised (each marked done only after its chunks), so an
-    exception loses only the batches never handed over; a killed process loses at most ``depth + 1``.
+    Each output is handed over as soon as its layer has run (:meth:`put`), and a batch is marked done once
+    all its layers are written (:meth:`finish`), so the outputs waiting for the writer, not whole batches,
+    bound the memory: :meth:`put` waits while more than ``max_bytes`` are queued. An error in the thread
+    stops the writing and is raised in the caller at its next call or on exit. On exit what was handed over
+    is written even when the caller raised, but only batches finished before are marked done, so an
+    exception or a kill never leaves a batch marked that is not whole.
     """
 
-    def __init__(self, store: ActivationStore, depth: int = 1) -> None:
+    def __init__(self, store: ActivationStore, max_bytes: int) -> None:
         self._store = store
-        self._queue: queue.Queue[tuple[int, dict[str, torch.Tensor]] | None] = queue.Queue(maxsize=depth)
+        self._max_bytes = max_bytes
+        self._queue: queue.SimpleQueue[tuple[int, str | list[str], torch.Tensor | None] | None] = (
+            queue.SimpleQueue()
+        )
+        self._queued = 0  # bytes handed over and not written yet
+        self._room = threading.Condition()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="faceprobe-store-writer", daemon=True)
 
     def _run(self) -> None:
         with torch.inference_mode():  # the outputs are inference tensors
             while (item := self._queue.get()) is not None:
-                if self._error is None:
-                    try:
-                        self._store.write_batch(*item)
-                    except BaseException as error:  # handed to the caller's thread
-                        self._error = error
+                batch, layers, values = item
+                try:
+                    if self._error is None:
+                        if values is None:
+                            self._store.mark_done(batch, layers)  # type: ignore[arg-type]
+                        else:
+                            self._store.write_layer(batch, layers, values)  # type: ignore[arg-type]
+                except BaseException as error:  # handed to the caller's thread
+                    self._error = error
+                finally:
+                    with self._room:
+                        self._queued -= 0 if values is None else _nbytes(values)
+                        self._room.notify()
 
     def _raise(self) -> None:
         if self._error is not None:
             raise self._error
 
-    def put(self, batch: int, outputs: dict[str, torch.Tensor]) -> None:
+    def put(self, batch: int, layer: str, values: torch.Tensor) -> None:
+        """Queue one layer's output for ``batch``; waits while the queue is full (but never when empty)."""
+        with self._room:
+            self._room.wait_for(
+                lambda: (
+                    self._queued == 0
+                    or self._queued + _nbytes(values) <= self._max_bytes
+                    or self._error is not None
+                )
+            )
+            self._queued += _nbytes(values)
         self._raise()
-        self._queue.put((batch, outputs))
+        self._queue.put((batch, layer, values))
+
+    def finish(self, batch: int, layers: list[str]) -> None:
+        """Mark ``batch`` of ``layers`` done once everything queued before is written."""
+        self._raise()
+        self._queue.put((batch, layers, None))
 
     def __enter__(self) -> _Writer:
         self._thread.start()
@@ -386,6 +495,10 @@ class _Writer:
         self._thread.join()
         if exc_type is None:
             self._raise()
+
+
+def _nbytes(values: torch.Tensor) -> int:
+    return values.numel() * values.element_size()
 
 
 def extract_to_store(
@@ -405,8 +518,9 @@ def extract_to_store(
 
     One forward pass per batch serves all layers (under ``precision``, see
     :func:`faceprobe.devices.autocast`), and with ``stop`` it ends right after the last of them. A
-    background thread writes each batch while the next one runs. The hooks keep references to the outputs
-    instead of copying them, except for an output the forward later changes in place (one dry forward finds
+    background thread writes each layer's output while the forward goes on (at most ``_QUEUE_BYTES`` of
+    outputs wait for it, whatever the batch and the layers). The hooks hand over references to the outputs
+    instead of copies, except for an output the forward later changes in place (one dry forward finds
     those, e.g. torchvision Bottleneck's ``bn3``) or one on an accelerator: those are copied to the CPU in
     the store's dtype inside the hook. ``progress(k)`` is called after each batch's forward pass.
     """
@@ -433,18 +547,20 @@ def extract_to_store(
                 f" expects {info.features}; give images of the size the layers were described at"
             )
     stored = _torch_dtype(dtype)
-    outputs: dict[str, torch.Tensor] = {}
+    batch_index = -1
 
     def keep(name: str, output: torch.Tensor) -> None:
         copy = name in plan.overwritten or output.device.type != "cpu"
-        outputs[name] = output.to("cpu", stored, copy=True) if copy else output
+        writer.put(batch_index, name, output.to("cpu", stored, copy=True) if copy else output)
 
-    with _Writer(store) as writer, _Forward(model, names, keep, device, precision, stop) as forward:
+    with (
+        _Writer(store, _QUEUE_BYTES) as writer,
+        _Forward(model, names, keep, device, precision, stop) as forward,
+    ):
         for batch_index, batch in zip(todo, batches, strict=True):
             x = batch_images(batch)
             forward(x)
-            writer.put(batch_index, dict(outputs))
-            outputs.clear()
+            writer.finish(batch_index, names)
             if progress is not None:
                 progress(len(x))
     return store

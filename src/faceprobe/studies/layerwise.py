@@ -20,7 +20,9 @@ from numpy.typing import NDArray
 
 from faceprobe.errors import ProbeInputError
 from faceprobe.pls import (
+    _DEFAULT_BLOCK_BYTES,
     PLS,
+    _RowBlocks,
     channel_columns,
     fit_shared,
     top_k_channels,
@@ -33,6 +35,8 @@ from faceprobe.studies.units import sample_by_vip, single_unit_accuracies
 __all__ = ["AttributeRows", "LayerProbes", "probe_layer", "split_rows"]
 
 _EMPTY = np.zeros(0, dtype=np.intp)
+#: Largest matrix of units read from a stored layer in one pass (the units of several attributes).
+_UNITS_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,14 @@ def probe_layer(
     out = LayerProbes()
     layer_fits = _layer_pls(X, attributes, n_components)
     projections = _project(X, layer_fits)
+    picks = {
+        attribute: _Picks.of(
+            pls.vip_, shape, k, vip_study, np.random.default_rng([seed, zlib.crc32(attribute.encode())])
+        )
+        for attribute in attributes
+        if isinstance(pls := layer_fits[attribute], PLS)
+    }
+    units: dict[str, tuple[NDArray, Sequence[NDArray]]] = {}
     for attribute, sel in attributes.items():
         pls = layer_fits[attribute]
         if isinstance(pls, ProbeInputError):  # no fitted layer probe, so no VIP to pick units by
@@ -100,22 +112,43 @@ def probe_layer(
             continue
         if keep_vip:
             out.vips[attribute] = pls.vip_
+        if attribute not in units:
+            units |= _read_units(X, shape, picks, attribute)
+        values, positions = units.pop(attribute)
         rows, vip_rows = _attribute_probes(
-            X,
-            shape,
             attribute,
             sel,
             pls,
             projections[attribute],
-            k,
+            picks[attribute],
+            values,
+            positions,
             n_components,
             single_units,
-            vip_study,
-            seed,
         )
         out.rows += rows
         out.vip_rows += vip_rows
     return out if (vip_study or keep_vip) else out.rows
+
+
+@dataclass(frozen=True)
+class _Picks:
+    """The units one attribute's VIP picks: its top channels and neurons, and the VIP study's sample."""
+
+    channels: NDArray[np.intp]
+    neurons: NDArray[np.intp]
+    sampled: NDArray[np.intp]
+
+    @classmethod
+    def of(
+        cls, vip: NDArray, shape: tuple[int, ...], k: int, vip_study: int, rng: np.random.Generator
+    ) -> _Picks:
+        sampled = sample_by_vip(vip, vip_study, rng) if vip_study else _EMPTY
+        return cls(top_k_channels(vip, shape, k), top_k_neurons(vip, k), sampled)
+
+    def columns(self, shape: tuple[int, ...]) -> tuple[NDArray, NDArray, NDArray]:
+        """The columns of X each probe reads: the channels' neurons, the neurons, the sampled neurons."""
+        return channel_columns(self.channels, shape), self.neurons, self.sampled
 
 
 def _rows(
@@ -138,19 +171,19 @@ def _rows(
 
 
 def _attribute_probes(
-    X: Any,
-    shape: tuple[int, ...],
     attribute: str,
     sel: AttributeRows,
     pls: PLS,
     projection: NDArray,
-    k: int,
+    picks: _Picks,
+    values: NDArray,
+    positions: Sequence[NDArray],
     n_components: int,
     single_units: bool,
-    vip_study: int,
-    seed: int,
 ) -> tuple[list[dict], list[dict]]:
-    """One attribute's probes once its layer PLS is fitted: the layer, its top units, the VIP study."""
+    """One attribute's probes once its layer PLS is fitted and its units read: the layer, its top units,
+    the VIP study. ``values`` holds the units of X read for it (and maybe for others); ``positions`` are its
+    channel, neuron and sampled columns there."""
     evals = sel.evaluations()
     layer_scores = _fit_and_score(
         Probe(None),
@@ -160,14 +193,10 @@ def _attribute_probes(
     )
     rows = _rows(attribute, sel, "layer", 0, layer_scores)
     vip = pls.vip_
-    channels = top_k_channels(vip, shape, k)
-    neurons = top_k_neurons(vip, k)
-    rng = np.random.default_rng([seed, zlib.crc32(attribute.encode())])
-    sampled = sample_by_vip(vip, vip_study, rng) if vip_study else _EMPTY
-    units = _Units(X, [channel_columns(channels, shape), neurons, sampled])
-    channel_cols, neuron_cols, sampled_cols = units.positions
-    U_train = units.values[sel.train]
-    U_evals = {split: (units.values[r], y) for split, (r, y) in evals.items()}
+    channels, neurons, sampled = picks.channels, picks.neurons, picks.sampled
+    channel_cols, neuron_cols, sampled_cols = positions
+    U_train = values[sel.train]
+    U_evals = {split: (values[r], y) for split, (r, y) in evals.items()}
 
     def probe_units(columns: NDArray, n: int | None) -> dict[str, dict]:
         picked = {split: (U[:, columns], y) for split, (U, y) in U_evals.items()}
@@ -192,7 +221,7 @@ def _attribute_probes(
             scores = {split: {"accuracy": acc[i], "note": ""} for split, acc in singles.items()}
             rows += _rows(attribute, sel, "neuron", 1, scores, unit=int(neuron))
     vip_rows = []
-    if vip_study:
+    if len(sampled):
         accuracy = _singles(U_train, sel.y_train, {"val": U_evals["val"]}, sampled_cols)["val"]
         positives = U_train[:, sampled_cols][sel.y_train == 1]
         vip_rows = [
@@ -249,22 +278,39 @@ def _project(X: Any, fits: Mapping[str, PLS | ProbeInputError]) -> dict[str, NDA
     return dict(zip(fitted, transform_shared(X, list(fitted.values())), strict=True)) if fitted else {}
 
 
-class _Units:
-    """The columns several probes need, read from X once (one pass, whatever X is) into a small matrix.
+def _read_units(
+    X: Any, shape: tuple[int, ...], picks: Mapping[str, _Picks], first: str
+) -> dict[str, tuple[NDArray, list[NDArray]]]:
+    """The columns of X that ``first`` and the attributes after it pick, as (values, positions) per attribute.
 
-    ``positions[i]`` maps the i-th requested column list onto the columns of ``values``.
+    ``positions`` are the attribute's channel, neuron and sampled columns within ``values``. An in-memory X
+    is indexed for ``first`` alone; any other X costs a pass to read, so it is read once for as many of the
+    following attributes as ``_UNITS_BYTES`` holds (at least ``first``), the values shared among them.
     """
-
-    def __init__(self, X: Any, requests: Sequence[NDArray]) -> None:
-        wanted = np.unique(np.concatenate([np.asarray(r, dtype=np.intp) for r in requests]))
-        self.values = _read_columns(X, wanted)
-        self.positions = [np.searchsorted(wanted, np.asarray(r, dtype=np.intp)) for r in requests]
+    names = list(picks)
+    group: list[str] = []
+    wanted = _EMPTY
+    for attribute in names[names.index(first) :]:
+        columns = np.union1d(wanted, np.concatenate(picks[attribute].columns(shape)))
+        if group and (isinstance(X, np.ndarray) or X.shape[0] * columns.size * 4 > _UNITS_BYTES):
+            break
+        group.append(attribute)
+        wanted = columns.astype(np.intp)
+    values = _read_columns(X, wanted)
+    return {
+        a: (values, [np.searchsorted(wanted, np.asarray(c, dtype=np.intp)) for c in picks[a].columns(shape)])
+        for a in group
+    }
 
 
 def _read_columns(X: Any, columns: NDArray[np.intp]) -> NDArray[np.float32]:
+    """``X[:, columns]`` in float32; a stored X is read in one pass of row blocks."""
     if isinstance(X, np.ndarray):
         return np.asarray(X[:, columns], dtype=np.float32)
-    return np.asarray(X.oindex[:, columns], dtype=np.float32)  # zarr: reads only the chunks holding them
+    out = np.empty((X.shape[0], len(columns)), dtype=np.float32)
+    for rows, block in _RowBlocks(X, _DEFAULT_BLOCK_BYTES):
+        np.take(block, columns, axis=1, out=out[rows])
+    return out
 
 
 def _fit_and_score(
