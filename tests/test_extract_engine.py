@@ -12,7 +12,7 @@ from torch.utils.data import TensorDataset
 from faceprobe.devices import autocast
 from faceprobe.errors import FaceprobeError
 from faceprobe.extract import describe_layers, extract
-from faceprobe.extract.hooks import _plan
+from faceprobe.extract.hooks import _dry_run
 from faceprobe.extract.store import ActivationStore, extract_to_store, store_key
 
 torch.set_num_threads(2)
@@ -78,11 +78,9 @@ def test_stop_still_finds_modules_that_run_twice(resnet):
         extract(resnet, torch.randn(2, 3, 32, 32), ["layer1.0.relu"])
 
 
-def test_dry_run_finds_outputs_changed_in_place(resnet):
+def test_dry_run_gives_the_features_of_each_layer(resnet):
     names = ["layer1.0.conv1", "layer1.0.bn1", "layer1.0.bn2", "layer1.0", "layer2.0.downsample", "fc"]
-    plan = _plan(resnet, torch.randn(1, 3, 32, 32), names, "float32")
-    assert plan.overwritten == {"layer1.0.bn1", "layer1.0.bn2"}  # in-place ReLU; out += identity
-    assert plan.features == {
+    assert _dry_run(resnet, torch.randn(1, 3, 32, 32), names, "float32") == {
         "layer1.0.conv1": 64 * 8 * 8,
         "layer1.0.bn1": 64 * 8 * 8,
         "layer1.0.bn2": 64 * 8 * 8,

@@ -225,23 +225,38 @@ def test_read_rows_equals_zarrs_reads_for_any_rows_and_chunking(tmp_path, setup,
     np.testing.assert_array_equal(embedding.read_rows(slice(0, 8), out), embedding[:8])
 
 
-def test_read_rows_refuses_corrupt_or_short_chunks_and_reads_missing_ones_as_zero(tmp_path, setup):
+@pytest.mark.parametrize("rows", [slice(4, 8), slice(5, 7)], ids=["mapped chunk", "read into out"])
+def test_read_rows_refuses_corrupt_or_short_chunks_and_reads_missing_ones_as_zero(tmp_path, setup, rows):
+    model, data, layers, key = setup
+    store = extract_to_store(model, data, layers, ActivationStore.open(tmp_path, key, batch_size=4))
+    original = np.asarray(store.layer("embedding")[:])
+    out = np.empty((rows.stop - rows.start, 8), np.float32)
+    chunk = store.path / "embedding" / "c" / "1" / "0"
+    good = chunk.read_bytes()
+    for damage in (_flip_a_byte, lambda c: c.write_bytes(good[:-8]), lambda c: c.write_bytes(good + b"\0")):
+        damage(chunk)
+        with pytest.raises(CorruptStoreError, match=rf"^{store.path}: layer 'embedding' has a chunk"):
+            store.layer("embedding").read_rows(rows, out)
+    chunk.unlink()  # as zarr: a chunk never written reads as the fill value
+    np.testing.assert_array_equal(store.layer("embedding").read_rows(rows, out), 0)
+    chunk.write_bytes(good)
+    np.testing.assert_array_equal(store.layer("embedding").read_rows(rows, out), original[rows])
+
+
+def test_a_whole_chunk_is_mapped_and_its_checksum_checked_once_per_reader(tmp_path, setup):
     model, data, layers, key = setup
     store = extract_to_store(model, data, layers, ActivationStore.open(tmp_path, key, batch_size=4))
     embedding = store.layer("embedding")
     original = np.asarray(embedding[:])
-    out = np.empty((4, 8), np.float32)
-    chunk = store.path / "embedding" / "c" / "1" / "0"
-    good = chunk.read_bytes()
-    _flip_a_byte(chunk)
-    with pytest.raises(CorruptStoreError, match=rf"^{store.path}: layer 'embedding' has a chunk"):
-        embedding.read_rows(slice(4, 8), out)
-    chunk.write_bytes(good[:-8])  # cut short: no room for the whole chunk and its checksum
+    out = np.zeros((4, 8), np.float32)
+    mapped = embedding.read_rows(slice(4, 8), out)
+    assert mapped is not out and not mapped.flags.writeable and not out.any()  # no copy made
+    np.testing.assert_array_equal(mapped, original[4:8])
+    del mapped
+    _flip_a_byte(store.path / "embedding" / "c" / "1" / "0")
+    embedding.read_rows(slice(4, 8), out)  # this reader checked the chunk already: later passes trust it
     with pytest.raises(CorruptStoreError):
-        embedding.read_rows(slice(4, 8), out)
-    chunk.unlink()  # as zarr: a chunk never written reads as the fill value
-    np.testing.assert_array_equal(embedding.read_rows(slice(4, 8), out), 0)
-    np.testing.assert_array_equal(embedding.read_rows(slice(0, 4), out), original[:4])
+        store.layer("embedding").read_rows(slice(4, 8), out)  # a new reader checks again
 
 
 def test_the_writer_queue_is_bounded_in_bytes_and_never_blocks_when_empty(tmp_path, setup, monkeypatch):
@@ -258,8 +273,8 @@ def test_the_writer_queue_is_bounded_in_bytes_and_never_blocks_when_empty(tmp_pa
     writer_of = []
     real_writer = store_module._Writer
 
-    def recording_writer(store, max_bytes):
-        writer_of.append(real_writer(store, max_bytes))
+    def recording_writer(store, max_bytes, written):
+        writer_of.append(real_writer(store, max_bytes, written))
         return writer_of[-1]
 
     monkeypatch.setattr(store_module, "_QUEUE_BYTES", 1)
@@ -269,5 +284,24 @@ def test_the_writer_queue_is_bounded_in_bytes_and_never_blocks_when_empty(tmp_pa
     expected = extract(model, data.tensors[0], NAMES)
     sizes = {info.name: 4 * info.features * 4 for info in layers}
     assert len(queued) == 3 * len(NAMES) and max(queued) <= max(sizes.values())  # one output at a time
+    for name in NAMES:
+        np.testing.assert_array_equal(store.layer(name)[:], expected[name], err_msg=name)
+
+
+def test_batch_buffers_are_reused_from_batch_to_batch(tmp_path, setup, monkeypatch):
+    model, data, layers, key = setup
+    taken = []
+    take = store_module._Buffers.take
+
+    def spy(self, shape, dtype):
+        taken.append(take(self, shape, dtype))  # kept alive, so distinct buffers stay distinct objects
+        return taken[-1]
+
+    monkeypatch.setattr(store_module._Buffers, "take", spy)
+    monkeypatch.setattr(store_module, "_QUEUE_BYTES", 1)  # each output is written before the next is queued
+    store = extract_to_store(model, data, layers, ActivationStore.open(tmp_path, key, batch_size=4))
+    assert len(taken) == 3 * len(NAMES)
+    assert len({id(buffer) for buffer in taken}) == 2 * len(NAMES)  # batches 0 and 1 share; 2 is shorter
+    expected = extract(model, data.tensors[0], NAMES)
     for name in NAMES:
         np.testing.assert_array_equal(store.layer(name)[:], expected[name], err_msg=name)

@@ -26,6 +26,7 @@ mask-weighted sums. :func:`transform_shared` projects X on many fitted models in
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -99,9 +100,19 @@ class _RowBlocks:
             for offset in range(0, len(piece), self.rows):
                 block = piece[offset : offset + self.rows]
                 if converted is not None:
-                    np.copyto(converted[: len(block)], block)
-                    block = converted[: len(block)]
+                    block = _convert(block, converted[: len(block)])
                 yield slice(start + offset, start + offset + len(block)), block
+
+
+def _convert(block: NDArray, out: NDArray) -> NDArray:
+    """``block`` converted into ``out``: by torch when it is loaded (SIMD and threaded; NumPy converts
+    float16 one value at a time, which took longer than the products of a pass), else by NumPy."""
+    torch = sys.modules.get("torch")
+    if torch is None or not block.flags.c_contiguous:
+        np.copyto(out, block)
+    else:
+        torch.from_numpy(out).copy_(torch.from_numpy(block))
+    return out
 
 
 class PLS(TransformerMixin, BaseEstimator):

@@ -275,32 +275,15 @@ class _StopForward(Exception):
     """Raised by the hook of the last requested layer: nothing after it is needed."""
 
 
-@dataclass(frozen=True)
-class _Plan:
-    """What one dry forward tells about the requested layers before the real passes start.
-
-    ``features`` lists the layers in the order the forward produces them; ``overwritten`` holds those whose
-    output a later in-place operation of the same forward changes (its version counter moves), such as
-    torchvision Bottleneck's ``bn3`` (``out += identity``) or any output followed by an in-place ReLU. Only
-    those must be copied inside the hook; every other output can be read after the forward, untouched.
-    """
-
-    features: dict[str, int]
-    overwritten: frozenset[str]
-
-
-def _plan(model: nn.Module, example: torch.Tensor, names: Sequence[str], precision: str) -> _Plan:
-    """Check that each layer runs exactly once and outputs a tensor, with one dry forward of ``example``.
-
-    It runs under ``no_grad`` rather than inference mode, since inference tensors have no version counter.
-    """
-    calls: dict[str, list[tuple[torch.Tensor, int]]] = {}
+def _dry_run(model: nn.Module, example: torch.Tensor, names: Sequence[str], precision: str) -> dict[str, int]:
+    """The features per image of each layer, in the order the forward produces them, from one dry forward
+    of ``example``, which also checks that each layer runs exactly once and outputs a tensor."""
+    calls: dict[str, list[torch.Tensor]] = {}
 
     def record(name: str, output: Any) -> None:
-        out = _tensor(name, output)
-        calls.setdefault(name, []).append((out, out._version))
+        calls.setdefault(name, []).append(_tensor(name, output))
 
-    with evaluating(model), torch.no_grad(), autocast(example.device, precision):
+    with evaluating(model), torch.inference_mode(), autocast(example.device, precision):
         with capture(model, names, record):
             model(example)
     for name, outs in calls.items():
@@ -308,10 +291,7 @@ def _plan(model: nn.Module, example: torch.Tensor, names: Sequence[str], precisi
             raise _shared_module_error(name)
     if missing := [name for name in names if name not in calls]:
         raise _not_run_error(missing)
-    return _Plan(
-        {name: outs[0][0][0].numel() for name, outs in calls.items()},
-        frozenset(name for name, [(out, version)] in calls.items() if out._version != version),
-    )
+    return {name: outs[0][0].numel() for name, outs in calls.items()}
 
 
 class _Forward:
@@ -438,8 +418,8 @@ def extract(
         raise FaceprobeError("no images to extract activations from; check the dataset is not empty")
     device = torch.device(device)
     model.to(device)
-    plan = _plan(model, batch_images(first)[:1].to(device), names, precision)
-    recorder = _Recorder({name: plan.features[name] for name in names}, capacity, np.dtype(dtype))
+    features = _dry_run(model, batch_images(first)[:1].to(device), names, precision)
+    recorder = _Recorder({name: features[name] for name in names}, capacity, np.dtype(dtype))
     with _Forward(model, names, recorder, device, precision, stop) as forward:
         for batch in batches:
             x = batch_images(batch)

@@ -17,11 +17,11 @@ chunked by batches of images, so
 * readers see only finished batches (:meth:`ActivationStore.layer` refuses an incomplete layer).
 
 Writing costs little next to the forward pass: chunks are stored uncompressed by default (LZ4 saves disk
-but its CPU time is taken from the network), one background thread writes each layer's output while the
-forward goes on, and a chunk is written straight from the layer's output tensor when it already has the
-chunk's dtype and layout (otherwise through one reused conversion buffer). The writer allocates no memory
-per batch and drops written chunks from the page cache, which matters on VMs where first-touching memory
-costs far more than copying into it.
+but its CPU time is taken from the network), each layer's output is copied in the store's dtype into a
+reused buffer and one background thread writes it while the forward goes on, a chunk is written straight
+from that buffer when it spans whole rows (otherwise through one reused conversion buffer), and written
+chunks are dropped from the page cache. Nothing is allocated per batch, which matters on VMs where
+first-touching memory costs far more than copying into it.
 
 ``faceprobe.PLS`` reads a layer block by block (:meth:`LayerArray.read_rows` reads the chunk files straight
 into a reused buffer), so probes fit straight from the store.
@@ -33,6 +33,7 @@ import functools
 import hashlib
 import json
 import math
+import mmap
 import os
 import queue
 import sys
@@ -53,7 +54,7 @@ from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec
 from zarr.storage import LocalStore
 
 from faceprobe.errors import FaceprobeError
-from faceprobe.extract.hooks import LayerInfo, _first, _Forward, _plan, batch_images
+from faceprobe.extract.hooks import LayerInfo, _dry_run, _first, _Forward, batch_images
 
 __all__ = ["ActivationStore", "CorruptStoreError", "LayerArray", "extract_to_store", "store_key"]
 
@@ -124,17 +125,23 @@ class LayerArray(zarr.Array):
     get_coordinate_selection = _checked(zarr.Array.get_coordinate_selection)
     get_block_selection = _checked(zarr.Array.get_block_selection)
 
+    @functools.cached_property
+    def _verified(self) -> set[tuple[int, int]]:
+        """The chunks whose checksum this reader has checked: the later passes of a probe skip it."""
+        return set()
+
     @_checked
     def read_rows(self, rows: slice, out: np.ndarray) -> np.ndarray:
-        """``self[rows]`` written into ``out`` (shaped like it, of the array's dtype), which is returned.
+        """The layer's ``rows``: written into ``out`` (shaped like them, of the array's dtype) and returned,
+        or, when one chunk holds exactly those rows, that chunk's file mapped read-only into memory.
 
         The probes' passes over a stored layer read through here. On an uncompressed layer the chunk files
-        are read straight into ``out`` (a chunk spanning whole rows needs no copy at all) and checked
-        against their CRC32C, without zarr's per-read allocations and event loop, which cost more than the
-        reading itself on wide layers; any other layer is read through zarr.
+        are mapped or read straight into ``out``, without zarr's per-read allocations, copies and event
+        loop, which cost more than the products of a pass on wide layers; each chunk's CRC32C is checked
+        the first time this array reads it. Any other layer is read through zarr.
 
         Raises:
-            CorruptStoreError: a chunk fails its checksum or is shorter than a chunk.
+            CorruptStoreError: a chunk fails its checksum or does not have a chunk's size.
         """
         if not _plain(self):
             out[...] = self[rows]
@@ -142,21 +149,32 @@ class LayerArray(zarr.Array):
         height, width = self.chunks
         dtype = np.dtype(self.dtype)
         folder = Path(str(self.store_path.store.root)) / self.path  # type: ignore[attr-defined]
+
+        def path(key: tuple[int, int]) -> Path:
+            return folder / self.metadata.encode_chunk_key(key)
+
+        if width == self.shape[1] and rows.start % height == 0 and rows.stop - rows.start == height:
+            key = (rows.start // height, 0)
+            mapped = _map_chunk(path(key), height * width * dtype.itemsize, key not in self._verified)
+            self._verified.add(key)
+            if mapped is not None:
+                return mapped.view(dtype).reshape(height, width)
         scratch: np.ndarray | None = None
         for chunk_row in range(rows.start // height, -(-rows.stop // height)):
             first = chunk_row * height
             r0, r1 = max(rows.start, first), min(rows.stop, first + height)
             for k, c0 in enumerate(range(0, self.shape[1], width)):
                 target = out[r0 - rows.start : r1 - rows.start, c0 : c0 + width]
-                path = folder / self.metadata.encode_chunk_key((chunk_row, k))
                 whole = target.shape == (height, width) and target.flags.c_contiguous
                 if not whole and scratch is None:
                     scratch = np.empty((height, width), dtype)
                 chunk = target if whole else scratch
-                if not _read_chunk(path, chunk):
+                key = (chunk_row, k)
+                found = _read_chunk(path(key), chunk, key not in self._verified)
+                self._verified.add(key)
+                if not found:
                     target[...] = self.fill_value  # never written: zarr reads its fill value
-                    continue
-                if chunk is not target:
+                elif chunk is not target:
                     target[...] = chunk[r0 - first : r1 - first, : target.shape[1]]
         return out
 
@@ -171,7 +189,7 @@ class ActivationStore:
 
     #: Largest chunk of a new layer: bounds the memory a reader needs per chunk and how much more than the
     #: asked-for columns a column selection reads.
-    chunk_bytes: int = 32 * 2**20
+    chunk_bytes: int = 128 * 2**20
 
     def __init__(self, group: zarr.Group, key: dict, batch_size: int) -> None:
         self.group = group
@@ -379,22 +397,48 @@ def _torch_dtype(dtype: Any) -> torch.dtype:
     return torch.from_numpy(np.empty(0, dtype)).dtype
 
 
-def _read_chunk(path: Path, chunk: np.ndarray) -> bool:
+def _read_chunk(path: Path, chunk: np.ndarray, check: bool) -> bool:
     """Read a chunk file written by :func:`_write_atomically` into ``chunk``; False if there is none.
 
     Raises:
-        ValueError: the file is shorter than the chunk or fails its checksum (zarr's error for the latter).
+        ValueError: the file does not have the chunk's size, or (with ``check``) fails its checksum;
+            zarr's error for the latter.
     """
     data = chunk.reshape(-1).view(np.uint8)
     tail = bytearray(4)
     try:
         with path.open("rb", buffering=0) as file:
             complete = file.readinto(data) == data.nbytes and file.readinto(tail) == 4
+            complete = complete and not file.read(1)
     except FileNotFoundError:
         return False
-    if not complete or google_crc32c.value(data) != int.from_bytes(tail, "little"):
-        raise ValueError(f"{path}: stored and computed checksum do not match")
+    if not complete:
+        raise ValueError(f"{path}: not a whole chunk, so stored and computed checksum do not match")
+    _check(path, data, tail, check)
     return True
+
+
+def _map_chunk(path: Path, nbytes: int, check: bool) -> np.ndarray | None:
+    """The ``nbytes`` of a chunk file mapped read-only into memory (no copy), or None if there is none.
+
+    Raises:
+        ValueError: as :func:`_read_chunk`.
+    """
+    try:
+        with path.open("rb") as file:
+            if os.fstat(file.fileno()).st_size != nbytes + 4:
+                raise ValueError(f"{path}: not a whole chunk, so stored and computed checksum do not match")
+            mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+    except FileNotFoundError:
+        return None
+    data = np.frombuffer(mapped, np.uint8, count=nbytes)
+    _check(path, data, mapped[nbytes:], check)
+    return data
+
+
+def _check(path: Path, data: np.ndarray, tail: bytes | bytearray, check: bool) -> None:
+    if check and google_crc32c.value(data) != int.from_bytes(tail, "little"):
+        raise ValueError(f"{path}: stored and computed checksum do not match")
 
 
 def _write_atomically(path: Path, data: np.ndarray) -> None:
@@ -427,14 +471,18 @@ class _Writer:
 
     Each output is handed over as soon as its layer has run (:meth:`put`), and a batch is marked done once
     all its layers are written (:meth:`finish`), so the outputs waiting for the writer, not whole batches,
-    bound the memory: :meth:`put` waits while more than ``max_bytes`` are queued. An error in the thread
+    bound the memory: :meth:`put` waits while more than ``max_bytes`` are queued. ``written(values)`` is
+    called with each output once it is on disk, to reuse its buffer. An error in the thread
     stops the writing and is raised in the caller at its next call or on exit. On exit what was handed over
     is written even when the caller raised, but only batches finished before are marked done, so an
     exception or a kill never leaves a batch marked that is not whole.
     """
 
-    def __init__(self, store: ActivationStore, max_bytes: int) -> None:
+    def __init__(
+        self, store: ActivationStore, max_bytes: int, written: Callable[[torch.Tensor], None]
+    ) -> None:
         self._store = store
+        self._written = written
         self._max_bytes = max_bytes
         self._queue: queue.SimpleQueue[tuple[int, str | list[str], torch.Tensor | None] | None] = (
             queue.SimpleQueue()
@@ -454,6 +502,7 @@ class _Writer:
                             self._store.mark_done(batch, layers)  # type: ignore[arg-type]
                         else:
                             self._store.write_layer(batch, layers, values)  # type: ignore[arg-type]
+                            self._written(values)
                 except BaseException as error:  # handed to the caller's thread
                     self._error = error
                 finally:
@@ -497,6 +546,25 @@ class _Writer:
             self._raise()
 
 
+class _Buffers:
+    """Batch buffers handed back after use and given out again: memory touched once, not once per batch."""
+
+    def __init__(self) -> None:
+        self._free: dict[tuple, list[torch.Tensor]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
+        with self._lock:
+            free = self._free.get((tuple(shape), dtype))
+            if free:
+                return free.pop()
+        return torch.empty(shape, dtype=dtype)
+
+    def give(self, buffer: torch.Tensor) -> None:
+        with self._lock:
+            self._free.setdefault((tuple(buffer.shape), buffer.dtype), []).append(buffer)
+
+
 def _nbytes(values: torch.Tensor) -> int:
     return values.numel() * values.element_size()
 
@@ -519,10 +587,11 @@ def extract_to_store(
     One forward pass per batch serves all layers (under ``precision``, see
     :func:`faceprobe.devices.autocast`), and with ``stop`` it ends right after the last of them. A
     background thread writes each layer's output while the forward goes on (at most ``_QUEUE_BYTES`` of
-    outputs wait for it, whatever the batch and the layers). The hooks hand over references to the outputs
-    instead of copies, except for an output the forward later changes in place (one dry forward finds
-    those, e.g. torchvision Bottleneck's ``bn3``) or one on an accelerator: those are copied to the CPU in
-    the store's dtype inside the hook. ``progress(k)`` is called after each batch's forward pass.
+    outputs wait for it, whatever the batch and the layers). Each hook copies its output, converted to the
+    store's dtype and moved to the CPU, into a buffer that the writer hands back once the output is written
+    (so a later in-place operation, such as torchvision Bottleneck's ``out += identity`` on ``bn3``, cannot
+    change it, and the same memory serves every batch). ``progress(k)`` is called after each batch's
+    forward pass.
     """
     dtype = np.dtype(dtype)
     if len(dataset) != store.n:  # type: ignore[arg-type]
@@ -539,22 +608,23 @@ def extract_to_store(
     first, batches = _first(loader)
     device = torch.device(device)
     model.to(device)
-    plan = _plan(model, batch_images(first)[:1].to(device), names, precision)
+    features = _dry_run(model, batch_images(first)[:1].to(device), names, precision)
     for info in layers:
-        if plan.features[info.name] != info.features:
+        if features[info.name] != info.features:
             raise FaceprobeError(
-                f"layer {info.name!r} gives {plan.features[info.name]} features per image but the store"
+                f"layer {info.name!r} gives {features[info.name]} features per image but the store"
                 f" expects {info.features}; give images of the size the layers were described at"
             )
     stored = _torch_dtype(dtype)
     batch_index = -1
+    buffers = _Buffers()
 
     def keep(name: str, output: torch.Tensor) -> None:
-        copy = name in plan.overwritten or output.device.type != "cpu"
-        writer.put(batch_index, name, output.to("cpu", stored, copy=True) if copy else output)
+        flat = output.flatten(1)
+        writer.put(batch_index, name, buffers.take(flat.shape, stored).copy_(flat))
 
     with (
-        _Writer(store, _QUEUE_BYTES) as writer,
+        _Writer(store, _QUEUE_BYTES, buffers.give) as writer,
         _Forward(model, names, keep, device, precision, stop) as forward,
     ):
         for batch_index, batch in zip(todo, batches, strict=True):
