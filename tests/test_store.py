@@ -305,3 +305,13 @@ def test_batch_buffers_are_reused_from_batch_to_batch(tmp_path, setup, monkeypat
     expected = extract(model, data.tensors[0], NAMES)
     for name in NAMES:
         np.testing.assert_array_equal(store.layer(name)[:], expected[name], err_msg=name)
+
+
+def test_column_chunks_share_the_width_so_edge_chunks_waste_no_disk(tmp_path, setup):
+    _, _, layers, key = setup
+    store = ActivationStore.open(tmp_path, key, batch_size=4)
+    store.chunk_bytes = 4 * 4 * 600  # 600 float32 columns at most: 1024 features need two chunks
+    residual = next(info for info in layers if info.name == "backbone.stage1.0.residual")
+    assert residual.features == 1024
+    store.ensure_layer(residual, np.dtype(np.float32))
+    assert store.group["backbone.stage1.0.residual"].chunks == (4, 512)  # not 600 + a padded 424

@@ -238,7 +238,10 @@ class ActivationStore:
                     f"{(self.n, info.features)} {dtype}; delete the store folder to redo it"
                 )
             return
-        chunk_cols = max(1, min(info.features, self.chunk_bytes // (dtype.itemsize * self.batch_size)))
+        widest = max(1, min(info.features, self.chunk_bytes // (dtype.itemsize * self.batch_size)))
+        chunk_cols = -(
+            -info.features // -(-info.features // widest)
+        )  # equal widths: edge chunks are stored whole
         shuffle = "bitshuffle" if dtype.itemsize < 4 else "shuffle"
         self.group.create_array(
             name,
