@@ -33,9 +33,14 @@ def data_lines(path: Path, header_lines: int) -> Iterator[tuple[int, list[str]]]
                 yield number, line.split()
 
 
-def line_of_row(path: Path, header_lines: int, row: int) -> int:
-    """The line number of data row ``row`` (0-based; blank lines are not rows, as in pandas)."""
-    return next(itertools.islice(data_lines(path, header_lines), row, None))[0]
+def line_of_row(path: Path, header_lines: int, row: int) -> int | str:
+    """The line number of data row ``row`` (0-based; blank lines are not rows, as in pandas).
+
+    Where pandas splits lines differently (a lone carriage return or other control characters), the row
+    may have no line here; then it is named as "data row N".
+    """
+    found = next(itertools.islice(data_lines(path, header_lines), row, None), None)
+    return f"data row {row + 1}" if found is None else found[0]
 
 
 def _separator(path: Path) -> str:

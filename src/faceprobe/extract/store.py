@@ -23,8 +23,8 @@ from that buffer when it spans whole rows (otherwise through one reused conversi
 chunks are dropped from the page cache. Nothing is allocated per batch, which matters on VMs where
 first-touching memory costs far more than copying into it.
 
-``faceprobe.PLS`` reads a layer block by block (:meth:`LayerArray.read_rows` reads the chunk files straight
-into a reused buffer), so probes fit straight from the store.
+``faceprobe.PLS`` reads a layer block by block (:meth:`LayerArray.read_rows` maps whole chunk files into
+memory or reads them straight into a reused buffer), so probes fit straight from the store.
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ class LayerArray(zarr.Array):
     @_checked
     def read_rows(self, rows: slice, out: np.ndarray) -> np.ndarray:
         """The layer's ``rows``: written into ``out`` (shaped like them, of the array's dtype) and returned,
-        or, when one chunk holds exactly those rows, that chunk's file mapped read-only into memory.
+        or, when one chunk holds exactly those rows, that chunk's file mapped into memory (copy-on-write).
 
         The probes' passes over a stored layer read through here. On an uncompressed layer the chunk files
         are mapped or read straight into ``out``, without zarr's per-read allocations, copies and event
@@ -239,9 +239,8 @@ class ActivationStore:
                 )
             return
         widest = max(1, min(info.features, self.chunk_bytes // (dtype.itemsize * self.batch_size)))
-        chunk_cols = -(
-            -info.features // -(-info.features // widest)
-        )  # equal widths: edge chunks are stored whole
+        n_chunks = -(-info.features // widest)
+        chunk_cols = -(-info.features // n_chunks)  # equal widths, since zarr stores an edge chunk whole
         shuffle = "bitshuffle" if dtype.itemsize < 4 else "shuffle"
         self.group.create_array(
             name,
@@ -422,7 +421,10 @@ def _read_chunk(path: Path, chunk: np.ndarray, check: bool) -> bool:
 
 
 def _map_chunk(path: Path, nbytes: int, check: bool) -> np.ndarray | None:
-    """The ``nbytes`` of a chunk file mapped read-only into memory (no copy), or None if there is none.
+    """The ``nbytes`` of a chunk file mapped into memory (no copy), or None if there is none.
+
+    The mapping is copy-on-write: a write to the array never reaches the file, and the array is writable,
+    so torch can wrap it without a warning.
 
     Raises:
         ValueError: as :func:`_read_chunk`.
@@ -431,7 +433,7 @@ def _map_chunk(path: Path, nbytes: int, check: bool) -> np.ndarray | None:
         with path.open("rb") as file:
             if os.fstat(file.fileno()).st_size != nbytes + 4:
                 raise ValueError(f"{path}: not a whole chunk, so stored and computed checksum do not match")
-            mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+            mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY)  # writes stay private
     except FileNotFoundError:
         return None
     data = np.frombuffer(mapped, np.uint8, count=nbytes)
