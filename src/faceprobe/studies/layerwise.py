@@ -288,18 +288,20 @@ def _read_units(
     following attributes as ``_UNITS_BYTES`` holds (at least ``first``), the values shared among them.
     """
     names = list(picks)
-    group: list[str] = []
+    requested: dict[str, tuple[NDArray, NDArray, NDArray]] = {}
     wanted = _EMPTY
     for attribute in names[names.index(first) :]:
-        columns = np.union1d(wanted, np.concatenate(picks[attribute].columns(shape)))
-        if group and (isinstance(X, np.ndarray) or X.shape[0] * columns.size * 4 > _UNITS_BYTES):
+        if requested and isinstance(X, np.ndarray):
             break
-        group.append(attribute)
-        wanted = columns.astype(np.intp)
+        columns = picks[attribute].columns(shape)
+        union = np.union1d(wanted, np.concatenate(columns)).astype(np.intp)
+        if requested and X.shape[0] * union.size * 4 > _UNITS_BYTES:
+            break
+        requested[attribute], wanted = columns, union
     values = _read_columns(X, wanted)
     return {
-        a: (values, [np.searchsorted(wanted, np.asarray(c, dtype=np.intp)) for c in picks[a].columns(shape)])
-        for a in group
+        a: (values, [np.searchsorted(wanted, np.asarray(c, dtype=np.intp)) for c in columns])
+        for a, columns in requested.items()
     }
 
 
