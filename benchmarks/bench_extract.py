@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=112)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3, help="runs of each variant; the best counts")
+    parser.add_argument("--dir", default=None, help="folder for the stores (default: the system's temp)")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     args = parser.parse_args()
 
@@ -69,15 +70,17 @@ def main() -> None:
         extract(model, batches, names, dtype=dtype)
 
     disk: dict[str, int] = {}
+    roots: list[tempfile.TemporaryDirectory] = []  # deleted after the timing: a store is kept, not removed
 
     def to_store(variant: str, dtype: type, compress: bool = False) -> None:
-        with tempfile.TemporaryDirectory() as root:
-            key = store_key("resnet50", "random", {"size": args.size}, [str(i) for i in range(args.images)])
-            store = ActivationStore.open(root, key, batch_size=args.batch)
-            for info in layers:
-                store.ensure_layer(info, np.dtype(dtype), compress=compress)
-            extract_to_store(model, TensorDataset(images), layers, store, dtype=dtype)
-            disk[variant] = sum(f.stat().st_size for f in Path(root).rglob("*") if f.is_file())
+        roots.append(tempfile.TemporaryDirectory(dir=args.dir))
+        root = roots[-1].name
+        key = store_key("resnet50", "random", {"size": args.size}, [str(i) for i in range(args.images)])
+        store = ActivationStore.open(root, key, batch_size=args.batch)
+        for info in layers:
+            store.ensure_layer(info, np.dtype(dtype), compress=compress)
+        extract_to_store(model, TensorDataset(images), layers, store, dtype=dtype)
+        disk[variant] = sum(f.stat().st_size for f in Path(root).rglob("*") if f.is_file())
 
     runs: dict[str, Callable[[], None]] = {
         "bare": bare,
@@ -97,6 +100,8 @@ def main() -> None:
     for _ in range(args.repeats):
         for name in args.variants:
             times[name].append(_timed(runs[name]))
+            while roots:
+                roots.pop().cleanup()
     best = {name: tuple(min(column) for column in zip(*runs_, strict=True)) for name, runs_ in times.items()}
     base = best.get("bare")
     for name in args.variants:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
+import google_crc32c
 import numpy as np
 import pytest
 import torch
@@ -317,3 +321,71 @@ def test_column_chunks_share_the_width_so_edge_chunks_waste_no_disk(tmp_path, se
     assert residual.features == 1024
     store.ensure_layer(residual, np.dtype(np.float32))
     assert store.group["backbone.stage1.0.residual"].chunks == (4, 512)  # not 600 + a padded 424
+
+
+def _direct_writes_work(folder) -> bool:
+    """Whether ``folder``'s filesystem takes O_DIRECT writes (tmpfs and macOS do not)."""
+    data = store_module._aligned(store_module._ALIGN)
+    written = store_module._write_direct(folder / "probe", data, b"\0\0\0\0")
+    (folder / "probe").unlink(missing_ok=True)
+    return written
+
+
+@pytest.mark.parametrize("nbytes", [1, 4092, 4093, 4096, 8191, 3 * 4096 + 5, 2**20])
+def test_direct_and_buffered_chunk_writes_give_the_same_file(tmp_path, monkeypatch, nbytes):
+    if not _direct_writes_work(tmp_path):
+        pytest.skip(f"{tmp_path} does not take O_DIRECT writes; the buffered path is the only one here")
+    data = store_module._aligned(nbytes)
+    data[:] = np.random.default_rng(nbytes).integers(0, 256, nbytes, dtype=np.uint8)
+    store_module._write_atomically(tmp_path / "direct", data)
+    monkeypatch.setattr(store_module, "_write_direct", lambda *args: False)
+    store_module._write_atomically(tmp_path / "buffered", data)
+    direct = (tmp_path / "direct").read_bytes()
+    assert direct == (tmp_path / "buffered").read_bytes()
+    assert len(direct) == nbytes + 4 and direct[:nbytes] == data.tobytes()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["buffered", "direct"]  # no partial left
+
+
+def test_a_misaligned_buffer_or_a_refusing_filesystem_falls_back_to_buffered_writes(tmp_path, monkeypatch):
+    data = store_module._aligned(5000)[1:]  # starts one byte past a block boundary
+    data[:] = 7
+    assert not store_module._write_direct(tmp_path / "misaligned", data, b"\0\0\0\0")
+    assert not (tmp_path / "misaligned").exists()
+
+    opened = []
+
+    def refuse_direct(path, flags, *args):
+        opened.append(flags)
+        if flags & getattr(os, "O_DIRECT", 0):
+            raise OSError(errno.EINVAL, "Invalid argument", str(path))
+        return os_open(path, flags, *args)
+
+    os_open = os.open
+    monkeypatch.setattr(store_module, "_NO_DIRECT", set())
+    monkeypatch.setattr(os, "open", refuse_direct)
+    aligned = store_module._aligned(5000)
+    aligned[:] = 7
+    for name in ("first", "second"):
+        store_module._write_atomically(tmp_path / name, aligned)
+        assert (tmp_path / name).read_bytes() == bytes(aligned) + google_crc32c.value(aligned).to_bytes(
+            4, "little"
+        )
+    if hasattr(os, "O_DIRECT"):
+        assert sum(bool(flags & os.O_DIRECT) for flags in opened) == 1  # the device is not asked twice
+        assert store_module._NO_DIRECT == {tmp_path.stat().st_dev}
+
+
+def test_store_chunks_go_straight_to_disk_where_the_filesystem_allows(tmp_path, setup, monkeypatch):
+    if not _direct_writes_work(tmp_path):
+        pytest.skip(f"{tmp_path} does not take O_DIRECT writes; the buffered path is the only one here")
+    model, data, layers, key = setup
+    results = []
+    write_direct = store_module._write_direct
+    monkeypatch.setattr(
+        store_module, "_write_direct", lambda *args: results.append(write_direct(*args)) or results[-1]
+    )
+    store = extract_to_store(model, data, layers, ActivationStore.open(tmp_path, key, batch_size=4))
+    assert len(results) == 3 * len(NAMES) and all(results)  # whole and padded last batches alike
+    expected = extract(model, data.tensors[0], NAMES)
+    for name in NAMES:
+        np.testing.assert_array_equal(store.layer(name)[:], expected[name], err_msg=name)
