@@ -6,7 +6,8 @@ the same synthetic faces, each side in a fresh subprocess so its time and peak r
 * faceprobe: the runner's own path, ``faceprobe.run.work.probe_rows`` over groups of ``--layers-per-unit``
   layers (one truncated forward per group feeds all its layers and attributes). It also fits the top-8
   channel and top-8 neuron probes of every (layer, attribute), which the peer does not. As in the runner, a
-  group whose activations outgrow ``--memory-gb`` streams through the activation store instead of RAM;
+  group whose activations outgrow ``--memory-gb`` streams through the activation store instead of RAM, and
+  also extracts the later streamed groups' layers, so they cost no forward pass;
 * peer: per layer, torchvision's ``create_feature_extractor`` over the draws' images (one truncated forward
   per layer, ``torch.cat`` of the batches), then per attribute scikit-learn's ``PLSRegression(scale=False)``
   on the train rows and ``StandardScaler`` + ``QuadraticDiscriminantAnalysis`` on its scores: the
@@ -77,7 +78,8 @@ def _faceprobe(folder: Path, settings: dict) -> dict[tuple[str, str], float]:
     """The runner's work units, one after another: layer groups through ``probe_rows``.
 
     As the runner decides, a group whose activations outgrow ``memory_gb`` streams through the activation
-    store (in the temporary folder) instead of being held in memory.
+    store (in the temporary folder) instead of being held in memory, and, as its local executor does, also
+    extracts the later store-bound groups' layers in its forward pass.
     """
     import torch
 
@@ -94,16 +96,29 @@ def _faceprobe(folder: Path, settings: dict) -> dict[tuple[str, str], float]:
     images = draws.images()
     key = store_key(loaded.architecture, loaded.digest, loaded.preprocessing.to_dict(), images)
     accuracy = {}
-    for start in range(0, len(infos), group):
-        layers = infos[start : start + group]
-        needed = len(images) * sum(info.features for info in layers) * 4
+    groups = [infos[start : start + group] for start in range(0, len(infos), group)]
+    stored = [
+        len(images) * sum(info.features for info in layers) * 4 > settings["memory_gb"] * 2**30
+        for layers in groups
+    ]
+    for k, layers in enumerate(groups):
         store = (
-            ActivationStore.open(folder / "store", key, batch_size=settings["batch"])
-            if needed > settings["memory_gb"] * 2**30
-            else None
+            ActivationStore.open(folder / "store", key, batch_size=settings["batch"]) if stored[k] else None
         )
+        # as the local executor: a store-bound group also extracts the later store-bound groups' layers
+        ahead = [
+            info for later, s in zip(groups[k + 1 :], stored[k + 1 :], strict=True) if s for info in later
+        ]
         rows, _ = probe_rows(
-            loaded.module, transform, dataset, draws, layers, _PROBE, settings["batch"], store=store
+            loaded.module,
+            transform,
+            dataset,
+            draws,
+            layers,
+            _PROBE,
+            settings["batch"],
+            store=store,
+            extract_also=ahead if store is not None else [],
         )
         accuracy |= {
             (r["layer"], r["attribute"]): r["accuracy"]

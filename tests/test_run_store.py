@@ -8,7 +8,7 @@ import pytest
 
 from faceprobe.data.synth import generate
 from faceprobe.errors import FaceprobeError
-from faceprobe.run import load_config, read_table, run_study
+from faceprobe.run import load_config, read_table, run_study, work
 from faceprobe.run.config import parse_config
 
 CONFIG = """
@@ -54,10 +54,41 @@ def _run(faces, run_dir, memory_gb):
 
 
 @pytest.fixture(scope="module")
-def both(faces, tmp_path_factory):
+def extractions():
+    """Each call of the store's extraction: (layers asked for, images run through the network, store size)."""
+    calls = []
+    extract_to_store = work.extract_to_store
+
+    def spy(model, dataset, layers, store, progress=None, **kwargs):
+        calls.append([[info.name for info in layers], 0, store.n])
+
+        def count(images):
+            calls[-1][1] += images
+            if progress is not None:
+                progress(images)
+
+        return extract_to_store(model, dataset, layers, store, progress=count, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(work, "extract_to_store", spy)
+        yield calls
+
+
+@pytest.fixture(scope="module")
+def both(faces, tmp_path_factory, extractions):
     root = tmp_path_factory.mktemp("runs")
     modes = {"memory": 4.0, "store": 0}
     return {mode: (root / mode, *_run(faces, root / mode, gb)) for mode, gb in modes.items()}
+
+
+def test_the_first_store_unit_extracts_every_later_units_layers_in_one_pass(both, extractions):
+    _, results, _ = both["store"]
+    layers = list(dict.fromkeys(results["layer"]))
+    assert len(layers) > 2, "the model's layers span several units of 2"
+    first, *later = extractions[: -(-len(layers) // 2)]  # one call per probe unit of the store run
+    names, images, n = first
+    assert sorted(names) == sorted(layers) and images == n  # every layer, every image, one pass
+    assert later and all(images == 0 for _, images, _ in later)  # the later units only read
 
 
 def test_a_store_run_probes_from_disk_and_matches_the_memory_run(both):

@@ -164,8 +164,14 @@ def plan_units(config: RunConfig, layer_names: Callable[[dict[str, Any]], list] 
 # --- one unit ----------------------------------------------------------------------------------------------
 
 
-def execute_unit(run_dir: str | Path, unit: Unit) -> str:
-    """Run one unit and write its parts, then its done marker; returns the unit id. Safe to rerun."""
+def execute_unit(run_dir: str | Path, unit: Unit, later: Sequence[Unit] = ()) -> str:
+    """Run one unit and write its parts, then its done marker; returns the unit id. Safe to rerun.
+
+    ``later`` are units that will run after this one and not at the same time (the local executor). When
+    this unit streams its layers through the activation store, the store-bound layers of the later probe
+    units of the same model are extracted in the same forward pass, so a network cut into groups of
+    layers is still run once over the images; those units then find their layers stored.
+    """
     run_dir = Path(run_dir)
     done = run_dir / "units" / f"{unit.id}.done"
     if done.exists():
@@ -214,6 +220,12 @@ def execute_unit(run_dir: str | Path, unit: Unit) -> str:
         )
     else:
         layers = [infos[n] for n in unit.layers]
+        store = _store_for(run_dir, config, loaded, draws, layers)
+        ahead = [
+            [infos[n] for n in other.layers]
+            for other in later
+            if store is not None and other.model == unit.model and not other.ablated
+        ]
         results, vip = probe_rows(
             loaded.module,
             transform,
@@ -224,8 +236,9 @@ def execute_unit(run_dir: str | Path, unit: Unit) -> str:
             config.run.batch_size,
             device,
             seed=config.data.seed,
-            store=_store_for(run_dir, config, loaded, draws, layers),
+            store=store,
             store_dtype=np.dtype(config.run.store_dtype),
+            extract_also=[info for group in ahead if _outgrows(config, draws, group) for info in group],
             precision=config.run.precision,
         )
         _write_part(run_dir, "results", unit.id, to_frame([{**model_keys, **r} for r in results]))
@@ -250,15 +263,19 @@ def _store_for(run_dir: Path, config: RunConfig, loaded: Any, draws: Draws, laye
     """
     from faceprobe.extract.store import ActivationStore, store_key
 
-    images = draws.images()
-    needed = len(images) * sum(info.features for info in layers) * 4
-    if needed <= config.run.memory_gb * 2**30:
+    if not _outgrows(config, draws, layers):
         return None
+    images = draws.images()
     root = (run_dir / config.run.store).resolve()
     if not root.is_relative_to(run_dir.resolve()):
         raise FaceprobeError(f"{root}: run.store must stay inside the run folder {run_dir}")
     key = store_key(loaded.architecture, loaded.digest, loaded.preprocessing.to_dict(), images)
     return ActivationStore.open(root, key, batch_size=config.run.batch_size)
+
+
+def _outgrows(config: RunConfig, draws: Draws, layers: Sequence) -> bool:
+    """Whether a unit's layers, held as float32 for every drawn image, exceed ``run.memory_gb``."""
+    return len(draws.images()) * sum(info.features for info in layers) * 4 > config.run.memory_gb * 2**30
 
 
 def _device(name: str) -> Any:
@@ -290,8 +307,8 @@ def run_study(
     advance(len(units) - len(todo))
     executor = executor or config.run.executor
     if executor == "local":
-        for unit in todo:
-            execute_unit(run_dir, unit)
+        for k, unit in enumerate(todo):
+            execute_unit(run_dir, unit, later=todo[k + 1 :])
             advance(1)
     else:
         _run_dask(

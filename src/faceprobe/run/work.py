@@ -129,13 +129,15 @@ def probe_rows(
     store: ActivationStore | None = None,
     store_dtype: Any = np.float32,
     precision: str = "float32",
+    extract_also: Sequence[LayerInfo] = (),
 ) -> tuple[list[dict], list[dict]]:
     """Probe every layer of ``layers`` for every attribute: (result rows, VIP-study rows).
 
     Without ``store`` the layers are held in memory; with one (keyed by this model and ``draws.images()``)
     they are extracted into it, batches already there are not recomputed, and each layer is probed
-    straight from disk, so memory no longer grows with the layer width. ``precision`` "bfloat16" runs the
-    forward under autocast (on a GPU).
+    straight from disk, so memory no longer grows with the layer width; ``extract_also`` are layers written
+    into the store in the same forward pass but probed later (by other units). ``precision`` "bfloat16"
+    runs the forward under autocast (on a GPU).
     """
     images = draws.images()
     rows_by_attribute = attribute_rows(draws, images)
@@ -163,7 +165,7 @@ def probe_rows(
                 extract_to_store,
                 model,
                 dataset.torch_dataset(images, transform=transform),
-                layers,
+                [*layers, *extract_also],
                 store,
                 dtype=store_dtype,
                 device=device,
