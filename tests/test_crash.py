@@ -150,7 +150,7 @@ def _finished(run_dir: Path) -> set[str]:
     return set(run_status(run_dir).finished) if (run_dir / "units" / "plan.json").exists() else set()
 
 
-STORE = "faceprobe.extract.store:"  # memory_gb = 0: the probe units stream every layer through the store
+STORE = "faceprobe.extract.store:"  # memory_gb = 0: every unit streams its layers through the store
 
 # Faults applied one after the other to the same run folder, in the order a run reaches them: (what, the
 # fault, units finished after it). A fault is the target ``module:qualname``, the k-th call that counts
@@ -187,8 +187,8 @@ FAULTS = [
         2,
     ),
     (
-        "extraction in a forward hook (the ablation unit holds layers in memory)",
-        {"target": "faceprobe.extract.hooks:_Recorder.__call__", "k": 2, "after": 2},
+        "mid ablated pass: a chunk of the ablation unit's own store written",
+        {"target": STORE + "_write_atomically", "match": "/ablated/", "k": 2, "after": 2},
         2,
     ),
 ]

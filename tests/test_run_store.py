@@ -32,6 +32,11 @@ top_k = 4
 single_units = true
 vip_study = 10
 
+[ablation]
+depths = [1]
+fractions = [0.1, 0.5]
+attributes = ["Eyeglasses"]
+
 [run]
 layers_per_unit = 2
 batch_size = 32
@@ -55,15 +60,17 @@ def _run(faces, run_dir, memory_gb):
 
 @pytest.fixture(scope="module")
 def extractions():
-    """Each call of the store's extraction: (layers asked for, images run through the network, store size)."""
+    """Each call of the store's extraction: layers asked for, images run through the network, store size,
+    and whether the call extracted under an ablation."""
     calls = []
     extract_to_store = work.extract_to_store
 
     def spy(model, dataset, layers, store, progress=None, **kwargs):
-        calls.append([[info.name for info in layers], 0, store.n])
+        names = [info.name for info in layers]
+        calls.append({"layers": names, "images": 0, "n": store.n, "ablated": "ablated" in store.key})
 
         def count(images):
-            calls[-1][1] += images
+            calls[-1]["images"] += images
             if progress is not None:
                 progress(images)
 
@@ -86,9 +93,24 @@ def test_the_first_store_unit_extracts_every_later_units_layers_in_one_pass(both
     layers = list(dict.fromkeys(results["layer"]))
     assert len(layers) > 2, "the model's layers span several units of 2"
     first, *later = extractions[: -(-len(layers) // 2)]  # one call per probe unit of the store run
-    names, images, n = first
-    assert sorted(names) == sorted(layers) and images == n  # every layer, every image, one pass
-    assert later and all(images == 0 for _, images, _ in later)  # the later units only read
+    assert sorted(first["layers"]) == sorted(layers) and first["images"] == first["n"]  # all, in one pass
+    assert later and all(call["images"] == 0 for call in later)  # the later units only read
+
+
+def test_ablation_through_the_store_matches_it_in_memory_and_leaves_no_store_behind(both, extractions):
+    memory_dir, store_dir = both["memory"][0], both["store"][0]
+    memory, store = read_table(memory_dir, "ablation"), read_table(store_dir, "ablation")
+    keys = ["ablated_layer", "fraction", "n_ablated", "attribute", "layer", "representation"]
+    assert len(store) and store["fraction"].nunique() == 2
+    pd.testing.assert_frame_equal(memory[keys], store[keys])
+    for column in ("accuracy", "baseline_accuracy"):
+        assert (memory[column] == store[column]).mean() > 0.9
+        assert np.isclose(memory[column], store[column], atol=0.03).all()
+    ablated = [call for call in extractions if call["ablated"]]
+    assert len(ablated) == 2 and all(call["images"] == call["n"] for call in ablated)  # one per fraction
+    assert all(store["ablated_layer"][0] not in call["layers"] for call in ablated)  # later layers only
+    leftovers = store_dir / "store" / "ablated"
+    assert not leftovers.exists() or not any(leftovers.iterdir()), "ablated stores are deleted once probed"
 
 
 def test_a_store_run_probes_from_disk_and_matches_the_memory_run(both):

@@ -198,19 +198,22 @@ def execute_unit(run_dir: str | Path, unit: Unit, later: Sequence[Unit] = ()) ->
         attributes = (
             draws.attributes if config.ablation.attributes == "all" else list(config.ablation.attributes)
         )
+        layers = [infos[unit.ablated], *(infos[n] for n in unit.layers if n in infos)]
         rows = ablation_rows(
             loaded.module,
             transform,
             dataset,
             draws,
-            infos[unit.ablated],
-            [infos[n] for n in unit.layers if n in infos],
+            layers[0],
+            layers[1:],
             config.ablation.fractions,
             attributes,
             probe,
             config.run.batch_size,
             device,
             precision=config.run.precision,
+            store=_store_for(run_dir, config, loaded, draws, layers),
+            store_dtype=np.dtype(config.run.store_dtype),
         )
         _write_part(
             run_dir,

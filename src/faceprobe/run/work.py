@@ -9,7 +9,9 @@ extracted once, and each attribute's train/validation/test draws are row sets of
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -81,17 +83,15 @@ def _loader(dataset: Any, images: Sequence[str], transform: Callable, batch_size
     )
 
 
-def _held(
-    model: nn.Module,
-    loader: DataLoader,
-    layers: Sequence[LayerInfo],
-    device: torch.device | str,
-    precision: str = "float32",
-    progress: Callable[[int], None] | None = None,
-) -> dict[str, np.ndarray]:
-    """The layers in RAM; each forward stops after the last of them (later layers cost nothing)."""
-    names = [info.name for info in layers]
-    return extract(model, loader, names, device=device, progress=progress, precision=precision)
+class _InMemory:
+    """A unit's layers in RAM, from one forward pass stopped after the last of them."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self.arrays = arrays
+
+    def probe(self, info: LayerInfo, probe: Callable[[Any], Any]) -> Any:
+        """``probe`` of the layer's (images x features) array, which is then dropped: each is probed once."""
+        return probe(self.arrays.pop(info.name))
 
 
 class _OnDisk:
@@ -113,6 +113,41 @@ class _OnDisk:
             self.store.scrub([info.name])
             self.extract_missing()
             return probe(self.store.layer(info.name))
+
+
+def _activations(
+    model: nn.Module,
+    transform: Callable,
+    dataset: Any,
+    images: Sequence[str],
+    layers: Sequence[LayerInfo],
+    batch_size: int,
+    device: torch.device | str,
+    precision: str,
+    store: ActivationStore | None = None,
+    store_dtype: Any = np.float32,
+    progress: Callable[[int], None] | None = None,
+    extract_also: Sequence[LayerInfo] = (),
+) -> _InMemory | _OnDisk:
+    """The layers of ``images``, extracted into RAM without ``store``, else into it (and ``extract_also``)."""
+    if store is None:
+        names = [info.name for info in layers]
+        loader = _loader(dataset, images, transform, batch_size)
+        return _InMemory(extract(model, loader, names, device=device, progress=progress, precision=precision))
+    return _OnDisk(
+        functools.partial(
+            extract_to_store,
+            model,
+            dataset.torch_dataset(images, transform=transform),
+            [*layers, *extract_also],
+            store,
+            dtype=store_dtype,
+            device=device,
+            progress=progress,
+            precision=precision,
+        ),
+        store,
+    )
 
 
 def probe_rows(
@@ -155,26 +190,21 @@ def probe_rows(
             keep_vip=True,
         )
 
-    if store is None:
-        loader = _loader(dataset, images, transform, batch_size)
-        held = _held(model, loader, layers, device, precision, progress)
-        outputs = [layer_probes(info)(held.pop(info.name)) for info in layers]
-    else:
-        on_disk = _OnDisk(
-            functools.partial(
-                extract_to_store,
-                model,
-                dataset.torch_dataset(images, transform=transform),
-                [*layers, *extract_also],
-                store,
-                dtype=store_dtype,
-                device=device,
-                progress=progress,
-                precision=precision,
-            ),
-            store,
-        )
-        outputs = [on_disk.probe(info, layer_probes(info)) for info in layers]
+    source = _activations(
+        model,
+        transform,
+        dataset,
+        images,
+        layers,
+        batch_size,
+        device,
+        precision,
+        store,
+        store_dtype,
+        progress,
+        extract_also,
+    )
+    outputs = [source.probe(info, layer_probes(info)) for info in layers]
     results, vip_rows = [], []
     for info, out in zip(layers, outputs, strict=True):
         layer_keys = {"layer": info.name, "depth": info.depth, "kind": info.kind, "n_features": info.features}
@@ -196,38 +226,59 @@ def ablation_rows(
     batch_size: int = 64,
     device: torch.device | str = "cpu",
     precision: str = "float32",
+    store: ActivationStore | None = None,
+    store_dtype: Any = np.float32,
 ) -> list[dict]:
     """Thesis Table 5.4: zero the top-VIP neurons of ``ablated`` and re-probe every later layer.
 
     For each attribute the ablated layer's VIP comes from its own layer probe (fitted on the train draw);
     the top ``fraction`` of its neurons are zeroed inside the forward pass, the later layers re-extracted
     and probed again (whole layer, top-k channels, top-k neurons) and compared with the unablated probes.
+    Without ``store`` the layers are held in RAM. With one, the clean layers are read from it (the probe
+    units of the same model usually wrote them already) and each ablated pass goes through a store of its
+    own next to it, keyed by the zeroed neurons and deleted once probed, so memory stays bounded by the
+    batch however many later layers there are.
     """
     images = draws.images()
-    loader = _loader(dataset, images, transform, batch_size)
     device = torch.device(device)
     rows_by_attribute = attribute_rows(draws, images, attributes)
     settings = {"k": probe["top_k"], "n_components": probe["components"]}
-    clean = _held(model, loader, [ablated, *later], device, precision)
-    ablated_probe = probe_layer(
-        clean.pop(ablated.name), ablated.shape, rows_by_attribute, keep_vip=True, **settings
-    )
+
+    def activations(layers: Sequence[LayerInfo], into: ActivationStore | None) -> _InMemory | _OnDisk:
+        return _activations(
+            model, transform, dataset, images, layers, batch_size, device, precision, into, store_dtype
+        )
+
+    def probes(info: LayerInfo, selected: Mapping[str, AttributeRows], **kwargs: Any) -> Callable[[Any], Any]:
+        return lambda X: probe_layer(X, info.shape, selected, **settings, **kwargs)
+
+    clean = activations([ablated, *later], store)
+    ablated_probe = clean.probe(ablated, probes(ablated, rows_by_attribute, keep_vip=True))
     baseline = {
         (info.name, row["attribute"], row["representation"]): row["accuracy"]
         for info in later
-        for row in probe_layer(clean[info.name], info.shape, rows_by_attribute, **settings)
+        for row in clean.probe(info, probes(info, rows_by_attribute))
     }
     del clean
     rows = []
     for attribute, vip in ablated_probe.vips.items():
-        sel = {attribute: rows_by_attribute[attribute]}
+        selected = {attribute: rows_by_attribute[attribute]}
         order = np.argsort(-vip, kind="stable")
         for fraction in fractions:
             neurons = order[: max(1, math.ceil(fraction * vip.size))]
-            with ablate(model, ablated.name, neurons=neurons):
-                hit = _held(model, loader, later, device, precision)
+            hit_store = None
+            if store is not None:
+                zeroed = {"layer": ablated.name, "neurons": hashlib.sha256(neurons.tobytes()).hexdigest()}
+                hit_store = ActivationStore.open(
+                    store.path.parent / "ablated", {**store.key, "ablated": zeroed}, store.batch_size
+                )
+            with ablate(model, ablated.name, neurons=neurons):  # also for a re-extraction on a bad chunk
+                hit = activations(later, hit_store)
+                probed = {info.name: hit.probe(info, probes(info, selected)) for info in later}
+            if hit_store is not None:
+                shutil.rmtree(hit_store.path)
             for info in later:
-                for row in probe_layer(hit.pop(info.name), info.shape, sel, **settings):
+                for row in probed[info.name]:
                     before = baseline[(info.name, attribute, row["representation"])]
                     rows.append(
                         {
