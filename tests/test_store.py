@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 
 import google_crc32c
 import numpy as np
@@ -389,3 +391,32 @@ def test_store_chunks_go_straight_to_disk_where_the_filesystem_allows(tmp_path, 
     expected = extract(model, data.tensors[0], NAMES)
     for name in NAMES:
         np.testing.assert_array_equal(store.layer(name)[:], expected[name], err_msg=name)
+
+
+def test_chunk_files_left_half_written_by_a_killed_writer_are_deleted_and_no_others(
+    tmp_path, setup, monkeypatch
+):
+    model, data, layers, key = setup
+    store = extract_to_store(model, data, layers, ActivationStore.open(tmp_path, key, batch_size=4))
+    folder = next(path for path in (store.path / NAMES[0]).rglob("c/*") if path.is_dir())
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    host, pid = store_module._HOST, int(dead.stdout)
+    left = {
+        "killed here": folder / f"0.{host}.{pid}.{'a' * 32}.partial",
+        "alive here": folder / f"0.{host}.{os.getpid()}.{'b' * 32}.partial",
+        "another machine's": folder / f"0.elsewhere.{pid}.{'c' * 32}.partial",
+        "unknown writer": folder / f"0.{'d' * 32}.partial",
+    }
+    for path in left.values():
+        path.write_bytes(b"half a chunk")
+    extract_to_store(model, data, layers, store)  # nothing left to extract: only tidies
+    assert [what for what, path in left.items() if not path.exists()] == ["killed here"]
+    expected = extract(model, data.tensors[0], NAMES)
+    for name in NAMES:
+        np.testing.assert_array_equal(store.layer(name)[:], expected[name], err_msg=name)
+    partials = []  # the writer's own names are the ones recognised
+    monkeypatch.setattr(store_module, "_write_direct", lambda path, *args: partials.append(path) or False)
+    store_module._write_atomically(tmp_path / "chunk", store_module._aligned(8))
+    (partial,) = partials
+    assert not store_module._stale(partial)  # this process is alive
+    assert store_module._stale(partial.with_name(partial.name.replace(f".{os.getpid()}.", f".{pid}.")))

@@ -8,7 +8,7 @@ chunked by batches of images, so
   (at most 256 MiB), whatever the dataset and however many layers are extracted together;
 * a crash loses at most the batch in flight: every layer records which batches it holds
   (``<layer>.done``), written only after all the batch's chunks, and extraction resumes with the missing
-  batches;
+  batches (and deletes the chunk files a killed writer of the same machine left half-written);
 * a store is found again by its key (model, weights digest, preprocessing, sample ids), so a second run with
   the same network and images reads instead of recomputing; a layer added later is extracted alone;
 * every chunk carries a CRC32C checksum, so a corrupted chunk raises :class:`CorruptStoreError` instead of
@@ -38,6 +38,7 @@ import math
 import mmap
 import os
 import queue
+import socket
 import sys
 import threading
 import uuid
@@ -458,7 +459,7 @@ def _write_atomically(path: Path, data: np.ndarray) -> None:
     write itself). Readers fetch the chunk from disk.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{uuid.uuid4().hex}.partial")
+    partial = path.with_suffix(f".{_HOST}.{os.getpid()}.{uuid.uuid4().hex}.partial")  # see _stale
     checksum = google_crc32c.value(data).to_bytes(4, "little")
     try:
         if not _write_direct(partial, data, checksum):
@@ -473,6 +474,29 @@ def _write_atomically(path: Path, data: np.ndarray) -> None:
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+
+
+#: This machine in the names of chunks being written (dots would split the name): see :func:`_stale`.
+_HOST = socket.gethostname().replace(".", "_")
+
+
+def _stale(partial: Path) -> bool:
+    """Whether a chunk file being written (``CHUNK.HOST.PID.UUID.partial``) was left by a dead local process.
+
+    A kill during a write leaves that file behind; the batch is not marked done and is written again under
+    a new name. Only a writer of the same host can tell that the PID is gone (another machine's, or a live
+    process's, may still be writing), so anything else is kept.
+    """
+    fields = partial.name.split(".")
+    if os.name != "posix" or len(fields) < 5 or fields[-4] != _HOST or not fields[-3].isdigit():
+        return False
+    try:
+        os.kill(int(fields[-3]), 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # it exists, under another user
+        return False
+    return False
 
 
 #: O_DIRECT's alignment of buffer addresses, file offsets and lengths: the largest logical block in use.
@@ -654,7 +678,8 @@ def extract_to_store(
     store's dtype and moved to the CPU, into a buffer that the writer hands back once the output is written
     (so a later in-place operation, such as torchvision Bottleneck's ``out += identity`` on ``bn3``, cannot
     change it, and the same memory serves every batch). ``progress(k)`` is called after each batch's
-    forward pass.
+    forward pass. Chunk files that a killed writer of this machine left half-written in these layers are
+    deleted first.
     """
     dtype = np.dtype(dtype)
     if len(dataset) != store.n:  # type: ignore[arg-type]
@@ -662,6 +687,10 @@ def extract_to_store(
     for info in layers:
         store.ensure_layer(info, dtype)
     names = [info.name for info in layers]
+    for name in names:
+        for partial in (store.path / _array_name(name)).rglob("*.partial"):
+            if _stale(partial):
+                partial.unlink(missing_ok=True)
     todo = store.missing_batches(names)
     if not todo:
         return store
