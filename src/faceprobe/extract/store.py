@@ -531,25 +531,20 @@ def _write_direct(path: Path, data: np.ndarray, checksum: bytes) -> bool:
     last[data.nbytes - whole + len(checksum) :] = 0
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | flag, 0o666)
+        try:
+            done = 0
+            while done < whole:  # a single write may stop short (Linux: at 2 GiB)
+                done += os.pwrite(fd, data[done:whole], done)
+            os.pwrite(fd, last, whole)
+            os.ftruncate(fd, data.nbytes + len(checksum))
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
     except OSError as error:
-        if error.errno != errno.EINVAL:
+        if error.errno != errno.EINVAL:  # refused at open, or blocks larger than _ALIGN at write
             raise
         _NO_DIRECT.add(device)
         return False
-    try:
-        done = 0
-        while done < whole:  # a single write may stop short (Linux: at 2 GiB)
-            done += os.pwrite(fd, data[done:whole], done)
-        os.pwrite(fd, last, whole)
-        os.ftruncate(fd, data.nbytes + len(checksum))
-        os.fdatasync(fd)
-    except OSError as error:
-        if error.errno != errno.EINVAL:  # the filesystem wants larger blocks than _ALIGN
-            raise
-        _NO_DIRECT.add(device)
-        return False
-    finally:
-        os.close(fd)
     return True
 
 

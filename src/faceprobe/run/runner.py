@@ -183,6 +183,7 @@ def execute_unit(run_dir: str | Path, unit: Unit, later: Sequence[Unit] = ()) ->
         pd.read_parquet(run_dir / "draws.parquet"),
         pd.read_parquet(run_dir / "labels.parquet").set_index("image_id"),
     )
+    images = draws.images()
     loaded = _model(unit.model)
     infos = {info.name: info for info in _layer_infos(loaded, unit.model["layers"])}
     transform = loaded.preprocessing.transform()
@@ -212,7 +213,7 @@ def execute_unit(run_dir: str | Path, unit: Unit, later: Sequence[Unit] = ()) ->
             config.run.batch_size,
             device,
             precision=config.run.precision,
-            store=_store_for(run_dir, config, loaded, draws, layers),
+            store=_store_for(run_dir, config, loaded, images, layers),
             store_dtype=np.dtype(config.run.store_dtype),
         )
         _write_part(
@@ -223,11 +224,11 @@ def execute_unit(run_dir: str | Path, unit: Unit, later: Sequence[Unit] = ()) ->
         )
     else:
         layers = [infos[n] for n in unit.layers]
-        store = _store_for(run_dir, config, loaded, draws, layers)
+        store = _store_for(run_dir, config, loaded, images, layers)
         ahead = [
             [infos[n] for n in other.layers]
-            for other in later
-            if store is not None and other.model == unit.model and not other.ablated
+            for other in (later if store is not None else ())
+            if other.model == unit.model and not other.ablated
         ]
         results, vip = probe_rows(
             loaded.module,
@@ -241,7 +242,7 @@ def execute_unit(run_dir: str | Path, unit: Unit, later: Sequence[Unit] = ()) ->
             seed=config.data.seed,
             store=store,
             store_dtype=np.dtype(config.run.store_dtype),
-            extract_also=[info for group in ahead if _outgrows(config, draws, group) for info in group],
+            extract_also=[info for group in ahead if _outgrows(config, len(images), group) for info in group],
             precision=config.run.precision,
         )
         _write_part(run_dir, "results", unit.id, to_frame([{**model_keys, **r} for r in results]))
@@ -257,7 +258,7 @@ def execute_unit(run_dir: str | Path, unit: Unit, later: Sequence[Unit] = ()) ->
     return unit.id
 
 
-def _store_for(run_dir: Path, config: RunConfig, loaded: Any, draws: Draws, layers: Sequence) -> Any:
+def _store_for(run_dir: Path, config: RunConfig, loaded: Any, images: list[str], layers: Sequence) -> Any:
     """The activation store for a unit whose layers outgrow ``run.memory_gb`` in RAM, else None.
 
     The store lives inside the run folder (a config never writes outside it) and is keyed by the network's
@@ -266,9 +267,8 @@ def _store_for(run_dir: Path, config: RunConfig, loaded: Any, draws: Draws, laye
     """
     from faceprobe.extract.store import ActivationStore, store_key
 
-    if not _outgrows(config, draws, layers):
+    if not _outgrows(config, len(images), layers):
         return None
-    images = draws.images()
     root = (run_dir / config.run.store).resolve()
     if not root.is_relative_to(run_dir.resolve()):
         raise FaceprobeError(f"{root}: run.store must stay inside the run folder {run_dir}")
@@ -276,9 +276,9 @@ def _store_for(run_dir: Path, config: RunConfig, loaded: Any, draws: Draws, laye
     return ActivationStore.open(root, key, batch_size=config.run.batch_size)
 
 
-def _outgrows(config: RunConfig, draws: Draws, layers: Sequence) -> bool:
-    """Whether a unit's layers, held as float32 for every drawn image, exceed ``run.memory_gb``."""
-    return len(draws.images()) * sum(info.features for info in layers) * 4 > config.run.memory_gb * 2**30
+def _outgrows(config: RunConfig, n_images: int, layers: Sequence) -> bool:
+    """Whether a unit's layers, held as float32 for ``n_images`` images, exceed ``run.memory_gb``."""
+    return n_images * sum(info.features for info in layers) * 4 > config.run.memory_gb * 2**30
 
 
 def _device(name: str) -> Any:
