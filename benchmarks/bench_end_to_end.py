@@ -53,7 +53,7 @@ ATTRIBUTES = (
 """Attributes whose synthetic prevalence (29-57%) gives a balanced 512 + 512 draw from a 1,800-image pool;
 Control_Random is the coin flip that nothing in the image depends on."""
 
-_PROBE = {"components": 8, "top_k": 8, "single_units": False, "vip_study": 0}
+_COMPONENTS = 8
 _REG_PARAM = 1e-3  # faceprobe.Probe's default
 _IMPORTS = ("torchvision.models.feature_extraction", "sklearn.cross_decomposition", "faceprobe.run.work")
 
@@ -86,7 +86,8 @@ def _faceprobe(folder: Path, settings: dict) -> dict[tuple[str, str], float]:
     from faceprobe.data.registry import load_dataset
     from faceprobe.extract.catalogue import catalogue, select_layers
     from faceprobe.extract.store import ActivationStore, store_key
-    from faceprobe.run.work import probe_rows
+    from faceprobe.run.config import ProbeConfig
+    from faceprobe.run.work import Forward, Storage, probe_rows
 
     loaded = _model(settings)
     size = settings["size"]
@@ -102,24 +103,19 @@ def _faceprobe(folder: Path, settings: dict) -> dict[tuple[str, str], float]:
         for layers in groups
     ]
     for k, layers in enumerate(groups):
-        store = (
-            ActivationStore.open(folder / "store", key, batch_size=settings["batch"]) if stored[k] else None
+        storage = (
+            Storage(ActivationStore.open(folder / "store", key, batch_size=settings["batch"]))
+            if stored[k]
+            else None
         )
-        # as the local executor: a store-bound group also extracts the later store-bound groups' layers
-        ahead = [
-            info for later, s in zip(groups[k + 1 :], stored[k + 1 :], strict=True) if s for info in later
-        ]
-        rows, _ = probe_rows(
-            loaded.module,
-            transform,
-            dataset,
-            draws,
-            layers,
-            _PROBE,
-            settings["batch"],
-            store=store,
-            extract_also=ahead if store is not None else [],
-        )
+        if storage is not None:  # as the local executor: also the later store-bound groups' layers
+            ahead = [
+                info for later, s in zip(groups[k + 1 :], stored[k + 1 :], strict=True) if s for info in later
+            ]
+            storage = Storage(storage.store, extract_also=tuple(ahead))
+        forward = Forward(loaded.module, transform, dataset, tuple(images), settings["batch"])
+        probe = ProbeConfig(components=_COMPONENTS, top_k=8, single_units=False, vip_study=0)
+        rows, _ = probe_rows(forward, draws, layers, probe, 0, storage)
         accuracy |= {
             (r["layer"], r["attribute"]): r["accuracy"]
             for r in rows
@@ -175,7 +171,7 @@ def _peer(folder: Path, settings: dict) -> dict[tuple[str, str], float]:
         for attribute in draws.attributes:
             train, val = splits[attribute, "train"], splits[attribute, "val"]
             y = labels[attribute].to_numpy()
-            pls = PLSRegression(_PROBE["components"], scale=False).fit(X[train], y[train])
+            pls = PLSRegression(_COMPONENTS, scale=False).fit(X[train], y[train])
             qda = make_pipeline(StandardScaler(), QuadraticDiscriminantAnalysis(reg_param=_REG_PARAM))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # collinearity warnings, as in faceprobe.Probe

@@ -8,20 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-
-def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "faceprobe.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300
-    )
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert proc.returncode == 2, proc.stderr + proc.stdout
-    assert "Traceback" not in proc.stderr + proc.stdout
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
+from conftest import assert_one_line_error, run_cli
 
 
 @pytest.mark.parametrize("command", [[], ["demo"], ["synth"], ["probe-array"]])
@@ -106,3 +93,21 @@ def test_bad_inputs_are_one_line_errors(arrays):
     assert_one_line_error(
         run_cli("probe-array", str(path / "obj.npy"), str(path / "y.txt")), "Python objects"
     )
+
+
+def test_help_and_version_answer_in_under_a_second():
+    import time
+
+    for args in (["--help"], ["--version"], ["run", "--help"]):
+        start = time.perf_counter()
+        proc = run_cli(*args)
+        assert proc.returncode == 0 and time.perf_counter() - start < 1.5, (args, proc.stderr)
+    # what keeps it fast: the command line imports neither torch nor scikit-learn until a command runs
+    probe = "import sys, faceprobe.cli; print('torch' in sys.modules, 'sklearn' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert loaded.stdout.split() == ["False", "False"], loaded.stderr
+
+
+def test_run_help_shows_the_study_tables_literally():
+    text = " ".join(run_cli("run", "--help").stdout.replace("│", " ").split())
+    assert "[data], [[models]], [probe], [ablation], [run], [baseline]" in text

@@ -210,7 +210,7 @@ def test_tiny_class_and_singular_covariance_give_rows_not_crashes():
         "Tiny": AttributeRows(np.arange(40), np.arange(40, 80), tiny, half),
         "Singular": AttributeRows(np.arange(40, 80), np.arange(40), half, half),
     }
-    out = pd.DataFrame(probe_layer(X, shape, rows, k=2, n_components=2))
+    out = pd.DataFrame(probe_layer(X, shape, rows, k=2, n_components=2).rows)
     tiny_rows, singular = out[out["attribute"] == "Tiny"], out[out["attribute"] == "Singular"]
     assert len(tiny_rows) == 3 and tiny_rows["accuracy"].isna().all()
     assert tiny_rows["note"].str.contains("has 1 sample; QDA needs at least 2 per class").all()

@@ -7,6 +7,7 @@ synthetic layers, so the tables hold numbers the library produced, never hand-ty
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -50,7 +51,7 @@ def synthetic_run(out: Path, attributes: tuple[str, ...] = ("Smiling", "Bald", "
         for depth, kind in enumerate(KINDS):
             strength = gain * (1.5 if kind == "block" else 0.8) * (1 + depth / 3)
             X = (rng.normal(size=planted.shape) + strength * planted).astype(np.float32)
-            probes = probe_layer(X, SHAPE, sel, single_units=True, vip_study=12, keep_vip=True)
+            probes = probe_layer(X, SHAPE, sel, single_units=True, vip_study=12)
             meta = {"model": model, "layer": f"stage{depth}.{kind}", "depth": depth}
             rows += [
                 {
@@ -102,7 +103,8 @@ def synthetic_run(out: Path, attributes: tuple[str, ...] = ("Smiling", "Bald", "
 
 
 def _ablation(kept: dict, sel: dict[str, AttributeRows]) -> list[dict]:
-    """Zero the top 25% VIP neurons of toy-face's depth-2 layer; probe a later layer made from it."""
+    """Zero the top 25% VIP neurons of toy-face's depth-2 layer; probe a later layer made from it, on val and
+    test (each ablated probe against the unablated probe of its own split)."""
     X, vips = kept["toy-face", 2]
     mix = np.random.default_rng(1).normal(size=(X.shape[1], X.shape[1])).astype(np.float32)
     later = lambda A: np.maximum(A @ mix, 0)  # noqa: E731
@@ -113,44 +115,37 @@ def _ablation(kept: dict, sel: dict[str, AttributeRows]) -> list[dict]:
         ablated[:, top] = 0
         one = {attribute: sel[attribute]}
         before = {
-            r["representation"]: r["accuracy"]
-            for r in probe_layer(later(X), SHAPE, one)
-            if r["split"] == "val"
+            (r["representation"], r["split"]): r["accuracy"] for r in probe_layer(later(X), SHAPE, one).rows
         }
-        for r in probe_layer(later(ablated), SHAPE, one):
-            if r["split"] == "val":
-                rows.append(
-                    {
-                        "model": "toy-face",
-                        "ablated_layer": "stage2.block",
-                        "ablated_depth": 2,
-                        "fraction": 0.25,
-                        "n_ablated": len(top),
-                        "attribute": attribute,
-                        "layer": "later",
-                        "depth": 3,
-                        "representation": r["representation"],
-                        "accuracy": r["accuracy"],
-                        "baseline_accuracy": before[r["representation"]],
-                        "drop": before[r["representation"]] - r["accuracy"],
-                    }
-                )
+        for r in probe_layer(later(ablated), SHAPE, one).rows:
+            unablated = before[r["representation"], r["split"]]
+            rows.append(
+                {
+                    "model": "toy-face",
+                    "ablated_layer": "stage2.block",
+                    "ablated_depth": 2,
+                    "fraction": 0.25,
+                    "n_ablated": len(top),
+                    "attribute": attribute,
+                    "layer": "later",
+                    "depth": 3,
+                    "representation": r["representation"],
+                    "split": r["split"],
+                    "accuracy": r["accuracy"],
+                    "baseline_accuracy": unablated,
+                    "drop": unablated - r["accuracy"],
+                }
+            )
     return rows
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    """The real quick demo (results.parquet of one small CNN) joined by the synthetic run's tables."""
-    out = tmp_path_factory.mktemp("run")
-    proc = subprocess.run(
-        [sys.executable, "-m", "faceprobe.cli", "demo", "--quick", "--out", str(out / "demo")],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    run = synthetic_run(out / "run")
-    (out / "demo" / "results.parquet").rename(run / "results.parquet" / "part-demo.parquet")
+def run_dir(quick_demo, tmp_path_factory) -> Path:
+    """The real quick demo's results (two small CNNs) joined by the synthetic run's tables."""
+    demo, _ = quick_demo
+    run = synthetic_run(tmp_path_factory.mktemp("run") / "run")
+    for part in (demo / "run" / "results.parquet").glob("*.parquet"):
+        shutil.copy(part, run / "results.parquet" / f"demo-{part.name}")
     return run
 
 
@@ -185,7 +180,7 @@ FIGURES = (
     "weight-origins",
     "vip",
 )
-TABLES = ("best-units", "representation-averages", "ablation-drops", "vip-correlations")
+TABLES = ("best-units", "representation-averages", "ablation-drops", "vip-correlations", "vip-projections")
 
 
 @pytest.mark.slow
@@ -238,7 +233,8 @@ def test_best_units_are_chosen_on_val_and_reported_on_test_beside_the_baseline(r
                 (rows["split"] == "test") & (rows["layer"] == best["layer"]) & (rows["unit"] == best["unit"])
             ]
             row = table[(table["source"] == "toy-face") & (table["attribute"] == attribute)].iloc[0]
-            assert row[f"{representation} layer"] == best["layer"]
+            layer = "best layer" if representation == "layer" else f"{representation} layer"
+            assert row[layer] == best["layer"]
             assert row[f"{representation} accuracy"] == pytest.approx(on_test["accuracy"].item())
             assert f"{100 * on_test['accuracy'].item():.1f}" in page
         assert row["gap"] == pytest.approx(baseline[attribute] - row["layer accuracy"])
@@ -254,17 +250,22 @@ def test_best_units_are_chosen_on_val_and_reported_on_test_beside_the_baseline(r
 @pytest.mark.slow
 def test_ablation_vip_weights_and_residual_views_hold_the_runs_numbers(run_dir, report_dir):
     ablation = pd.read_parquet(run_dir / "ablation.parquet")
-    drops = read(report_dir, "tables/ablation-drops.csv").set_index("representation")
+    drops = read(report_dir, "tables/ablation-drops.csv").set_index(["representation", "split"])
     real = ablation[ablation["attribute"] != "Control_Random"]
-    for representation, group in real.groupby("representation"):
-        assert drops.loc[representation, "drop"] == pytest.approx(group["drop"].mean())
+    assert set(real["split"]) == {"val", "test"}
+    for (representation, split), group in real.groupby(["representation", "split"]):
+        assert drops.loc[(representation, split), "drop"] == pytest.approx(group["drop"].mean())
 
     vip = pd.read_parquet(run_dir / "vip_study.parquet")
-    r = read(report_dir, "tables/vip-correlations.csv")
-    pooled = r[(r["source"] == "toy-face") & (r["layer"] == "all")].iloc[0]
-    face = vip[vip["model"] == "toy-face"]
-    assert pooled["r(vip, accuracy)"] == pytest.approx(np.corrcoef(face["vip"], face["accuracy"])[0, 1])
-    assert f"r = {pooled['r(vip, accuracy)']:.3f}" in (report_dir / "figures" / "vip.svg").read_text()
+    r = read(report_dir, "tables/vip-correlations.csv").set_index(["source", "measure"])
+    face = vip[(vip["model"] == "toy-face") & (vip["attribute"] != "Control_Random")]
+    each = face.groupby(["layer", "attribute"])[["vip", "accuracy"]].apply(
+        lambda g: g["vip"].corr(g["accuracy"])
+    )
+    assert r.loc[("toy-face", "vip"), "mean r"] == pytest.approx(each.mean())
+    assert r.loc[("toy-face", "vip"), "projections"] == len(each) == 2 * len(KINDS)
+    svg = (report_dir / "figures" / "vip.svg").read_text()
+    assert f"mean per-projection r = {each.mean():.3f}" in svg
 
     results = pd.read_parquet(run_dir / "results.parquet")
     origins = read(report_dir, "figures/weight-origins.csv")

@@ -28,7 +28,7 @@ def _layer_with_channel_signal(n=600, shape=(6, 4, 4), seed=0):
 
 def test_probe_layer_finds_the_channel_and_leaves_the_control_at_chance():
     X, shape, rows = _layer_with_channel_signal()
-    out = pd.DataFrame(probe_layer(X, shape, rows, k=2))
+    out = pd.DataFrame(probe_layer(X, shape, rows, k=2).rows)
     assert len(out) == 6
     a = out[out.attribute == "A"].set_index("representation")["accuracy"]
     assert a["layer"] > 0.95 and a["channels"] > 0.95 and a["neurons"] > 0.85
@@ -74,7 +74,7 @@ def test_a_stored_layer_gives_the_rows_of_the_same_layer_in_memory(monkeypatch, 
 def test_constant_layer_gives_nan_rows_with_the_reason():
     _, shape, rows = _layer_with_channel_signal()
     X = np.zeros((600, int(np.prod(shape))), dtype=np.float32)
-    out = pd.DataFrame(probe_layer(X, shape, rows))
+    out = pd.DataFrame(probe_layer(X, shape, rows).rows)
     assert out["accuracy"].isna().all()
     assert out["note"].str.contains("constant layer").all()
 
@@ -83,7 +83,7 @@ def test_results_round_trip_with_the_stable_columns(tmp_path):
     X, shape, rows = _layer_with_channel_signal()
     raw = [
         {"model": "m", "layer": "l", "depth": 0, "n_features": X.shape[1], **r}
-        for r in probe_layer(X, shape, rows)
+        for r in probe_layer(X, shape, rows).rows
     ]
     path = write_results(raw, tmp_path / "results.parquet")
     back = read_results(path)
@@ -105,7 +105,8 @@ def test_depth_figure_is_written(tmp_path):
     raw = []
     for depth in range(3):
         raw += [
-            {"model": "m", "layer": f"l{depth}", "depth": depth, **r} for r in probe_layer(X, shape, rows)
+            {"model": "m", "layer": f"l{depth}", "depth": depth, **r}
+            for r in probe_layer(X, shape, rows).rows
         ]
     path = plot_depth_curves(to_frame(raw), tmp_path / "fig.png", title="t")
     assert path.stat().st_size > 10_000

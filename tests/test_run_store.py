@@ -8,7 +8,7 @@ import pytest
 
 from faceprobe.data.synth import generate
 from faceprobe.errors import FaceprobeError
-from faceprobe.run import load_config, read_table, run_study, work
+from faceprobe.run import load_config, read_table, run_study
 from faceprobe.run.config import parse_config
 
 CONFIG = """
@@ -42,6 +42,7 @@ layers_per_unit = 2
 batch_size = 32
 device = "cpu"
 memory_gb = {memory_gb}
+keep_store = true
 """
 
 
@@ -56,29 +57,6 @@ def _run(faces, run_dir, memory_gb):
     path.write_text(CONFIG.format(data=faces, memory_gb=memory_gb))
     run_study(load_config(path), run_dir)
     return read_table(run_dir, "results"), read_table(run_dir, "vip_study")
-
-
-@pytest.fixture(scope="module")
-def extractions():
-    """Each call of the store's extraction: layers asked for, images run through the network, store size,
-    and whether the call extracted under an ablation."""
-    calls = []
-    extract_to_store = work.extract_to_store
-
-    def spy(model, dataset, layers, store, progress=None, **kwargs):
-        names = [info.name for info in layers]
-        calls.append({"layers": names, "images": 0, "n": store.n, "ablated": "ablated" in store.key})
-
-        def count(images):
-            calls[-1]["images"] += images
-            if progress is not None:
-                progress(images)
-
-        return extract_to_store(model, dataset, layers, store, progress=count, **kwargs)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(work, "extract_to_store", spy)
-        yield calls
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +144,7 @@ def test_a_corrupted_chunk_is_detected_and_recomputed_not_used(both, faces):
 
 
 def test_a_config_sets_each_model_s_preprocessing_and_strictness():
-    from faceprobe.run.runner import _model, model_entries
+    from faceprobe.run.entries import model_entries
 
     raw = {
         "data": {"spec": "synthetic:x"},
@@ -183,10 +161,10 @@ def test_a_config_sets_each_model_s_preprocessing_and_strictness():
             {"architecture": "small", "input_size": 48},
         ],
     }
-    custom, square = (_model(entry).preprocessing for entry in model_entries(parse_config(raw)))
+    custom, square = (entry.load().preprocessing for entry in model_entries(parse_config(raw)))
     assert custom.input_size == (40, 32) and custom.crop == (10, 20, 150, 200) and custom.bgr
     assert custom.mean == (0.1, 0.2, 0.3) and custom.std == (0.4, 0.5, 0.6)
     assert square.input_size == (48, 48) and square.crop is None and not square.bgr
     raw["models"] = [{"architecture": "small", "input_size": "40y32"}]
     with pytest.raises(FaceprobeError, match="input_size takes HEIGHTxWIDTH"):
-        _model(model_entries(parse_config(raw))[0])
+        model_entries(parse_config(raw))[0].load()

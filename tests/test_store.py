@@ -15,9 +15,12 @@ import torchvision
 import zarr
 from torch.utils.data import TensorDataset
 
+import faceprobe.extract.chunks as chunks_module
 import faceprobe.extract.store as store_module
+import faceprobe.extract.writer as writer_module
 from faceprobe.errors import FaceprobeError
 from faceprobe.extract import describe_layers, extract
+from faceprobe.extract.chunks import BadChunk
 from faceprobe.extract.store import ActivationStore, CorruptStoreError, extract_to_store, store_key
 from faceprobe.models import SmallFaceNet
 
@@ -151,6 +154,45 @@ def test_corrupt_chunk_is_reported_scrubbed_and_recomputed(tmp_path, setup):
         np.testing.assert_array_equal(reopened.layer(name)[:], original[name], err_msg=name)
 
 
+def _checksummed(values):
+    """Damage that the checksum cannot see: other bytes, with their own right CRC32C."""
+    return lambda chunk: chunk.write_bytes(values + google_crc32c.value(values).to_bytes(4, "little"))
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_bad_chunks_raise_bad_chunk_from_the_chunk_readers_and_scrub_finds_them(tmp_path, setup, compress):
+    model, data, layers, key = setup
+    store = ActivationStore.open(tmp_path, key, batch_size=4)
+    for info in layers:
+        store.ensure_layer(info, np.dtype(np.float32), compress=compress)
+    extract_to_store(model, data, layers, store)
+    chunk = store.path / "embedding" / "c" / "1" / "0"
+    good = chunk.read_bytes()
+    zarrs = zarr.Array(chunks_module._decoding(store.group["embedding"]))  # zarr's own codecs read it
+    damages = {
+        "a flipped byte": _flip_a_byte,
+        "cut short": lambda c: c.write_bytes(good[:-8]),
+        "undecodable": _checksummed(b"\x07" * 24),  # not LZ4, and not a 4 x 8 float32 chunk
+    }
+    for what, damage in damages.items():
+        damage(chunk)
+        if not compress:  # faceprobe's own readers
+            with pytest.raises(BadChunk) as read:
+                chunks_module._read_chunk(chunk, np.empty((4, 8), np.float32), check=True)
+            with pytest.raises(BadChunk) as mapped:
+                chunks_module._map_chunk(chunk, 4 * 8 * 4, check=True)
+            assert read.value.path == mapped.value.path == chunk, what
+        with pytest.raises(BadChunk):
+            zarrs[4:8]
+        with pytest.raises(CorruptStoreError):
+            store.layer("embedding")[:]
+        assert store.scrub(NAMES) == {"embedding": [1]}, what
+        assert store.done("embedding").tolist() == [True, False, True]
+        chunk.write_bytes(good)
+        store.mark_done(1, ["embedding"])
+    assert store.scrub() == {}
+
+
 def test_chunks_are_byte_identical_to_zarrs_own(tmp_path, setup):
     # Uneven column chunks and a short last batch: every edge case of the store's own chunk writer.
     model, data, layers, key = setup
@@ -279,7 +321,7 @@ def test_the_writer_queue_is_bounded_in_bytes_and_never_blocks_when_empty(tmp_pa
         write_layer(self, batch, layer, values)
 
     writer_of = []
-    real_writer = store_module._Writer
+    real_writer = writer_module._Writer
 
     def recording_writer(store, max_bytes, written):
         writer_of.append(real_writer(store, max_bytes, written))
@@ -299,13 +341,13 @@ def test_the_writer_queue_is_bounded_in_bytes_and_never_blocks_when_empty(tmp_pa
 def test_batch_buffers_are_reused_from_batch_to_batch(tmp_path, setup, monkeypatch):
     model, data, layers, key = setup
     taken = []
-    take = store_module._Buffers.take
+    take = writer_module._Buffers.take
 
     def spy(self, shape, dtype):
         taken.append(take(self, shape, dtype))  # kept alive, so distinct buffers stay distinct objects
         return taken[-1]
 
-    monkeypatch.setattr(store_module._Buffers, "take", spy)
+    monkeypatch.setattr(writer_module._Buffers, "take", spy)
     monkeypatch.setattr(store_module, "_QUEUE_BYTES", 1)  # each output is written before the next is queued
     store = extract_to_store(model, data, layers, ActivationStore.open(tmp_path, key, batch_size=4))
     assert len(taken) == 3 * len(NAMES)
@@ -327,8 +369,8 @@ def test_column_chunks_share_the_width_so_edge_chunks_waste_no_disk(tmp_path, se
 
 def _direct_writes_work(folder) -> bool:
     """Whether ``folder``'s filesystem takes O_DIRECT writes (tmpfs and macOS do not)."""
-    data = store_module._aligned(store_module._ALIGN)
-    written = store_module._write_direct(folder / "probe", data, b"\0\0\0\0")
+    data = chunks_module._aligned(chunks_module._ALIGN)
+    written = chunks_module._write_direct(folder / "probe", data, b"\0\0\0\0")
     (folder / "probe").unlink(missing_ok=True)
     return written
 
@@ -337,11 +379,11 @@ def _direct_writes_work(folder) -> bool:
 def test_direct_and_buffered_chunk_writes_give_the_same_file(tmp_path, monkeypatch, nbytes):
     if not _direct_writes_work(tmp_path):
         pytest.skip(f"{tmp_path} does not take O_DIRECT writes; the buffered path is the only one here")
-    data = store_module._aligned(nbytes)
+    data = chunks_module._aligned(nbytes)
     data[:] = np.random.default_rng(nbytes).integers(0, 256, nbytes, dtype=np.uint8)
-    store_module._write_atomically(tmp_path / "direct", data)
-    monkeypatch.setattr(store_module, "_write_direct", lambda *args: False)
-    store_module._write_atomically(tmp_path / "buffered", data)
+    chunks_module._write_atomically(tmp_path / "direct", data)
+    monkeypatch.setattr(chunks_module, "_write_direct", lambda *args: False)
+    chunks_module._write_atomically(tmp_path / "buffered", data)
     direct = (tmp_path / "direct").read_bytes()
     assert direct == (tmp_path / "buffered").read_bytes()
     assert len(direct) == nbytes + 4 and direct[:nbytes] == data.tobytes()
@@ -349,9 +391,9 @@ def test_direct_and_buffered_chunk_writes_give_the_same_file(tmp_path, monkeypat
 
 
 def test_a_misaligned_buffer_or_a_refusing_filesystem_falls_back_to_buffered_writes(tmp_path, monkeypatch):
-    data = store_module._aligned(5000)[1:]  # starts one byte past a block boundary
+    data = chunks_module._aligned(5000)[1:]  # starts one byte past a block boundary
     data[:] = 7
-    assert not store_module._write_direct(tmp_path / "misaligned", data, b"\0\0\0\0")
+    assert not chunks_module._write_direct(tmp_path / "misaligned", data, b"\0\0\0\0")
     assert not (tmp_path / "misaligned").exists()
 
     opened = []
@@ -363,18 +405,18 @@ def test_a_misaligned_buffer_or_a_refusing_filesystem_falls_back_to_buffered_wri
         return os_open(path, flags, *args)
 
     os_open = os.open
-    monkeypatch.setattr(store_module, "_NO_DIRECT", set())
+    monkeypatch.setattr(chunks_module, "_NO_DIRECT", set())
     monkeypatch.setattr(os, "open", refuse_direct)
-    aligned = store_module._aligned(5000)
+    aligned = chunks_module._aligned(5000)
     aligned[:] = 7
     for name in ("first", "second"):
-        store_module._write_atomically(tmp_path / name, aligned)
+        chunks_module._write_atomically(tmp_path / name, aligned)
         assert (tmp_path / name).read_bytes() == bytes(aligned) + google_crc32c.value(aligned).to_bytes(
             4, "little"
         )
     if hasattr(os, "O_DIRECT"):
         assert sum(bool(flags & os.O_DIRECT) for flags in opened) == 1  # the device is not asked twice
-        assert store_module._NO_DIRECT == {tmp_path.stat().st_dev}
+        assert chunks_module._NO_DIRECT == {tmp_path.stat().st_dev}
 
 
 def test_store_chunks_go_straight_to_disk_where_the_filesystem_allows(tmp_path, setup, monkeypatch):
@@ -382,9 +424,9 @@ def test_store_chunks_go_straight_to_disk_where_the_filesystem_allows(tmp_path, 
         pytest.skip(f"{tmp_path} does not take O_DIRECT writes; the buffered path is the only one here")
     model, data, layers, key = setup
     results = []
-    write_direct = store_module._write_direct
+    write_direct = chunks_module._write_direct
     monkeypatch.setattr(
-        store_module, "_write_direct", lambda *args: results.append(write_direct(*args)) or results[-1]
+        chunks_module, "_write_direct", lambda *args: results.append(write_direct(*args)) or results[-1]
     )
     store = extract_to_store(model, data, layers, ActivationStore.open(tmp_path, key, batch_size=4))
     assert len(results) == 3 * len(NAMES) and all(results)  # whole and padded last batches alike
@@ -400,7 +442,7 @@ def test_chunk_files_left_half_written_by_a_killed_writer_are_deleted_and_no_oth
     store = extract_to_store(model, data, layers, ActivationStore.open(tmp_path, key, batch_size=4))
     folder = next(path for path in (store.path / NAMES[0]).rglob("c/*") if path.is_dir())
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
-    host, pid = store_module._HOST, int(dead.stdout)
+    host, pid = chunks_module._HOST, int(dead.stdout)
     left = {
         "killed here": folder / f"0.{host}.{pid}.{'a' * 32}.partial",
         "alive here": folder / f"0.{host}.{os.getpid()}.{'b' * 32}.partial",
@@ -415,8 +457,8 @@ def test_chunk_files_left_half_written_by_a_killed_writer_are_deleted_and_no_oth
     for name in NAMES:
         np.testing.assert_array_equal(store.layer(name)[:], expected[name], err_msg=name)
     partials = []  # the writer's own names are the ones recognised
-    monkeypatch.setattr(store_module, "_write_direct", lambda path, *args: partials.append(path) or False)
-    store_module._write_atomically(tmp_path / "chunk", store_module._aligned(8))
+    monkeypatch.setattr(chunks_module, "_write_direct", lambda path, *args: partials.append(path) or False)
+    chunks_module._write_atomically(tmp_path / "chunk", chunks_module._aligned(8))
     (partial,) = partials
-    assert not store_module._stale(partial)  # this process is alive
-    assert store_module._stale(partial.with_name(partial.name.replace(f".{os.getpid()}.", f".{pid}.")))
+    assert not chunks_module._stale(partial)  # this process is alive
+    assert chunks_module._stale(partial.with_name(partial.name.replace(f".{os.getpid()}.", f".{pid}.")))

@@ -18,7 +18,7 @@ from faceprobe.data.registry import load_dataset
 from faceprobe.data.synth import generate
 from faceprobe.errors import FaceprobeError
 from faceprobe.models import load_model
-from faceprobe.models.verification import check_identities, check_lfw_pairs, embed, pick_images
+from faceprobe.verification import check_identities, check_lfw_pairs, embed, pick_images
 
 torch.set_num_threads(2)
 

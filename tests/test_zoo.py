@@ -13,12 +13,13 @@ from PIL import Image
 from safetensors.torch import save_file
 from torch import nn
 
-from faceprobe.cli.model_options import load_from_options, parse_size
+from faceprobe.cli.model_options import load_from_options
 from faceprobe.devices import CPU_BATCH_SIZE, fit_batch_size, resolve_device
 from faceprobe.errors import FaceprobeError
 from faceprobe.models import ARCHITECTURES, Preprocessing, SmallFaceNet, load_model
 from faceprobe.models.checkpoint import save_checkpoint
 from faceprobe.models.loading import imagenet_path
+from faceprobe.models.preprocessing import parse_size
 
 torch.set_num_threads(2)
 
@@ -161,10 +162,12 @@ def test_face_form_replaces_the_last_linear_layer():
 def test_import_path_factory():
     lm = load_model("torchvision.models:resnet18", num_classes=5)
     assert _out(lm.module).shape == (2, 5) and lm.preprocessing.input_size == (224, 224)
-    with pytest.raises(FaceprobeError, match=r"cannot import 'nowhere\.at_all:net'"):
+    with pytest.raises(FaceprobeError, match=r"cannot find the package 'nowhere' of 'nowhere\.at_all:net'"):
         load_model("nowhere.at_all:net")
-    with pytest.raises(FaceprobeError, match=r"not a torch nn\.Module"):
+    with pytest.raises(FaceprobeError, match=r"standard-library callable"):
         load_model("builtins:dict")
+    with pytest.raises(FaceprobeError, match=r"not a torch nn\.Module"):
+        load_model("torchvision.models:list_models")
 
 
 def test_checkpoint_with_module_prefix_in_net_state_dict_loads(tmp_path):

@@ -4,18 +4,43 @@ The stable public API is :class:`PLS` (NIPALS partial least squares with VIP sco
 layer outputs) and :class:`Probe` (PLS projection + QDA, a scikit-learn classifier).
 """
 
-from faceprobe.pls import (
-    PLS,
-    channel_vip,
-    fit_shared,
-    top_k_channels,
-    top_k_neurons,
-    transform_shared,
-    vip_scores,
-)
-from faceprobe.probe import Probe
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from faceprobe.pls import (
+        PLS,
+        channel_vip,
+        fit_shared,
+        top_k_channels,
+        top_k_neurons,
+        transform_shared,
+        vip_scores,
+    )
+    from faceprobe.probe import Probe
 
 __version__ = "0.1.0"
+
+#: Where each public name lives; imported on first use, so `faceprobe --help` need not load SciPy or torch.
+_LAZY = {
+    "PLS": "faceprobe.pls",
+    "channel_vip": "faceprobe.pls",
+    "fit_shared": "faceprobe.pls",
+    "top_k_channels": "faceprobe.pls",
+    "top_k_neurons": "faceprobe.pls",
+    "transform_shared": "faceprobe.pls",
+    "vip_scores": "faceprobe.pls",
+    "Probe": "faceprobe.probe",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'faceprobe' has no attribute {name!r}")
+
 
 __all__ = [
     "PLS",

@@ -20,16 +20,52 @@ from pathlib import Path
 
 from faceprobe.errors import FaceprobeError
 
-__all__ = ["DISK_FULL", "atomic_path", "atomic_write_bytes", "atomic_write_text", "disk_full_error"]
+__all__ = [
+    "DISK_FULL",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "disk_full_error",
+    "writing",
+]
 
 #: errno values that mean "no room left": the device is full or the user's quota is spent.
 DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-def disk_full_error(path: str | os.PathLike[str], err: OSError) -> FaceprobeError:
-    """The one-line error for a write to ``path`` that ran out of space."""
+def disk_full_error(path: str | os.PathLike[str] | None, err: OSError) -> FaceprobeError:
+    """The one-line error for a write to ``path`` that ran out of space.
+
+    ``path`` is the file being written; without it (None, or ``err.filename``) the message still says
+    what happened and what to do, but name the path whenever it is known: wrap writes that go through a
+    file descriptor (``os.write``, ``os.pwrite``, ``file.write``, ``fsync``), whose errors carry no file
+    name, in :func:`writing`.
+    """
     reason = os.strerror(err.errno) if err.errno else str(err)
-    return FaceprobeError(f"{path}: disk full ({reason}); free space and run again")
+    path = path if path is not None else err.filename
+    if path is None:
+        return FaceprobeError(
+            f"disk full ({reason}) while writing; free space on the output's disk and run again"
+        )
+    return FaceprobeError(f"{os.fsdecode(path)}: disk full ({reason}); free space and run again")
+
+
+@contextmanager
+def writing(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Name ``path`` in the errors of the writes in the body.
+
+    A full disk (or quota) becomes :func:`disk_full_error` naming ``path``; any other :class:`OSError`
+    without a file name (``os.write`` and ``file.write`` set none) gets ``path`` as its ``filename`` and
+    is raised again, so whoever reports it can name the file.
+    """
+    try:
+        yield
+    except OSError as err:
+        if err.errno in DISK_FULL:
+            raise disk_full_error(path, err) from None
+        if err.filename is None:
+            err.filename = os.fspath(path)
+        raise
 
 
 @contextmanager
@@ -45,13 +81,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(name)
     try:
-        yield tmp
-        _fsync(tmp)
-        os.replace(tmp, path)
-    except OSError as err:
-        if err.errno in DISK_FULL:
-            raise disk_full_error(path, err) from None
-        raise
+        with writing(path):  # the temporary file's errors name the file the user asked for
+            yield tmp
+            _fsync(tmp)
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_folder(path.parent)

@@ -1,9 +1,21 @@
-"""The offline end-to-end demo: synthetic faces -> a trained recognition CNN -> where it encodes attributes.
+"""The offline end-to-end demo: synthetic faces -> a trained recognition CNN -> a study -> its report.
 
 Everything it needs ships with the package, so a researcher sees the whole method work on a laptop in
-minutes: faces with planted attributes and identities are generated, a small residual network learns the
-identities by softmax, and every block output of it is probed for every planted attribute (whole layer,
-top-8 VIP channels, top-8 VIP neurons). Control_Random (random labels) must stay at chance everywhere.
+minutes, through the same runner and report as ``faceprobe run`` and ``faceprobe report``: faces with
+planted attributes and identities are generated, a small residual network learns the identities by softmax,
+the same network learns the attributes themselves (the multitask baseline, the ceiling of Table 5.2), and
+a study probes every block output and residual branch of the face network, and of the same network with
+random weights, for every attribute (whole layer, top-8 VIP channels and neurons, best single units),
+samples neurons for the VIP study and ablates the top-VIP neurons of one early block. The report of that
+run opens in a browser. Control_Random (random labels) must stay at chance everywhere.
+
+Layout of ``OUT``::
+
+    OUT/data-*/                the synthetic faces (reused when already generated with the same sizes)
+    OUT/model/                 the face-recognition network (a faceprobe checkpoint folder)
+    OUT/baseline/              the multitask attribute network and its baseline.parquet
+    OUT/run/                   the study's run folder (what ``faceprobe run`` writes)
+    OUT/report/index.html      its report (what ``faceprobe report`` writes)
 """
 
 from __future__ import annotations
@@ -14,29 +26,36 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
+from faceprobe.atomic import atomic_write_text
 from faceprobe.data.celeba import celeba_dataset
 from faceprobe.data.dataset import FaceDataset
-from faceprobe.data.images import eval_transform
-from faceprobe.data.sampling import sample_protocol
 from faceprobe.data.synth import generate
-from faceprobe.extract import block_layers
-from faceprobe.models import build_model
+from faceprobe.models import load_model
 from faceprobe.models.checkpoint import save_checkpoint
-from faceprobe.report.figures import plot_depth_curves
+from faceprobe.report.html import build_report
+from faceprobe.report.run import load_run
 from faceprobe.results import to_frame, write_results
-from faceprobe.run.config import ProbeConfig
-from faceprobe.run.work import Draws, probe_rows
+from faceprobe.run import parse_config, read_table, run_study
+from faceprobe.run.config import RunConfig
+from faceprobe.train.attributes import attribute_accuracy, train_attributes
+from faceprobe.train.data import LabelledFaces
+from faceprobe.train.jobs import BASELINE_FILE
 from faceprobe.train.recognition import train_recognition, train_transform
 
-__all__ = ["DemoConfig", "DemoResult", "best_layers", "run_demo"]
+__all__ = ["DemoConfig", "DemoResult", "best_layers", "run_demo", "study_config"]
 
-MODEL_NAME = "small-synthetic"
+MODEL_NAME = "demo-face"
+"""The study's name for the trained network; its results' ``model`` is ``demo-face#DIGEST/sSEED``."""
+RANDOM_NAME = "demo-random"
+"""The same architecture with random weights: the second weight origin of the report."""
+BASELINE_BATCH = 32  # twice the steps of batch 64 for the same work: the baseline learns in fewer epochs
 
 
 @dataclass(frozen=True)
@@ -49,19 +68,29 @@ class DemoConfig:
     input_size: int = 64  # network input: the thesis preprocessing scaled down, so a CPU trains in a minute
     epochs: int = 30
     lr: float = 0.1  # the thesis uses 0.005 for ResNet-50 on VGGFace2; a small net from scratch needs more
+    baseline_epochs: int = 12  # the multitask attribute network (from scratch, on the studied attributes)
     n_train: int = 600
     n_val: int = 1200  # the validation set decides: +-5 points around chance is 3 standard errors here
+    n_test: int = -1  # every image of the test identities (about 10% of them) is scored too
     held_out: float = 0.2
     batch_size: int = 64
     seed: int = 0
     attributes: tuple[str, ...] | None = None  # None: every attribute in the data
+    # Every block output (what layers = "auto" selects) and each block's residual branch before the skip adds
+    # to it, for the thesis's post-skip vs residual-internal view (Fig. 5.8); about a second more per model.
+    layers: str = "backbone.stem, backbone.stage?.0, backbone.stage?.0.residual, embedding, classifier"
+    vip_study: int = 50  # neurons per (layer, attribute) probed alone, for the VIP study (Fig. 5.9)
+    ablated_layer: str = "backbone.stage1.0"  # the block whose top-VIP neurons are zeroed (Table 5.4)
+    ablation_fractions: tuple[float, ...] = (0.05, 0.2)
+    ablation_attributes: tuple[str, ...] = ("Eyeglasses", "Wearing_Hat")
 
     @classmethod
     def quick(cls, seed: int = 0) -> DemoConfig:
         return cls(
             identities=60,
             images_per_identity=50,
-            epochs=25,
+            epochs=15,
+            baseline_epochs=8,
             n_train=600,
             n_val=1000,
             seed=seed,
@@ -72,6 +101,7 @@ class DemoConfig:
                 "Male",
                 "Bangs",
                 "Blond_Hair",
+                "Big_Nose",
                 "Control_Random",
             ),
         )
@@ -79,9 +109,12 @@ class DemoConfig:
 
 @dataclass
 class DemoResult:
-    results: pd.DataFrame
-    results_path: Path
-    figure_path: Path
+    """What a demo wrote: the run folder, its report page, and how the networks trained."""
+
+    run_dir: Path
+    report_path: Path
+    results: pd.DataFrame  # the run's results table (``faceprobe.run.read_table(run_dir, "results")``)
+    baseline: pd.DataFrame  # the multitask baseline: test accuracy per attribute
     identity_accuracy: float
     seconds: dict[str, float]
 
@@ -95,81 +128,108 @@ def _silent(description: str, total: int | None) -> Callable[[int], None]:
 
 
 def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), step: StepReporter = _silent) -> DemoResult:
-    """Run the whole demo into ``out``: data-*/, model/, results.parquet, accuracy_vs_depth.png.
+    """Run the whole demo into ``out``: data-*/, model/, baseline/, run/ and report/index.html.
 
-    Synthetic data already generated in ``out`` with the same sizes and seed is reused.
+    Synthetic data already generated in ``out`` with the same sizes and seed is reused; the networks, the
+    run folder and the report are made anew (a run folder keeps what it finished, and a new network is
+    another model, so an old run folder is replaced rather than resumed).
     """
-    out = Path(out)
+    out = Path(out).resolve()  # the study records absolute paths
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     seconds: dict[str, float] = {}
 
     with _timed(seconds, "synthesise"):
-        data_dir = (
-            out / f"data-{config.identities}x{config.images_per_identity}-{config.size}px-seed{config.seed}"
-        )
-        if not (data_dir / "README.md").exists():  # written last: without it the folder is a crashed attempt
-            shutil.rmtree(data_dir, ignore_errors=True)
-            total = config.identities * config.images_per_identity
-            generate(
-                data_dir,
-                config.identities,
-                config.images_per_identity,
-                config.size,
-                config.seed,
-                progress=step("synthesising faces", total),
-            )
+        data_dir = _synthesise(out, config, step)
         dataset = celeba_dataset(data_dir, kind="synthetic")
 
     with _timed(seconds, "train"):
         model_dir = out / "model"
-        model, identity_accuracy = _train_recognizer(dataset, config, model_dir, step)
+        identity_accuracy = _train_recognizer(dataset, config, model_dir, step)
 
-    with _timed(seconds, "probe"):
-        draws = _draws(dataset, config)
-        layers = block_layers(model, torch.zeros(1, 3, config.input_size, config.input_size))
-        rows, _ = probe_rows(
-            model,
-            eval_transform(config.input_size),
-            dataset,
-            draws,
-            layers,
-            asdict(ProbeConfig(single_units=False, vip_study=0)),
-            batch_size=128,
-            seed=config.seed,
-            progress=step(f"probing {len(layers)} block outputs", len(draws.images())),
-        )
-        model_keys = {
-            "model": MODEL_NAME,
-            "architecture": "small",
-            "weights": f"checkpoint:{model_dir}",
-            "seed": config.seed,
-        }
-        results = to_frame([{**model_keys, **row} for row in rows])
-        results_path = write_results(results, out / "results.parquet")
-        figure_path = plot_depth_curves(
-            results,
-            out / "accuracy_vs_depth.png",
-            title=f"Where {MODEL_NAME} encodes synthetic attributes (validation accuracy over depth)",
-        )
-    (out / "demo_config.json").write_text(pd.Series(asdict(config)).to_json(indent=2))
-    return DemoResult(results, results_path, figure_path, identity_accuracy, seconds)
+    with _timed(seconds, "baseline"):
+        baseline = _train_baseline(dataset, config, out / "baseline", step)
 
+    with _timed(seconds, "study"):
+        run_dir = out / "run"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        study = study_config(config, data_dir, model_dir, out / "baseline" / BASELINE_FILE, out)
+        run_study(study, run_dir, progress=step)
 
-def _draws(dataset: FaceDataset, config: DemoConfig) -> Draws:
-    """The run's protocol (a balanced draw per attribute from the train + val pool, no test images)."""
-    attributes = list(config.attributes or dataset.attribute_names)
-    protocol = sample_protocol(
-        dataset, attributes, n_train=config.n_train, n_val=config.n_val, n_test=0, seed=config.seed
+    with _timed(seconds, "report"):
+        shutil.rmtree(out / "report", ignore_errors=True)
+        report_path = build_report([load_run(run_dir)], out / "report")
+    atomic_write_text(out / "demo_config.json", pd.Series(asdict(config)).to_json(indent=2))
+    return DemoResult(
+        run_dir, report_path, read_table(run_dir, "results"), baseline, identity_accuracy, seconds
     )
-    assert dataset.attributes is not None  # synthetic faces are labelled
-    return Draws.from_protocol(protocol, dataset.attributes[attributes])
 
 
-def _train_recognizer(
-    dataset: FaceDataset, config: DemoConfig, out: Path, step: StepReporter
-) -> tuple[nn.Module, float]:
-    """Train the recognition network on the train-split identities, holding out images of each identity."""
+def study_config(
+    config: DemoConfig, data_dir: Path, model_dir: Path, baseline: Path, base: Path
+) -> RunConfig:
+    """The demo's study, as a study file would give it (``faceprobe run`` reads the same keys)."""
+    models: list[dict[str, Any]] = [
+        {
+            "architecture": "small",
+            "name": MODEL_NAME,
+            "weights": [f"checkpoint:{model_dir}"],
+            "seeds": [config.seed],
+            "layers": config.layers,
+            "input_size": config.input_size,
+        },
+        {
+            "architecture": "small",
+            "name": RANDOM_NAME,
+            "weights": ["random"],
+            "seeds": [config.seed],
+            "layers": config.layers,
+            "input_size": config.input_size,
+        },
+    ]
+    raw = {
+        "data": {
+            "spec": f"synthetic:{data_dir}",
+            "attributes": list(config.attributes) if config.attributes else "all",
+            "train": config.n_train,
+            "val": config.n_val,
+            "test": config.n_test,
+            "seed": config.seed,
+        },
+        "models": models,
+        "probe": {"vip_study": config.vip_study, "single_units": True},
+        "ablation": {
+            "depths": [config.ablated_layer],
+            "fractions": list(config.ablation_fractions),
+            "attributes": list(config.ablation_attributes),
+        },
+        "run": {"batch_size": 128, "layers_per_unit": 16},
+        "baseline": {"path": str(baseline)},
+    }
+    return parse_config(raw, "faceprobe demo", base=base)
+
+
+def _synthesise(out: Path, config: DemoConfig, step: StepReporter) -> Path:
+    """The demo's synthetic faces in ``out``, generated unless a finished folder of the same sizes exists."""
+    sizes = f"{config.identities}x{config.images_per_identity}-{config.size}px"
+    data_dir = out / f"data-{sizes}-seed{config.seed}"
+    if not (data_dir / "README.md").exists():  # written last: without it the folder is a crashed attempt
+        shutil.rmtree(data_dir, ignore_errors=True)
+        total = config.identities * config.images_per_identity
+        generate(
+            data_dir,
+            config.identities,
+            config.images_per_identity,
+            config.size,
+            config.seed,
+            progress=step("synthesising faces", total),
+        )
+    return data_dir
+
+
+def _train_recognizer(dataset: FaceDataset, config: DemoConfig, out: Path, step: StepReporter) -> float:
+    """Train the recognition network on the train-split identities, holding out images of each identity;
+    saves it as a checkpoint folder in ``out`` and returns its held-out identity accuracy."""
     assert dataset.partitions is not None and dataset.identities is not None  # synthetic faces have both
     ids = dataset.partitions.index[dataset.partitions == 0]
     identity = dataset.identities.loc[ids]
@@ -177,10 +237,13 @@ def _train_recognizer(
     rng = np.random.default_rng(config.seed)
     held = rng.random(len(ids)) < config.held_out
     targets = identity.map(classes).to_numpy()
-    size = config.input_size
-    train_set = dataset.torch_dataset(ids[~held], targets[~held], transform=train_transform(size))
-    val_set = dataset.torch_dataset(ids[held], targets[held], transform=eval_transform(size))
-    model = build_model("small", len(classes))
+    size = (config.input_size, config.input_size)
+    loaded = load_model("small", "random", num_classes=len(classes), seed=config.seed, input_size=size)
+    pre = loaded.preprocessing  # the study reads the checkpoint with the same preprocessing
+    augment = train_transform(config.input_size, mean=pre.mean, std=pre.std)
+    train_set = dataset.torch_dataset(ids[~held], targets[~held], transform=augment)
+    val_set = dataset.torch_dataset(ids[held], targets[held], transform=pre.transform())
+    model: nn.Module = loaded.module
     advance = step(f"training recognition on {len(classes)} identities", config.epochs)
     result = train_recognition(
         model,
@@ -199,19 +262,84 @@ def _train_recognizer(
         {
             "architecture": "small",
             "num_classes": len(classes),
+            "preprocessing": pre.to_dict(),
             "input_size": config.input_size,
+            "task": "recognition",
             "data": "synthetic",
             "seed": config.seed,
             "metrics": {"held_out_identity_accuracy": result.val_acc},
         },
     )
-    return model, float(result.val_acc)
+    return float(result.val_acc)
 
 
-def best_layers(results: pd.DataFrame) -> pd.DataFrame:
-    """Per attribute, the layer where the whole-layer probe is best, with the three accuracies there."""
-    val = results[results["split"] == "val"]
+def _train_baseline(dataset: FaceDataset, config: DemoConfig, out: Path, step: StepReporter) -> pd.DataFrame:
+    """The multitask baseline (Table 5.2's ceiling): the same small network trained from scratch to predict
+    the studied attributes at once (one logit each, binary cross-entropy), as ``faceprobe train attributes``
+    does for every attribute of a dataset; returns its accuracy per attribute on the test identities.
+
+    Only the studied attributes: on 39 at once the mean loss gives each a 39th of the gradient, and the small
+    network needs three times the epochs to see eyeglasses. Saved in ``out`` as a checkpoint folder with its
+    ``baseline.parquet``.
+    """
+    assert dataset.attributes is not None and dataset.partitions is not None  # synthetic faces have both
+    labels = dataset.attributes[list(config.attributes or dataset.attributes.columns)]
+    partition = dataset.partitions.reindex(labels.index)
+    size = (config.input_size, config.input_size)
+    loaded = load_model("small", "random", num_classes=labels.shape[1], seed=config.seed, input_size=size)
+    pre = loaded.preprocessing
+    augment = train_transform(config.input_size, grayscale=0.0, mean=pre.mean, std=pre.std)
+    train, val, test = (
+        LabelledFaces(dataset, part.index, part.to_numpy(), augment if p == 0 else pre.transform())
+        for p, part in ((p, labels[partition == p]) for p in (0, 1, 2))
+    )
+    advance = step(f"training the multitask baseline on {labels.shape[1]} attributes", config.baseline_epochs)
+    result = train_attributes(
+        loaded.module,
+        train,
+        val,
+        config.baseline_epochs,
+        lr=config.lr,
+        batch_size=BASELINE_BATCH,
+        seed=config.seed,
+        keep_best=True,  # the epoch with the best mean accuracy on the validation identities
+        progress=lambda info: advance(1) if info["event"] == "epoch" else None,
+    )
+    accuracy = attribute_accuracy(loaded.module, test)
+    source = "multitask small (faceprobe demo)"
+    rows = [
+        {"attribute": name, "accuracy": float(a), "split": "test", "source": source}
+        for name, a in zip(labels.columns, accuracy, strict=True)
+    ]
+    shutil.rmtree(out, ignore_errors=True)
+    save_checkpoint(
+        loaded.module,
+        out,
+        {
+            "architecture": "small",
+            "num_classes": labels.shape[1],
+            "preprocessing": pre.to_dict(),
+            "input_size": config.input_size,
+            "task": "attributes",
+            "data": "synthetic",
+            "seed": config.seed,
+            "attributes": list(labels.columns),
+            "best_epoch": result.best_epoch,
+            "metrics": {"mean_test_accuracy": float(accuracy.mean())},
+        },
+    )
+    table = to_frame(rows, "baseline")
+    write_results(table, out / BASELINE_FILE)
+    return table
+
+
+def best_layers(results: pd.DataFrame, name: str = MODEL_NAME) -> pd.DataFrame:
+    """Per attribute, the layer where the whole-layer probe of the model called ``name`` is best on the
+    validation split, with its top-k channel and neuron accuracies there (a run's results table)."""
+    val = results[(results["split"] == "val") & results["model"].str.startswith(f"{name}#")]
+    val = val[val["representation"].isin(["layer", "channels", "neurons"])]
     acc = val.pivot_table(index=["attribute", "depth", "layer"], columns="representation", values="accuracy")
+    acc = acc.reindex(columns=["layer", "channels", "neurons"])
     acc.columns = [f"{c}_accuracy" for c in acc.columns]
     acc = acc.reset_index()
     best = acc.loc[acc["layer_accuracy"].fillna(-1).groupby(acc["attribute"]).idxmax()]

@@ -8,12 +8,18 @@ A run writes four tables into its folder (each a Parquet file, or a folder of Pa
   (``val`` or ``test``), accuracy, n_train, n_eval. More columns: unit (channel or neuron index for
   single-unit rows, -1 otherwise), n_features, note (why a probe could not run), architecture, weights
   (origin: ``random``, ``imagenet``, ``checkpoint:...``), seed, kind (layer kind: conv, bn, relu, block,
-  residual, pool, fc, embedding, other).
+  residual, pool, fc, embedding, other), variant (the model without its seed: models of one variant differ
+  only in their seed, and views averaged over seeds group by it).
+
+  ``model`` is the model entry's identity, unique in a run: its readable name (``name`` in the study file,
+  else ARCHITECTURE/ORIGIN), a short digest of the architecture, weights file content, preprocessing and
+  layers, and the seed, e.g. ``resnet50/imagenet#3fa2b1c0/s0``; ``variant`` is the same without ``/sSEED``.
 * ``vip_study.parquet``: the VIP study (thesis Fig. 5.9): per (model, layer, attribute), neurons sampled
   uniformly over the VIP range, each with its VIP, its single-neuron validation accuracy and its mean
   activation on positive samples.
 * ``ablation.parquet``: the ablation study (thesis Table 5.4): the top ``fraction`` of VIP neurons of
-  ``ablated_layer`` zeroed, and the accuracy of each later layer's probes against the unablated baseline.
+  ``ablated_layer`` zeroed, and the accuracy of each later layer's probes against the unablated baseline
+  on the same ``split`` (val, and test where the run scores it).
 * ``baseline.parquet``: the supervised multitask network's accuracy per attribute (the ceiling).
 """
 
@@ -25,6 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from faceprobe.atomic import atomic_path
+from faceprobe.errors import FaceprobeError
 
 __all__ = [
     "ABLATION_COLUMNS",
@@ -33,6 +40,7 @@ __all__ = [
     "STABLE_COLUMNS",
     "TABLES",
     "VIP_STUDY_COLUMNS",
+    "read_baseline",
     "read_results",
     "to_frame",
     "write_results",
@@ -70,6 +78,7 @@ RESULT_COLUMNS: dict[str, str] = {
     "weights": "string",
     "seed": "int64",
     "kind": "string",
+    "variant": "string",
 }
 
 VIP_STUDY_COLUMNS: dict[str, str] = {
@@ -83,6 +92,7 @@ VIP_STUDY_COLUMNS: dict[str, str] = {
     "mean_positive": "float64",
     "n_train": "int32",
     "n_eval": "int32",
+    "variant": "string",
 }
 
 ABLATION_COLUMNS: dict[str, str] = {
@@ -95,9 +105,11 @@ ABLATION_COLUMNS: dict[str, str] = {
     "layer": "string",
     "depth": "int32",
     "representation": "string",
+    "split": "string",
     "accuracy": "float64",
     "baseline_accuracy": "float64",
     "drop": "float64",
+    "variant": "string",
 }
 
 BASELINE_COLUMNS: dict[str, str] = {
@@ -121,6 +133,7 @@ _DEFAULTS = {
     "weights": "",
     "seed": 0,
     "kind": "",
+    "variant": "",
 }
 
 
@@ -154,3 +167,28 @@ def write_results(rows: Iterable[dict] | pd.DataFrame, path: str | Path) -> Path
 def read_results(path: str | Path) -> pd.DataFrame:
     """Read a results Parquet file (or a folder of Parquet parts) as a DataFrame."""
     return pd.read_parquet(path)
+
+
+def read_baseline(path: str | Path) -> pd.DataFrame:
+    """The multitask baseline table from ``path``: a baseline.parquet, or the folder holding one (the
+    output folder of ``faceprobe train attributes``)."""
+    path = Path(path)
+    file = path / "baseline.parquet" if path.is_dir() else path
+    if not file.exists():
+        raise FaceprobeError(
+            f"baseline {file} does not exist; give the baseline.parquet that faceprobe train attributes "
+            "wrote, or its output folder"
+        )
+    try:
+        frame = pd.read_parquet(file)
+    except Exception as err:  # pyarrow raises several types for a damaged file
+        raise FaceprobeError(
+            f"baseline {file} cannot be read as Parquet ({type(err).__name__}: {err})"
+        ) from None
+    lacking = [c for c in BASELINE_COLUMNS if c not in frame]
+    if lacking:
+        raise FaceprobeError(
+            f"baseline {file} lacks column(s) {', '.join(lacking)}; give a baseline.parquet written by "
+            "faceprobe train attributes"
+        )
+    return to_frame(frame.to_dict("records"), "baseline")

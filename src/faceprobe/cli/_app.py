@@ -6,6 +6,7 @@ traceback is shown unless FACEPROBE_DEBUG=1 is set.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Callable
@@ -80,6 +81,18 @@ def stepper(progress: Progress) -> Callable[[str, int | None], Callable[[int], N
     return step
 
 
+#: OS errors about where faceprobe was told to read or write: the user's to fix, with how.
+_PLACE_ERRORS = {
+    errno.EACCES: "choose a folder you may write to (or fix its permissions)",
+    errno.EPERM: "choose a folder you may write to (or fix its permissions)",
+    errno.EROFS: "the file system is read-only; choose a folder on a writable one",
+    errno.EEXIST: "a file stands where a folder is needed; give another path",
+    errno.ENOTDIR: "a file stands where a folder is needed; give another path",
+    errno.EISDIR: "a folder stands where a file is needed; give another path",
+    errno.ELOOP: "the path loops through symbolic links; fix the links",
+}
+
+
 def _error(err: FaceprobeError) -> NoReturn:
     console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
     sys.exit(2)
@@ -96,7 +109,9 @@ def main() -> None:
         sys.exit(130)
     except Exception as err:
         if isinstance(err, OSError) and err.errno in DISK_FULL:  # a write outside faceprobe.atomic
-            _error(disk_full_error(err.filename or "a file", err))
+            _error(disk_full_error(err.filename, err))
+        if isinstance(err, OSError) and err.errno in _PLACE_ERRORS and err.filename:
+            _error(FaceprobeError(f"{err.filename}: {err.strerror}; {_PLACE_ERRORS[err.errno]}"))
         if os.environ.get("FACEPROBE_DEBUG"):
             raise
         console.print(

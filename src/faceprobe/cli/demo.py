@@ -1,4 +1,4 @@
-"""`faceprobe demo`: the whole method, offline, on synthetic faces."""
+"""`faceprobe demo`: the whole method, offline, on synthetic faces, through `faceprobe run` and its report."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.table import Table
 
 from faceprobe.cli._app import app, out_console, progress_bars, stepper
@@ -13,44 +14,60 @@ from faceprobe.cli._app import app, out_console, progress_bars, stepper
 MODEL_LABEL = "small residual CNN trained on synthetic identities"
 
 
-@app.command(epilog="Example: faceprobe demo --quick --out /tmp/demo")
+@app.command(epilog="Example: faceprobe demo --quick --out /tmp/demo, then open /tmp/demo/report/index.html")
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for the data, model, results.parquet and figure.")] = Path(
-        "faceprobe-demo"
-    ),
+    out: Annotated[
+        Path,
+        typer.Option(help="Folder for the data, the networks, the run folder (OUT/run) and the report."),
+    ] = Path("faceprobe-demo"),
     quick: Annotated[
-        bool, typer.Option(help="Smaller data, fewer epochs and 7 attributes: about 2 minutes instead of ~8.")
+        bool, typer.Option(help="Smaller data, fewer epochs and 8 attributes: about 2 minutes instead of ~8.")
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed for the data, the draws and the training.")] = 0,
 ) -> None:
-    """Run the whole method offline on synthetic faces with planted attributes.
+    """Run the whole method offline on synthetic faces with planted attributes, and write its report.
 
-    Generates faces in CelebA's layout, trains a small residual face-recognition CNN on their identities
-    (softmax, SGD), then probes every block output for every planted attribute: the whole layer (PLS with 8
-    components + QDA), its top-8 VIP channels and its top-8 VIP neurons. Prints the best layer per
-    attribute and writes OUT/results.parquet and OUT/accuracy_vs_depth.png. Control_Random (random labels)
-    is the control: it should stay near 50% at every layer.
+    Generates faces in CelebA's layout (OUT/data-*, reused when already there), trains a small residual
+    face-recognition CNN on their identities (softmax, SGD; OUT/model) and the multitask attribute baseline
+    (OUT/baseline), then runs a study as `faceprobe run` does into OUT/run: every block output and residual
+    branch of the trained network and of the same network with random weights, probed for every planted
+    attribute (the whole layer by PLS with 8 components + QDA, its top-8 VIP channels and neurons, its best
+    single channel and neuron), the VIP study, and the ablation of the top-VIP neurons of one early block.
+    Writes the report of that run to OUT/report/index.html (self-contained: open it in a browser), prints
+    the best layer per attribute and the report's path. Control_Random (random labels) is the control: it
+    should stay near 50% at every layer. OUT/model, OUT/baseline, OUT/run and OUT/report are replaced.
     """
     from faceprobe.demo import DemoConfig, best_layers, run_demo
 
     config = DemoConfig.quick(seed) if quick else DemoConfig(seed=seed)
     with progress_bars() as progress:
         result = run_demo(out, config, step=stepper(progress))
-    table = Table(title=f"Best layer per attribute: validation accuracy (%), {MODEL_LABEL}")
+    table = Table(
+        title=f"Best layer per attribute, {MODEL_LABEL}",
+        caption="validation accuracy (%) of the best layer, and of its top-8 VIP channels and neurons; "
+        "baseline: the multitask attribute network's accuracy on the test identities (Table 5.2's ceiling)",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
     table.add_column("attribute", no_wrap=True)
-    table.add_column("best layer", no_wrap=True)
-    for column in ("depth", "layer", "top-8 ch.", "top-8 neur."):
-        table.add_column(column, justify="right")
+    table.add_column("best layer (depth)", no_wrap=True)
+    for column in ("whole\nlayer", "top-8\nchannels", "top-8\nneurons", "\nbaseline"):
+        table.add_column(column, justify="right", min_width=max(map(len, column.split("\n"))))
+    ceiling = result.baseline.set_index("attribute")["accuracy"]
     for row in best_layers(result.results).itertuples():
-        table.add_row(
-            row.attribute,
-            row.layer,
-            str(row.depth),
-            *(f"{100 * v:.1f}" for v in (row.layer_accuracy, row.channels_accuracy, row.neurons_accuracy)),
-        )
+        probes = (row.layer_accuracy, row.channels_accuracy, row.neurons_accuracy)
+        cells = (_percent(v) for v in (*probes, ceiling.get(row.attribute)))
+        table.add_row(row.attribute, f"{row.layer} ({row.depth})", *cells)
     out_console.print(table)
     out_console.print(
         f"identity accuracy on held-out images: {100 * result.identity_accuracy:.1f}%  |  "
         + "  ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items())
     )
-    out_console.print(f"results: {result.results_path}\nfigure:  {result.figure_path}")
+    # whole paths on their own lines, never wrapped, so they can be copied
+    out_console.print(
+        f"run:    {result.run_dir}\nreport: {result.report_path}", soft_wrap=True, highlight=False
+    )
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None or value != value else f"{100 * value:.1f}"

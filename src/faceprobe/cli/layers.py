@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-import torch
 import typer
 from rich.table import Table
 
@@ -43,6 +42,8 @@ def layers(
     add) and block (a residual block's post-skip output). Shared modules that run several times per
     forward have no single output and are not listed.
     """
+    import torch
+
     from faceprobe.extract import catalogue, select_layers
 
     loaded = load_from_options(model, weights, input_size, crop, mean, std, bgr, non_strict)

@@ -8,13 +8,14 @@ everywhere.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from faceprobe.errors import FaceprobeError
-from faceprobe.models import LoadedModel, load_model
-from faceprobe.models.preprocessing import parse_size
+
+if TYPE_CHECKING:
+    from faceprobe.models import LoadedModel
 
 __all__ = [
     "BgrOption",
@@ -29,7 +30,6 @@ __all__ = [
     "load_from_options",
     "parse_crop",
     "parse_floats",
-    "parse_size",
 ]
 
 
@@ -115,6 +115,9 @@ def load_from_options(
     seed: int = 0,
 ) -> LoadedModel:
     """:func:`faceprobe.models.load_model` with the command-line forms of its arguments."""
+    from faceprobe.models import load_model
+    from faceprobe.models.preprocessing import parse_size
+
     return load_model(
         model,
         weights,

@@ -18,7 +18,7 @@ from faceprobe.errors import FaceprobeError
     epilog=(
         "Example: faceprobe probe-array layer3.npy eyeglasses.txt --shape 256,14,14\n\n"
         "LABELS holds one value per row of FEATURES: -1/1, 0/1 or true/false, as a .npy file or text "
-        "(one per line)."
+        "(one per line); both classes must occur, and anything else (0.3, 2, NaN, -1 with 0) is refused."
     ),
 )
 def probe_array(
@@ -43,7 +43,8 @@ def probe_array(
 ) -> None:
     """Probe activations you already have: PLS + QDA on the whole array, then on its top VIP units.
 
-    The array is memory-mapped, never loaded whole or converted to float64, so it can be larger than RAM.
+    The array is memory-mapped, never loaded whole or converted to float64, so it can be larger than RAM
+    (except a big-endian array, which is converted to this machine's byte order in memory).
     Prints validation accuracy of the whole layer, the top-k VIP channels (with --shape) and the top-k VIP
     neurons.
     """
@@ -64,7 +65,7 @@ def probe_array(
         {labels.stem: AttributeRows(train, val, y[train], y[val])},
         k=top_k,
         n_components=components,
-    )
+    ).rows
     table = Table(title=f"{features.name}: validation accuracy ({len(train)} train / {len(val)} validation)")
     for column in ("representation", "k", "accuracy", "note"):
         table.add_column(column)

@@ -12,16 +12,23 @@ from faceprobe.cli._app import app, out_console
 _GROUPS_HELP = (
     'JSON file of attribute groups, e.g. {"Hair": ["Black_Hair", "Blond_Hair"]} (default: the thesis\'s).'
 )
+_BASELINE_HELP = (
+    "The multitask baseline: the baseline.parquet that `faceprobe train attributes` wrote, or its output "
+    "folder. Replaces the run's own RUN/baseline.parquet; Table 5.2 then shows baseline and gap columns."
+)
 
 
-def _write(runs: list[Path], out: Path, groups: Path | None) -> None:
+def _write(runs: list[Path], out: Path, groups: Path | None, baseline: Path | None) -> None:
     from faceprobe.report.groups import DEFAULT_GROUPS, read_groups
     from faceprobe.report.html import build_report
-    from faceprobe.report.run import load_run
+    from faceprobe.report.run import load_run, with_baseline
+    from faceprobe.results import read_baseline
 
-    index = build_report(
-        [load_run(run) for run in runs], out, read_groups(groups) if groups else DEFAULT_GROUPS
-    )
+    loaded = [load_run(run) for run in runs]
+    if baseline is not None:
+        table = read_baseline(baseline)
+        loaded = [with_baseline(run, table) for run in loaded]
+    index = build_report(loaded, out, read_groups(groups) if groups else DEFAULT_GROUPS)
     out_console.print(f"wrote {index} (figures in {out / 'figures'}, tables in {out / 'tables'})")
 
 
@@ -30,14 +37,16 @@ def report(
     run: Annotated[Path, typer.Argument(help="Run folder (results.parquet, manifest.json, ...).")],
     out: Annotated[Path | None, typer.Option(help="Folder to write (default: RUN/report).")] = None,
     groups: Annotated[Path | None, typer.Option(help=_GROUPS_HELP)] = None,
+    baseline: Annotated[Path | None, typer.Option(help=_BASELINE_HELP)] = None,
 ) -> None:
     """Write the run's report: OUT/index.html (self-contained, opens from disk), figures and tables.
 
     Accuracy over depth per attribute (layer, top-8 channels, top-8 neurons), attribute groups, the
     residual-block view, weight origins, VIP scores, best units against the baseline, representation
-    averages, ablation drops and the manifest; sections whose tables the run lacks say so.
+    averages, ablation drops and the manifest, each averaged over the seeds of a model variant; sections
+    whose tables the run lacks say so.
     """
-    _write([run], out or run / "report", groups)
+    _write([run], out or run / "report", groups, baseline)
 
 
 @app.command(epilog="Example: faceprobe compare runs/resnet50 runs/vgg16 --out /tmp/compare")
@@ -45,6 +54,7 @@ def compare(
     runs: Annotated[list[Path], typer.Argument(help="Run folders to overlay.")],
     out: Annotated[Path, typer.Option(help="Folder to write.")],
     groups: Annotated[Path | None, typer.Option(help=_GROUPS_HELP)] = None,
+    baseline: Annotated[Path | None, typer.Option(help=_BASELINE_HELP)] = None,
 ) -> None:
     """Overlay several runs (architectures, weight origins, seeds) in one report at OUT/index.html."""
-    _write(runs, out, groups)
+    _write(runs, out, groups, baseline)

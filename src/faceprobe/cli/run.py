@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from faceprobe.cli._app import app, out_console, progress_bars, stepper
@@ -23,23 +25,70 @@ from faceprobe.cli.model_options import (
 if TYPE_CHECKING:
     from faceprobe.run.config import RunConfig
 
-_EXECUTOR_HELP = "local (one process, the default) or dask (a local cluster of --workers, or --scheduler)."
+
+class Executor(str, Enum):
+    """Where work units run."""
+
+    local = "local"
+    dask = "dask"
+
+
+ExecutorOption = Annotated[
+    Executor | None,
+    typer.Option(
+        help="local (one process, the default) or dask (a local cluster of --workers, or --scheduler)."
+    ),
+]
+SchedulerOption = Annotated[str | None, typer.Option(help="Address of a running Dask scheduler.")]
+WorkersOption = Annotated[int | None, typer.Option(min=1, help="Workers of the local Dask cluster.")]
 
 
 def _run(
-    config: RunConfig, out: Path, executor: str | None, scheduler: str | None, workers: int | None
+    config: RunConfig, out: Path, executor: Executor | None, scheduler: str | None, workers: int | None
 ) -> None:
     from faceprobe.run.runner import run_study
+    from faceprobe.run.summary import summarise
 
     with progress_bars() as bars:
-        status = run_study(config, out, executor, scheduler, workers, progress=stepper(bars))
+        status = run_study(
+            config, out, executor.value if executor else None, scheduler, workers, progress=stepper(bars)
+        )
+    summary = summarise(out)
+    table = Table(title="Best layer per attribute (whole-layer probe, validation accuracy)")
+    for column in ("model", "attribute", "layer", "depth", "accuracy (%)", "images"):
+        table.add_column(column, justify="right" if column in ("depth", "accuracy (%)", "images") else "left")
+    for row in summary.best.itertuples():
+        table.add_row(
+            escape(row.model),
+            escape(row.attribute),
+            escape(row.layer),
+            str(row.depth),
+            f"{100 * row.accuracy:.1f}",
+            str(row.n_eval),
+        )
+    out_console.print(table)
+    for warning in summary.warnings:
+        out_console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
     out_console.print(f"{len(status.finished)}/{status.total} work units finished; results in {out}")
+    if status.reclaimed:
+        out_console.print(
+            f"activation store deleted: {_gib(status.reclaimed)} freed (run.keep_store = true keeps it)"
+        )
+    elif config.run.keep_store:
+        out_console.print(f"activation store kept (run.keep_store); `faceprobe clean {out}` removes it")
     out_console.print(f"next: faceprobe report {out}")
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:.2f} GiB" if size >= 2**27 else f"{size / 2**20:.1f} MiB"
 
 
 @app.command(
     epilog=(
         "Example: faceprobe run study.toml --out runs/study\n\n"
+        "The thesis's study: faceprobe run --preset thesis --data celeba:/data/celeba --model resnet50 "
+        "--weights checkpoint:runs/face --out runs/thesis (the preset's file: faceprobe init --preset thesis "
+        "thesis.toml).\n\n"
         "Run the same command again after a crash: finished work units are kept and only the rest run. "
         "Distributed: --executor dask --scheduler tcp://HOST:8786 (start workers with dask-worker, or on "
         "SLURM with dask-jobqueue's SLURMCluster and pass its scheduler address)."
@@ -47,16 +96,32 @@ def _run(
 )
 def run(
     config: Annotated[
-        Path, typer.Argument(help="A TOML study file: [data], [[models]], [probe], [ablation], [run].")
-    ],
+        Path | None,
+        typer.Argument(
+            help="A TOML study file: \\[data], \\[\\[models]], \\[probe], \\[ablation], \\[run], "
+            "\\[baseline]. Relative paths in it are read against its folder."
+        ),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Run folder (default: the config's path without .toml).")
     ] = None,
-    executor: Annotated[str | None, typer.Option(help=_EXECUTOR_HELP)] = None,
-    scheduler: Annotated[str | None, typer.Option(help="Address of a running Dask scheduler.")] = None,
-    workers: Annotated[int | None, typer.Option(min=1, help="Workers of the local Dask cluster.")] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(help="Run a shipped study instead of a file: thesis (needs --data, --model)."),
+    ] = None,
+    data: Annotated[str | None, typer.Option(help="With --preset: the dataset, KIND:PATH.")] = None,
+    model: Annotated[str | None, typer.Option(help="With --preset: the architecture.")] = None,
+    weights: Annotated[
+        list[str] | None, typer.Option(help="With --preset: a weight origin (repeat for several).")
+    ] = None,
+    allow_code: Annotated[
+        bool, typer.Option(help="Let a package.module:factory architecture in the file run its code.")
+    ] = False,
+    executor: ExecutorOption = None,
+    scheduler: SchedulerOption = None,
+    workers: WorkersOption = None,
 ) -> None:
-    """Run a whole probing study from a TOML file, resumably.
+    """Run a whole probing study from a TOML file (or a shipped preset), resumably.
 
     For every model (architecture x weight origin x seed), every selected layer and every attribute: the
     layer probe (PLS + QDA), VIP, the top-k channel and neuron probes, each top unit alone, the VIP study,
@@ -64,9 +129,20 @@ def run(
     OUT/results.parquet, vip_study.parquet and ablation.parquet (folders of Parquet parts), with
     OUT/manifest.json and OUT/draws.parquet. See the module docstring of faceprobe.run.config for every key.
     """
+    from faceprobe.errors import FaceprobeError
     from faceprobe.run.config import load_config
+    from faceprobe.run.presets import preset_config
 
-    _run(load_config(config), out or config.with_suffix(""), executor, scheduler, workers)
+    if (config is None) == (preset is None):
+        raise FaceprobeError("give a study file or --preset NAME (e.g. faceprobe run --preset thesis ...)")
+    if preset is not None:
+        if out is None:
+            raise FaceprobeError(f"--preset {preset} needs --out RUN, the run folder")
+        study = preset_config(preset, data, model, tuple(weights or ()), allow_code)
+        _run(study, out, executor, scheduler, workers)
+        return
+    assert config is not None
+    _run(load_config(config, allow_code), out or config.with_suffix(""), executor, scheduler, workers)
 
 
 @app.command(
@@ -117,9 +193,16 @@ def probe(
         str, typer.Option(help="float32 | bfloat16 (forward passes under autocast, for GPUs).")
     ] = "float32",
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 64,
-    executor: Annotated[str | None, typer.Option(help=_EXECUTOR_HELP)] = None,
-    scheduler: Annotated[str | None, typer.Option(help="Address of a running Dask scheduler.")] = None,
-    workers: Annotated[int | None, typer.Option(min=1, help="Workers of the local Dask cluster.")] = None,
+    keep_store: Annotated[
+        bool, typer.Option(help="Keep the activation store in OUT/store once the run is finished.")
+    ] = False,
+    baseline: Annotated[
+        Path | None,
+        typer.Option(help="baseline.parquet of `faceprobe train attributes`: the ceiling of Table 5.2."),
+    ] = None,
+    executor: ExecutorOption = None,
+    scheduler: SchedulerOption = None,
+    workers: WorkersOption = None,
 ) -> None:
     """Probe one network from flags: a one-off study without a TOML file.
 
@@ -158,15 +241,21 @@ def probe(
             "store_dtype": store_dtype,
             "device": device,
             "batch_size": batch_size,
+            "precision": precision,
+            "allow_code": True,  # a factory typed on the command line is the user's own choice
+            "keep_store": keep_store,
         },
     }
+    if baseline is not None:
+        raw["baseline"] = {"path": str(baseline)}
     raw["models"][0] = {k: v for k, v in raw["models"][0].items() if v is not None}
     _run(parse_config(raw, "faceprobe probe"), out, executor, scheduler, workers)
 
 
 @app.command(epilog="Example: faceprobe status runs/study")
 def status(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
-    """Show how far a run got: finished and pending work units."""
+    """Show how far a run got (finished and pending work units) and what its folder holds on disk."""
+    from faceprobe.run.folder import folder_sizes
     from faceprobe.run.runner import run_status
 
     state = run_status(run_dir)
@@ -178,5 +267,41 @@ def status(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> No
     for unit in state.pending:
         table.add_row(unit, "pending")
     out_console.print(table)
+    sizes = folder_sizes(run_dir, _store_name(run_dir))
+    out_console.print("on disk: " + ", ".join(f"{part} {_gib(size)}" for part, size in sizes.items()))
     if not state.complete:
         out_console.print("resume with the same `faceprobe run` (or `faceprobe probe`) command")
+
+
+@app.command(epilog="Example: faceprobe clean runs/study --all-but-tables")
+def clean(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
+    store: Annotated[
+        bool, typer.Option("--store", help="Delete the activation store (what clean does by default).")
+    ] = True,
+    all_but_tables: Annotated[
+        bool, typer.Option("--all-but-tables", help="Also delete the report (faceprobe report rewrites it).")
+    ] = False,
+) -> None:
+    """Delete a run's activation store (and with --all-but-tables its report); the tables stay.
+
+    Refused while a process runs in the folder. Tables, draws and the manifest are never touched: reports
+    and compare need nothing else, and an unfinished run extracts again what it needs when resumed.
+    """
+    from faceprobe.run.folder import reclaim
+    from faceprobe.run.runner import run_status
+
+    run_status(run_dir)  # a run folder, or one line saying it is none
+    del store  # the store always goes: the flag spells out the default
+    freed = reclaim(run_dir, _store_name(run_dir), report=all_but_tables)
+    out_console.print(f"freed {_gib(freed)} in {run_dir}")
+
+
+def _store_name(run_dir: Path) -> str:
+    """The store folder the run's manifest records (``store`` when it says none)."""
+    import json
+
+    manifest = (
+        json.loads((run_dir / "manifest.json").read_text()) if (run_dir / "manifest.json").exists() else {}
+    )
+    return str(manifest.get("config", {}).get("run", {}).get("store", "store"))

@@ -56,7 +56,7 @@ def verify(
     from faceprobe.data.registry import load_dataset
     from faceprobe.devices import fit_batch_size, resolve_device
     from faceprobe.errors import FaceprobeError
-    from faceprobe.models.verification import check_identities, check_lfw_pairs, embed, pick_images
+    from faceprobe.verification import check_identities, check_lfw_pairs, embed, pick_images
 
     loaded = load_from_options(model, weights, input_size, crop, mean, std, bgr, non_strict)
     dataset = load_dataset(data)

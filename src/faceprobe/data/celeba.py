@@ -19,7 +19,15 @@ import numpy as np
 import pandas as pd
 
 from faceprobe.data.dataset import FaceDataset
-from faceprobe.data.tables import binary_columns, data_lines, line_of_row, read_table, unique_ids
+from faceprobe.data.images import link_problem
+from faceprobe.data.tables import (
+    binary_columns,
+    check_text_file,
+    data_lines,
+    line_of_row,
+    read_table,
+    unique_ids,
+)
 from faceprobe.errors import DataError
 
 __all__ = [
@@ -99,7 +107,10 @@ def _read_layout(root: Path, need_identities: bool) -> tuple[Path, pd.DataFrame,
     required = [image_dir, attribute_path, partition_path] + ([identity_path] if need_identities else [])
     for path in required:
         if not path.exists():
-            raise DataError(f"{path} not found; {root} must be in CelebA's published layout ({_LAYOUT})")
+            raise DataError(
+                link_problem(path)
+                or f"{path} not found; {root} must be in CelebA's published layout ({_LAYOUT})"
+            )
     if attribute_path.suffix == ".csv":
         table = read_table(attribute_path)
         ids = unique_ids(attribute_path, table, table.columns[0])
@@ -139,7 +150,8 @@ def _either(root: Path, name: str) -> Path:
 
 
 def _read_attributes(path: Path) -> pd.DataFrame:
-    with open(path, errors="replace") as f:  # any bytes: the checks below name the bad line
+    check_text_file(path, f"CelebA's {path.name}")
+    with open(path, encoding="utf-8", errors="replace") as f:  # any bytes: the checks below name the bad line
         count, header = f.readline(), f.readline()
     if not count.strip().isdigit():
         raise DataError(
@@ -167,6 +179,10 @@ def _read_attributes(path: Path) -> pd.DataFrame:
 def _read_rows(path: Path, header_lines: int, n_values: int) -> tuple[pd.Index, np.ndarray]:
     """The image names and integer values of the rows ``image value ...`` after ``header_lines`` lines."""
     columns = list(range(1, n_values + 1))
+    check_text_file(path, f"CelebA's {path.name}")
+    if next(data_lines(path, header_lines), None) is None:
+        what = "has its header lines but no rows" if header_lines else "is empty"
+        raise DataError(f"{path}: {what}; it needs one line 'image value ...' per image")
     try:
         frame = pd.read_csv(
             path,

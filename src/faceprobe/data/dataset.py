@@ -12,6 +12,7 @@ sees them. With ``skip_bad_images`` both steps drop the bad images and record wh
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -64,6 +65,17 @@ class FaceDataset:
     def attribute_names(self) -> list[str]:
         return [] if self.attributes is None else list(self.attributes.columns)
 
+    def fingerprint(self) -> str:
+        """A digest of the image ids and every label table: equal fingerprints, the same labelled data.
+
+        A resumed run compares it with the one it started with, so it never mixes two datasets.
+        """
+        digest = hashlib.sha256("\n".join(map(str, self.ids)).encode())
+        for table in (self.attributes, self.identities, self.partitions, self.boxes):
+            if table is not None:
+                digest.update(pd.util.hash_pandas_object(table, index=True).to_numpy().tobytes())
+        return digest.hexdigest()[:16]
+
     def image_path(self, image_id: str) -> Path:
         return self.image_dir / image_id
 
@@ -115,6 +127,9 @@ class FaceDataset:
                 present = set(os.listdir(self.image_dir / folder))
             except (FileNotFoundError, NotADirectoryError):
                 present = set()
+            except OSError as err:  # a symbolic-link loop, a folder we may not read
+                where = self.image_dir / folder
+                raise DataError(f"{where}: {err.strerror}; fix the folder or its link") from None
             missing.extend(i for i in ids if i.rpartition("/")[2] not in present)
         if missing and not self.skip_bad_images:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from faceprobe.data.dataset import FaceDataset
+from faceprobe.data.images import link_problem
 from faceprobe.data.tables import binary_columns, id_column, line_of_row, read_table, unique_ids
 from faceprobe.errors import DataError
 
@@ -26,7 +27,9 @@ def load_folder(images: str | Path, labels: str | Path, skip_bad_images: bool = 
     """The images in ``images`` labelled by the table ``labels``; every listed image must exist."""
     images, labels = Path(images), Path(labels)
     if not images.is_dir():
-        raise DataError(f"{images} is not a folder; give the folder that holds the images")
+        raise DataError(
+            link_problem(images) or f"{images} is not a folder; give the folder that holds the images"
+        )
     table = read_table(labels)
     column = id_column(table)
     ids = unique_ids(labels, table, column)

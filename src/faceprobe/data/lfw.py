@@ -9,7 +9,6 @@ standard deviation over the ten folds are reported.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -18,6 +17,8 @@ import numpy as np
 import pandas as pd
 
 from faceprobe.data.dataset import FaceDataset
+from faceprobe.data.images import link_problem, person_folders
+from faceprobe.data.tables import check_text_file
 from faceprobe.errors import DataError
 
 __all__ = [
@@ -53,6 +54,8 @@ class Verification:
 
 def _image_dir(root: Path) -> Path:
     for name in IMAGE_DIRS:
+        if problem := link_problem(root / name) or link_problem(root / name / name):
+            raise DataError(problem)
         if (root / name).is_dir():
             nested = root / name / name  # Kaggle's edition nests the folder in one of the same name
             return nested if nested.is_dir() else root / name
@@ -64,11 +67,9 @@ def load_lfw(root: str | Path, skip_bad_images: bool = False) -> FaceDataset:
     root = Path(root)
     image_dir = _image_dir(root)
     ids, names = [], []
-    for entry in sorted(os.scandir(image_dir), key=lambda e: e.name):
-        if entry.is_dir():
-            files = sorted(f for f in os.listdir(entry.path) if f.lower().endswith((".jpg", ".jpeg", ".png")))
-            ids.extend(f"{entry.name}/{f}" for f in files)
-            names.extend([entry.name] * len(files))
+    for name, files in person_folders(image_dir, (".jpg", ".jpeg", ".png")):
+        ids.extend(f"{name}/{f}" for f in files)
+        names.extend([name] * len(files))
     if not ids:
         raise DataError(f"{image_dir}: no images in person folders; LFW's layout is lfw/Name/Name_0001.jpg")
     index = pd.Index(ids, name="image")
@@ -94,7 +95,8 @@ def load_lfw_pairs(root: str | Path) -> list[list[LFWPair]]:
     path = next((p for p in (root / PAIRS_FILE, image_dir / PAIRS_FILE) if p.is_file()), None)
     if path is None:
         raise DataError(f"{root / PAIRS_FILE} not found; download LFW's pairs.txt beside the lfw/ folder")
-    with open(path, errors="replace") as f:
+    check_text_file(path, "LFW's pairs.txt")
+    with open(path, encoding="utf-8", errors="replace") as f:
         lines = [(number, line.split()) for number, line in enumerate(f, start=1) if line.strip()]
     header = lines[0][1] if lines else []
     if len(header) != 2 or not all(field.isdigit() and int(field) > 0 for field in header):

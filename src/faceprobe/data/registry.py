@@ -17,11 +17,12 @@ from typing import NamedTuple
 from faceprobe.data.celeba import celeba_dataset
 from faceprobe.data.dataset import BadImage, FaceDataset
 from faceprobe.data.folder import load_folder
+from faceprobe.data.images import link_problem
 from faceprobe.data.lfw import load_lfw
 from faceprobe.data.vggface2 import load_vggface2
 from faceprobe.errors import DataError
 
-__all__ = ["KINDS", "BadImage", "DataSpec", "FaceDataset", "load_dataset", "parse_data_spec"]
+__all__ = ["KINDS", "BadImage", "DataSpec", "FaceDataset", "absolute_spec", "load_dataset", "parse_data_spec"]
 
 KINDS = ("celeba", "synthetic", "vggface2", "lfw", "folder")
 
@@ -52,6 +53,25 @@ def parse_data_spec(spec: str) -> DataSpec:
     if not comma:
         return DataSpec(kind, Path(path).parent, Path(path))
     return DataSpec(kind, Path(images), Path(labels))
+
+
+def absolute_spec(spec: str, base: Path) -> str:
+    """``spec`` with its paths made absolute against ``base`` (a study file's folder), the kind checked."""
+    parsed = parse_data_spec(spec)
+
+    def absolute(path: Path) -> str:
+        try:
+            return str((base / path.expanduser()).resolve())
+        except (RuntimeError, OSError):  # a symbolic-link loop
+            whole = base / path.expanduser()
+            raise DataError(link_problem(whole) or f"{whole}: a symbolic-link loop; fix the link") from None
+
+    if parsed.kind != "folder":
+        return f"{parsed.kind}:{absolute(parsed.path)}"
+    assert parsed.labels is not None  # parse_data_spec sets it for folders
+    if "," not in spec:
+        return f"folder:{absolute(parsed.labels)}"
+    return f"folder:{absolute(parsed.path)},{absolute(parsed.labels)}"
 
 
 def load_dataset(spec: str | DataSpec, skip_bad_images: bool = False) -> FaceDataset:

@@ -6,6 +6,7 @@ scanned again to name the line an editor shows, so large tables load fast and ba
 
 from __future__ import annotations
 
+import codecs
 import csv
 import itertools
 from collections.abc import Iterator
@@ -14,9 +15,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from faceprobe.data.images import link_problem
 from faceprobe.errors import DataError
 
-__all__ = ["binary_columns", "data_lines", "id_column", "line_of_row", "read_table", "unique_ids"]
+__all__ = [
+    "binary_columns",
+    "check_text_file",
+    "data_lines",
+    "id_column",
+    "line_of_row",
+    "read_table",
+    "unique_ids",
+]
 
 ID_COLUMNS = ("image_id", "image", "id", "file", "filename", "file_name", "path", "image_path", "name")
 
@@ -27,7 +37,7 @@ _SCHEME_NAMES = ("-1/1", "0/1", "true/false")
 
 def data_lines(path: Path, header_lines: int) -> Iterator[tuple[int, list[str]]]:
     """(line number, whitespace-split fields) of each non-blank line after the header (1-based)."""
-    with open(path, errors="replace") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         for number, line in enumerate(f, start=1):
             if number > header_lines and line.strip():
                 yield number, line.split()
@@ -43,40 +53,143 @@ def line_of_row(path: Path, header_lines: int, row: int) -> int | str:
     return f"data row {row + 1}" if found is None else found[0]
 
 
-def _separator(path: Path) -> str:
+_SEPARATOR_NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
+
+
+def check_text_file(path: Path, what: str = "a CSV or TSV text file") -> None:
+    """Refuse a file that is not UTF-8 text by its first bytes: UTF-16/32, compressed, a workbook, binary.
+
+    Each gets a line that says what the file is and what to do; ``what`` names the file that was expected.
+    """
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    found = None
+    if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        found = "is UTF-32 encoded; save it as UTF-8"
+    elif head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        found = "is UTF-16 encoded; save it as UTF-8"
+    elif head.startswith(b"\x1f\x8b"):
+        found = "is gzip-compressed; decompress it (gunzip) and give the text file"
+    elif head.startswith(b"PK\x03\x04"):
+        found = "is a ZIP archive (an Excel .xlsx workbook?), not text; export it as CSV (UTF-8)"
+    elif head.startswith(b"\xd0\xcf\x11\xe0"):
+        found = "is an Excel .xls workbook, not text; export it as CSV (UTF-8)"
+    elif b"\x00" in head:
+        # ASCII text in UTF-16 without a byte-order mark: every other byte is NUL
+        even, odd = head[0::2].count(0), head[1::2].count(0)
+        utf16 = max(even, odd) > len(head) // 4 and min(even, odd) == 0
+        found = (
+            "is UTF-16 encoded; save it as UTF-8"
+            if utf16
+            else f"holds binary data (NUL bytes), not text; give {what}"
+        )
+    if found is not None:
+        raise DataError(f"{path}: {found}")
+
+
+def _not_utf8(path: Path) -> DataError:
+    """The error for a file pandas could not decode as UTF-8, naming the line of the first bad byte."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line, byte = data.count(b"\n", 0, error.start) + 1, data[error.start]
+        return DataError(
+            f"{path}:{line}: is not UTF-8 (byte 0x{byte:02x}; it looks Latin-1 or Windows-1252 encoded); "
+            "save it as UTF-8"
+        )
+    return DataError(f"{path}: cannot be decoded as UTF-8 text; save it as UTF-8")
+
+
+def _header_line(path: Path) -> str:
+    """The first non-blank line (pandas skips blank lines before the header), without a byte-order mark."""
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
+        return next((line for line in f if line.strip()), "")
+
+
+def _separator(path: Path, header: str) -> str:
     if path.suffix.lower() == ".tsv":
         return "\t"
     if path.suffix.lower() == ".csv":
         return ","
-    with open(path, errors="replace") as f:
-        header = f.readline()
     return "\t" if "\t" in header else ","
+
+
+def _check_separator(path: Path, sep: str, header: str) -> None:
+    """A header without the expected separator but with another: say which it looks like, and the fix."""
+    if sep in header:
+        return
+    counts = {other: header.count(other) for other in _SEPARATOR_NAMES if other != sep}
+    other = max(counts, key=lambda s: counts[s])
+    if counts[other] == 0:
+        return  # one column: later checks say what is missing
+    suffix = path.suffix.lower() or "(no suffix)"
+    name = _SEPARATOR_NAMES[other]
+    if other == "\t":
+        fix = "rename it .tsv, or save it comma-separated"
+    elif other == "," and sep == "\t":
+        fix = "rename it .csv, or save it tab-separated"
+    else:
+        fix = "save it comma-separated (CSV) or tab-separated (TSV)"
+    expected = f"{_SEPARATOR_NAMES[sep]}-separated"
+    raise DataError(f"{path}:1: looks {name}-separated, but a {suffix} file is read as {expected}; {fix}")
+
+
+def _check_header(path: Path, sep: str, header: str) -> list[str]:
+    """The column names of the raw header line, each named and named once (pandas would rename a
+    duplicate ``X`` to ``X.1``)."""
+    names = [name.strip() for name in next(csv.reader([header], delimiter=sep, skipinitialspace=True), [])]
+    for k, name in enumerate(names, start=1):
+        if not name:
+            raise DataError(f"{path}:1: column {k} has no name in the header line; name it or remove it")
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise DataError(
+                f"{path}:1: column {name!r} appears twice in the header line; rename or remove one"
+            )
+        seen.add(name)
+    return names
 
 
 def read_table(path: Path) -> pd.DataFrame:
     """Every cell of the CSV/TSV file at ``path`` as stripped text, columns named by its header line."""
     if not path.is_file():
-        raise DataError(f"{path} not found; give the CSV or TSV file that labels the images")
-    sep = _separator(path)
+        raise DataError(
+            link_problem(path) or f"{path} not found; give the CSV or TSV file that labels the images"
+        )
+    check_text_file(path)
+    header = _header_line(path)
+    if not header.strip():
+        raise DataError(f"{path}: the file is empty; it needs a header line and one row per image")
+    sep = _separator(path, header)
+    _check_separator(path, sep, header)
+    names = _check_header(path, sep, header)
     try:
-        frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, skipinitialspace=True)
+        frame = pd.read_csv(
+            path, sep=sep, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8"
+        )
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty; it needs a header line and one row per image") from None
-    except (ValueError, UnicodeDecodeError):  # pandas' ParserError, or undecodable bytes
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
+    except ValueError:  # pandas' ParserError
         _check_widths(path, sep)
         raise DataError(f"{path}: cannot be parsed as a table; check that it is CSV or TSV") from None
     # pandas fills short rows with "" and turns a first row with extra fields into an index: find the row.
     if not isinstance(frame.index, pd.RangeIndex) or (frame == "").any().any():
         _check_widths(path, sep)
-    frame.columns = [str(c).strip() for c in frame.columns]
-    if len(set(frame.columns)) != len(frame.columns) or any(c.startswith("Unnamed: ") for c in frame.columns):
-        raise DataError(f"{path}:1: every column needs its own name in the header line; fix the header")
+    if len(names) != len(frame.columns):  # pandas split the header otherwise (quotes across lines, ...)
+        raise DataError(f"{path}:1: cannot read the header line; fix it (one name per column)")
+    frame.columns = names
+    if frame.empty:
+        raise DataError(f"{path}: has a header but no rows; add one row per image below it")
     return frame.apply(lambda column: column.str.strip())
 
 
 def _check_widths(path: Path, sep: str) -> None:
     """Raise at the first row whose number of fields differs from the header's."""
-    with open(path, newline="", errors="replace") as f:
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
         reader = csv.reader(f, delimiter=sep)
         width = len(next(reader, []))
         for row in reader:

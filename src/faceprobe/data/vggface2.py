@@ -9,13 +9,13 @@ partitions 0 and 2.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from faceprobe.data.dataset import FaceDataset
+from faceprobe.data.images import link_problem, person_folders
 from faceprobe.data.tables import line_of_row, read_table, unique_ids
 from faceprobe.errors import DataError
 
@@ -29,6 +29,9 @@ _BOX_COLUMNS = ["X", "Y", "W", "H"]
 def load_vggface2(root: str | Path, skip_bad_images: bool = False) -> FaceDataset:
     """VGGFace2 (or part of it) in ``root``: images, identities, partitions and, when present, loose boxes."""
     root = Path(root)
+    for split in SPLITS:
+        if problem := link_problem(root / split):
+            raise DataError(problem)
     splits = [split for split in SPLITS if (root / split).is_dir()]
     if not splits:
         raise DataError(
@@ -36,12 +39,10 @@ def load_vggface2(root: str | Path, skip_bad_images: bool = False) -> FaceDatase
         )
     ids, names, partitions = [], [], []
     for split in splits:
-        for entry in sorted(os.scandir(root / split), key=lambda e: e.name):
-            if entry.is_dir():
-                files = sorted(f for f in os.listdir(entry.path) if f.lower().endswith(IMAGE_SUFFIXES))
-                ids.extend(f"{split}/{entry.name}/{f}" for f in files)
-                names.extend([entry.name] * len(files))
-                partitions.extend([SPLITS[split]] * len(files))
+        for name, files in person_folders(root / split, IMAGE_SUFFIXES):
+            ids.extend(f"{split}/{name}/{f}" for f in files)
+            names.extend([name] * len(files))
+            partitions.extend([SPLITS[split]] * len(files))
     if not ids:
         raise DataError(f"{root}: no images in {' or '.join(f'{s}/' for s in splits)}; the folders are empty")
     index = pd.Index(ids, name="image")

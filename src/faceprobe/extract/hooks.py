@@ -27,9 +27,6 @@ from torchvision.ops.misc import Conv2dNormActivation
 
 from faceprobe.devices import autocast
 from faceprobe.errors import FaceprobeError
-from faceprobe.models.mobilefacenet import ConvBlock
-from faceprobe.models.registry import Embedding
-from faceprobe.models.small import EmbeddingHead
 
 __all__ = [
     "LayerInfo",
@@ -45,8 +42,7 @@ __all__ = [
 
 #: Layer kinds by module type, first match wins (after the residual and embedding rules of _layer_kind).
 _KINDS: tuple[tuple[tuple[type[nn.Module], ...], str], ...] = (
-    ((EmbeddingHead, Embedding), "embedding"),
-    ((nn.Conv1d, nn.Conv2d, nn.Conv3d, Conv2dNormActivation, ConvBlock), "conv"),
+    ((nn.Conv1d, nn.Conv2d, nn.Conv3d, Conv2dNormActivation), "conv"),
     ((nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm), "bn"),
     ((nn.ReLU, nn.ReLU6, nn.PReLU), "relu"),
     ((nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d), "pool"),
@@ -101,6 +97,8 @@ def _layer_kind(model: nn.Module, name: str) -> str:
             return "residual"
     if residual_end(module) is not None:
         return "block"
+    if isinstance(getattr(module, "probe_kind", None), str):  # a network's own module says what it is
+        return module.probe_kind
     return next((kind for types, kind in _KINDS if isinstance(module, types)), "other")
 
 

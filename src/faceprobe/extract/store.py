@@ -18,11 +18,11 @@ chunked by batches of images, so
 
 Writing costs little next to the forward pass: chunks are stored uncompressed by default (LZ4 saves disk
 but its CPU time is taken from the network), each layer's output is copied in the store's dtype into a
-reused buffer and one background thread writes it while the forward goes on, a chunk is written straight
-from that buffer when it spans whole rows (otherwise through one reused conversion buffer), with O_DIRECT
-where the filesystem allows it (the disk reads the buffer; nothing is copied into the page cache), else
-flushed and dropped from the page cache. Nothing is allocated per batch, which matters on VMs where
-first-touching memory costs far more than copying into it.
+reused buffer and the writer thread (:mod:`faceprobe.extract.writer`) writes it while the forward goes on,
+a chunk is written straight from that buffer when it spans whole rows (otherwise through one reused
+conversion buffer), with O_DIRECT where the filesystem allows it (:mod:`faceprobe.extract.chunks`).
+Nothing is allocated per batch, which matters on VMs where first-touching memory costs far more than
+copying into it.
 
 ``faceprobe.PLS`` reads a layer block by block (:meth:`LayerArray.read_rows` maps whole chunk files into
 memory or reads them straight into a reused buffer), so probes fit straight from the store.
@@ -30,34 +30,36 @@ memory or reads them straight into a reused buffer), so probes fit straight from
 
 from __future__ import annotations
 
-import errno
 import functools
 import hashlib
 import json
 import math
-import mmap
-import os
-import queue
-import socket
-import sys
-import threading
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-import google_crc32c
 import numpy as np
 import torch
 import zarr
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
-from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec
-from zarr.storage import LocalStore
+from zarr.codecs import BloscCodec, Crc32cCodec
 
+from faceprobe.atomic import writing
 from faceprobe.errors import FaceprobeError
+from faceprobe.extract.chunks import (
+    BadChunk,
+    _aligned,
+    _chunk_file,
+    _decoding,
+    _map_chunk,
+    _plain,
+    _read_chunk,
+    _stale,
+    _write_atomically,
+)
 from faceprobe.extract.hooks import LayerInfo, _dry_run, _first, _Forward, batch_images
+from faceprobe.extract.writer import _Buffers, _Writer
 
 __all__ = ["ActivationStore", "CorruptStoreError", "LayerArray", "extract_to_store", "store_key"]
 
@@ -89,24 +91,18 @@ def _array_name(layer: str) -> str:
     return layer.replace("/", "|")
 
 
-#: The codecs of an uncompressed layer: raw little-endian values, then the CRC32C of those bytes.
-_PLAIN_CODECS = (BytesCodec(endian="little"), Crc32cCodec())
-
-
 class CorruptStoreError(FaceprobeError):
     """A chunk of the activation store fails its checksum: the file changed after it was written."""
 
 
 def _checked(read: Callable) -> Callable:
-    """``read`` with zarr's checksum failure raised as :class:`CorruptStoreError`."""
+    """``read`` with a bad chunk raised as :class:`CorruptStoreError`, which tells the user what to do."""
 
     @functools.wraps(read)
     def checked_read(self: LayerArray, *args: Any, **kwargs: Any) -> Any:
         try:
             return read(self, *args, **kwargs)
-        except ValueError as error:
-            if "checksum" not in str(error):
-                raise
+        except BadChunk as error:
             root = Path(str(self.store_path.store.root))  # type: ignore[attr-defined]
             raise CorruptStoreError(
                 f"{root}: layer {self.attrs['layer']!r} has a chunk that fails its checksum; call"
@@ -120,6 +116,7 @@ class LayerArray(zarr.Array):
     """A layer's zarr array whose reads raise :class:`CorruptStoreError` on a corrupted chunk.
 
     Indexing, ``oindex``, ``vindex`` and ``blocks`` all read through the selection methods wrapped here.
+    Open it on :func:`~faceprobe.extract.chunks._decoding`, so that zarr's reads raise ``BadChunk`` too.
     """
 
     get_basic_selection = _checked(zarr.Array.get_basic_selection)
@@ -151,14 +148,10 @@ class LayerArray(zarr.Array):
             return out
         height, width = self.chunks
         dtype = np.dtype(self.dtype)
-        folder = Path(str(self.store_path.store.root)) / self.path  # type: ignore[attr-defined]
-
-        def path(key: tuple[int, int]) -> Path:
-            return folder / self.metadata.encode_chunk_key(key)
-
         if width == self.shape[1] and rows.start % height == 0 and rows.stop - rows.start == height:
             key = (rows.start // height, 0)
-            mapped = _map_chunk(path(key), height * width * dtype.itemsize, key not in self._verified)
+            nbytes = height * width * dtype.itemsize
+            mapped = _map_chunk(_chunk_file(self, key), nbytes, key not in self._verified)
             self._verified.add(key)
             if mapped is not None:
                 return mapped.view(dtype).reshape(height, width)
@@ -173,7 +166,7 @@ class LayerArray(zarr.Array):
                     scratch = np.empty((height, width), dtype)
                 chunk = target if whole else scratch
                 key = (chunk_row, k)
-                found = _read_chunk(path(key), chunk, key not in self._verified)
+                found = _read_chunk(_chunk_file(self, key), chunk, key not in self._verified)
                 self._verified.add(key)
                 if not found:
                     target[...] = self.fill_value  # never written: zarr reads its fill value
@@ -214,7 +207,8 @@ class ActivationStore:
                 )
             batch_size = int(group.attrs["batch_size"])
         else:
-            group.attrs.update({"key": key, "batch_size": batch_size})
+            with writing(path):  # zarr's writes name no file: a full disk names the store
+                group.attrs.update({"key": key, "batch_size": batch_size})
         return cls(group, key, batch_size)
 
     @property
@@ -245,13 +239,20 @@ class ActivationStore:
         n_chunks = -(-info.features // widest)
         chunk_cols = -(-info.features // n_chunks)  # equal widths, since zarr stores an edge chunk whole
         shuffle = "bitshuffle" if dtype.itemsize < 4 else "shuffle"
+        with writing(self.path):
+            self._create_arrays(name, info, dtype, chunk_cols, shuffle if compress else None)
+
+    def _create_arrays(
+        self, name: str, info: LayerInfo, dtype: np.dtype, chunk_cols: int, shuffle: str | None
+    ) -> None:
+        """A layer's values array (LZ4 with ``shuffle`` where given) and its per-batch done marks."""
         self.group.create_array(
             name,
             shape=(self.n, info.features),
             chunks=(self.batch_size, chunk_cols),
             dtype=dtype,
             compressors=[
-                *([BloscCodec(cname="lz4", clevel=1, shuffle=shuffle)] if compress else []),
+                *([BloscCodec(cname="lz4", clevel=1, shuffle=shuffle)] if shuffle else []),
                 Crc32cCodec(),
             ],
             fill_value=0,
@@ -305,12 +306,14 @@ class ActivationStore:
         if _plain(array):
             self._write_chunks(array, batch, flat)
         else:
-            array[rows] = flat.to("cpu", _torch_dtype(array.dtype)).numpy()
+            with writing(self.path):
+                array[rows] = flat.to("cpu", _torch_dtype(array.dtype)).numpy()
 
     def mark_done(self, batch: int, layers: Sequence[str]) -> None:
         """Record that ``batch`` of each of ``layers`` is written (call it only once all their chunks are)."""
-        for layer in layers:
-            self._array(f"{_array_name(layer)}.done")[batch] = True
+        with writing(self.path):
+            for layer in layers:
+                self._array(f"{_array_name(layer)}.done")[batch] = True
 
     def _write_chunks(self, array: zarr.Array, batch: int, flat: torch.Tensor) -> None:
         """Encode the batch's chunks as zarr's bytes + crc32c codecs do and write them as zarr's store would.
@@ -321,7 +324,6 @@ class ActivationStore:
         """
         dtype = np.dtype(array.dtype)
         height, width = array.chunks
-        folder = Path(str(array.store_path.store.root)) / array.path  # type: ignore[attr-defined]
         for k, start in enumerate(range(0, flat.shape[1], width)):
             part = flat[:, start : start + width]
             if (
@@ -338,8 +340,7 @@ class ActivationStore:
                 target[:rows, :cols].copy_(part)
                 target[rows:].zero_()
                 target[:rows, cols:].zero_()
-            path = folder / array.metadata.encode_chunk_key((batch, k))
-            _write_atomically(path, chunk.reshape(-1).view(np.uint8))
+            _write_atomically(_chunk_file(array, (batch, k)), chunk.reshape(-1).view(np.uint8))
 
     def _buffer(self, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
         """The conversion buffer as a ``shape`` array, grown only when a larger chunk needs it."""
@@ -360,7 +361,11 @@ class ActivationStore:
             raise FaceprobeError(
                 f"{self.path}: layer {name!r} is only partly extracted; run the extraction again"
             )
-        return LayerArray(self._array(_array_name(name)).async_array)
+        return self._reader(name)
+
+    def _reader(self, name: str) -> LayerArray:
+        """A new reader of the layer: it checks each chunk's checksum the first time it reads it."""
+        return LayerArray(_decoding(self._array(_array_name(name))))
 
     def layer_shape(self, name: str) -> tuple[int, ...]:
         return tuple(self.group[_array_name(name)].attrs["shape"])
@@ -368,20 +373,23 @@ class ActivationStore:
     def scrub(self, layers: Sequence[str] | None = None) -> dict[str, list[int]]:
         """Read every written chunk of ``layers`` (default: all) and unmark the batches that fail.
 
-        A batch whose chunks fail their checksum or cannot be decoded is marked not done, so the next
-        :func:`extract_to_store` recomputes it. Returns the bad batches of each layer that had any; an empty
-        dict means every written chunk is intact. Reads one batch of one layer at a time.
+        A batch whose chunks fail their checksum, do not have a chunk's size or cannot be decoded is marked
+        not done, so the next :func:`extract_to_store` recomputes it. Returns the bad batches of each layer
+        that had any; an empty dict means every written chunk is intact. Reads one batch of one layer at a
+        time, into one buffer, as the probes read.
         """
         if layers is None:
             layers = [a.attrs["layer"] for _, a in self.group.arrays() if "layer" in a.attrs]
         bad: dict[str, list[int]] = {}
         for layer in layers:
-            array = self._array(_array_name(layer))
+            reader = self._reader(layer)
+            out = np.empty((self.batch_size, reader.shape[1]), np.dtype(reader.dtype))
             marks = self.done(layer)
             for batch in np.flatnonzero(marks).tolist():
+                rows = self._rows(batch)
                 try:
-                    array[self._rows(batch)]
-                except (ValueError, RuntimeError):  # checksum mismatch, or a codec that cannot decode
+                    reader.read_rows(rows, out[: rows.stop - rows.start])
+                except CorruptStoreError:
                     bad.setdefault(layer, []).append(batch)
             if layer in bad:
                 marks[bad[layer]] = False
@@ -389,266 +397,8 @@ class ActivationStore:
         return bad
 
 
-def _plain(array: zarr.Array) -> bool:
-    """Whether ``array`` is an uncompressed layer on the local disk, whose chunks faceprobe writes itself."""
-    return (
-        sys.byteorder == "little"
-        and tuple(array.metadata.codecs) == _PLAIN_CODECS
-        and isinstance(array.store_path.store, LocalStore)
-    )
-
-
 def _torch_dtype(dtype: Any) -> torch.dtype:
     return torch.from_numpy(np.empty(0, dtype)).dtype
-
-
-def _read_chunk(path: Path, chunk: np.ndarray, check: bool) -> bool:
-    """Read a chunk file written by :func:`_write_atomically` into ``chunk``; False if there is none.
-
-    Raises:
-        ValueError: the file does not have the chunk's size, or (with ``check``) fails its checksum;
-            zarr's error for the latter.
-    """
-    data = chunk.reshape(-1).view(np.uint8)
-    tail = bytearray(4)
-    try:
-        with path.open("rb", buffering=0) as file:
-            complete = file.readinto(data) == data.nbytes and file.readinto(tail) == 4
-            complete = complete and not file.read(1)
-    except FileNotFoundError:
-        return False
-    if not complete:
-        raise ValueError(f"{path}: not a whole chunk, so stored and computed checksum do not match")
-    _check(path, data, tail, check)
-    return True
-
-
-def _map_chunk(path: Path, nbytes: int, check: bool) -> np.ndarray | None:
-    """The ``nbytes`` of a chunk file mapped into memory (no copy), or None if there is none.
-
-    The mapping is copy-on-write: a write to the array never reaches the file, and the array is writable,
-    so torch can wrap it without a warning.
-
-    Raises:
-        ValueError: as :func:`_read_chunk`.
-    """
-    try:
-        with path.open("rb") as file:
-            if os.fstat(file.fileno()).st_size != nbytes + 4:
-                raise ValueError(f"{path}: not a whole chunk, so stored and computed checksum do not match")
-            mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY)  # writes stay private
-    except FileNotFoundError:
-        return None
-    data = np.frombuffer(mapped, np.uint8, count=nbytes)
-    _check(path, data, mapped[nbytes:], check)
-    return data
-
-
-def _check(path: Path, data: np.ndarray, tail: bytes | bytearray, check: bool) -> None:
-    if check and google_crc32c.value(data) != int.from_bytes(tail, "little"):
-        raise ValueError(f"{path}: stored and computed checksum do not match")
-
-
-def _write_atomically(path: Path, data: np.ndarray) -> None:
-    """Write ``data`` and its CRC32C (little-endian) to ``path`` through a temporary file, as zarr does.
-
-    The chunk is on disk before the rename, so a power cut never leaves a chunk named but empty. It goes
-    straight from ``data`` to the disk (:func:`_write_direct`) where the filesystem allows it; otherwise it is
-    written through the page cache, flushed and dropped from it, so the kernel reuses those pages for the
-    next chunk instead of taking fresh ones (on VMs that back guest memory lazily that costs more than the
-    write itself). Readers fetch the chunk from disk.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{_HOST}.{os.getpid()}.{uuid.uuid4().hex}.partial")  # see _stale
-    checksum = google_crc32c.value(data).to_bytes(4, "little")
-    try:
-        if not _write_direct(partial, data, checksum):
-            with partial.open("wb") as file:
-                file.write(data)
-                file.write(checksum)
-                file.flush()
-                getattr(os, "fdatasync", os.fsync)(file.fileno())  # macOS has no fdatasync
-                if hasattr(os, "posix_fadvise"):  # nor posix_fadvise
-                    os.posix_fadvise(file.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-        partial.replace(path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-
-
-#: This machine in the names of chunks being written (dots would split the name): see :func:`_stale`.
-_HOST = socket.gethostname().replace(".", "_")
-
-
-def _stale(partial: Path) -> bool:
-    """Whether a chunk file being written (``CHUNK.HOST.PID.UUID.partial``) was left by a dead local process.
-
-    A kill during a write leaves that file behind; the batch is not marked done and is written again under
-    a new name. Only a writer of the same host can tell that the PID is gone (another machine's, or a live
-    process's, may still be writing), so anything else is kept.
-    """
-    fields = partial.name.split(".")
-    if os.name != "posix" or len(fields) < 5 or fields[-4] != _HOST or not fields[-3].isdigit():
-        return False
-    try:
-        os.kill(int(fields[-3]), 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # it exists, under another user
-        return False
-    return False
-
-
-#: O_DIRECT's alignment of buffer addresses, file offsets and lengths: the largest logical block in use.
-_ALIGN = 4096
-#: Devices (``st_dev``) whose filesystem refused O_DIRECT (tmpfs, for one): not asked again.
-_NO_DIRECT: set[int] = set()
-
-
-def _aligned(nbytes: int) -> np.ndarray:
-    """``nbytes`` of uninitialised memory starting at a multiple of ``_ALIGN``, as O_DIRECT needs."""
-    raw = np.empty(nbytes + _ALIGN, np.uint8)
-    start = -raw.ctypes.data % _ALIGN
-    return raw[start : start + nbytes]
-
-
-def _write_direct(path: Path, data: np.ndarray, checksum: bytes) -> bool:
-    """Write ``data`` + ``checksum`` to a new file with O_DIRECT; False, with nothing written, where it can't.
-
-    The disk reads the chunk from ``data`` itself: no copy into the page cache, a third of the CPU time of a
-    buffered write and twice its throughput on the benchmark machine (docs/benchmarks.md). The whole blocks
-    come straight from ``data`` (which must start at a multiple of ``_ALIGN``); its last partial block and
-    the checksum go through one zero-padded block, and the file is then cut to its true length.
-    """
-    flag = getattr(os, "O_DIRECT", 0)  # Linux and FreeBSD
-    device = path.parent.stat().st_dev
-    if not flag or data.ctypes.data % _ALIGN or device in _NO_DIRECT:
-        return False
-    whole = data.nbytes - data.nbytes % _ALIGN
-    last = _aligned(-(-(data.nbytes - whole + len(checksum)) // _ALIGN) * _ALIGN)
-    last[: data.nbytes - whole] = data[whole:]
-    last[data.nbytes - whole : data.nbytes - whole + len(checksum)] = np.frombuffer(checksum, np.uint8)
-    last[data.nbytes - whole + len(checksum) :] = 0
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | flag, 0o666)
-        try:
-            done = 0
-            while done < whole:  # a single write may stop short (Linux: at 2 GiB)
-                done += os.pwrite(fd, data[done:whole], done)
-            os.pwrite(fd, last, whole)
-            os.ftruncate(fd, data.nbytes + len(checksum))
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
-    except OSError as error:
-        if error.errno != errno.EINVAL:  # refused at open, or blocks larger than _ALIGN at write
-            raise
-        _NO_DIRECT.add(device)
-        return False
-    return True
-
-
-class _Writer:
-    """Writes layer outputs into the store from one background thread while the forward pass goes on.
-
-    Each output is handed over as soon as its layer has run (:meth:`put`), and a batch is marked done once
-    all its layers are written (:meth:`finish`), so the outputs waiting for the writer, not whole batches,
-    bound the memory: :meth:`put` waits while more than ``max_bytes`` are queued. ``written(values)`` is
-    called with each output once it is on disk, to reuse its buffer. An error in the thread
-    stops the writing and is raised in the caller at its next call or on exit. On exit what was handed over
-    is written even when the caller raised, but only batches finished before are marked done, so an
-    exception or a kill never leaves a batch marked that is not whole.
-    """
-
-    def __init__(
-        self, store: ActivationStore, max_bytes: int, written: Callable[[torch.Tensor], None]
-    ) -> None:
-        self._store = store
-        self._written = written
-        self._max_bytes = max_bytes
-        self._queue: queue.SimpleQueue[tuple[int, str | list[str], torch.Tensor | None] | None] = (
-            queue.SimpleQueue()
-        )
-        self._queued = 0  # bytes handed over and not written yet
-        self._room = threading.Condition()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="faceprobe-store-writer", daemon=True)
-
-    def _run(self) -> None:
-        with torch.inference_mode():  # the outputs are inference tensors
-            while (item := self._queue.get()) is not None:
-                batch, layers, values = item
-                try:
-                    if self._error is None:
-                        if values is None:
-                            self._store.mark_done(batch, layers)  # type: ignore[arg-type]
-                        else:
-                            self._store.write_layer(batch, layers, values)  # type: ignore[arg-type]
-                            self._written(values)
-                except BaseException as error:  # handed to the caller's thread
-                    self._error = error
-                finally:
-                    with self._room:
-                        self._queued -= 0 if values is None else _nbytes(values)
-                        self._room.notify()
-
-    def _raise(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-    def put(self, batch: int, layer: str, values: torch.Tensor) -> None:
-        """Queue one layer's output for ``batch``; waits while the queue is full (but never when empty)."""
-        with self._room:
-            self._room.wait_for(
-                lambda: (
-                    self._queued == 0
-                    or self._queued + _nbytes(values) <= self._max_bytes
-                    or self._error is not None
-                )
-            )
-            self._queued += _nbytes(values)
-        self._raise()
-        self._queue.put((batch, layer, values))
-
-    def finish(self, batch: int, layers: list[str]) -> None:
-        """Mark ``batch`` of ``layers`` done once everything queued before is written."""
-        self._raise()
-        self._queue.put((batch, layers, None))
-
-    def __enter__(self) -> _Writer:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._queue.put(None)
-        self._thread.join()
-        if exc_type is None:
-            self._raise()
-
-
-class _Buffers:
-    """Batch buffers handed back after use and given out again: memory touched once, not once per batch."""
-
-    def __init__(self) -> None:
-        self._free: dict[tuple, list[torch.Tensor]] = {}
-        self._lock = threading.Lock()
-
-    def take(self, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
-        with self._lock:
-            free = self._free.get((tuple(shape), dtype))
-            if free:
-                return free.pop()
-        return torch.from_numpy(_aligned(math.prod(shape) * dtype.itemsize)).view(dtype).view(shape)
-
-    def give(self, buffer: torch.Tensor) -> None:
-        with self._lock:
-            self._free.setdefault((tuple(buffer.shape), buffer.dtype), []).append(buffer)
-
-
-def _nbytes(values: torch.Tensor) -> int:
-    return values.numel() * values.element_size()
 
 
 def extract_to_store(

@@ -10,13 +10,18 @@ A ``preprocessing`` entry (:meth:`Preprocessing.to_dict`) sizes input-dependent 
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from faceprobe.atomic import DISK_FULL, atomic_path, atomic_write_text, disk_full_error
 from faceprobe.errors import FaceprobeError
+from faceprobe.models.preprocessing import Preprocessing
 from faceprobe.models.registry import ARCHITECTURES, build_model
 
 __all__ = ["METADATA_FILE", "WEIGHTS_FILE", "load_checkpoint", "save_checkpoint"]
@@ -30,7 +35,8 @@ def save_checkpoint(model: nn.Module, out_dir: str | Path, metadata: dict[str, A
 
     ``metadata`` must name the ``architecture`` (a key of :data:`~faceprobe.models.ARCHITECTURES`) and
     ``num_classes`` (None for a backbone without classifier); ``model_kwargs`` (default ``{}``) are the
-    other arguments that rebuild it.
+    other arguments that rebuild it. Each file is written atomically, so a crash or a full disk never leaves
+    a half-written checkpoint that looks whole.
     """
     for key in ("architecture", "num_classes"):
         if key not in metadata:
@@ -44,13 +50,28 @@ def save_checkpoint(model: nn.Module, out_dir: str | Path, metadata: dict[str, A
     text = json.dumps(metadata, indent=2, sort_keys=True)  # before writing anything: fails on non-JSON values
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_model(model, str(out / WEIGHTS_FILE))
-    (out / METADATA_FILE).write_text(text + "\n")
+    weights = out / WEIGHTS_FILE
+    with atomic_path(weights) as tmp:
+        try:
+            save_model(model, str(tmp))
+        except SafetensorError as e:  # safetensors reports I/O failures, a full disk among them, as its own
+            code = re.search(r"os error (\d+)", str(e))
+            if code and int(code[1]) in DISK_FULL:
+                raise disk_full_error(weights, OSError(int(code[1]), os.strerror(int(code[1])))) from None
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise FaceprobeError(
+                f"{weights}: cannot be written ({reason}); check the folder and the disk"
+            ) from None
+    atomic_write_text(out / METADATA_FILE, text + "\n")
     return out
 
 
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """The model (in eval mode, on the CPU) and metadata saved in a checkpoint folder or one of its files."""
+    """The model (in eval mode, on the CPU) and metadata saved in a checkpoint folder or one of its files.
+
+    A file that is not what :func:`save_checkpoint` writes (corrupt or truncated weights, metadata that is
+    not JSON or lacks the architecture) is a :class:`FaceprobeError` naming it.
+    """
     path = Path(path)
     if path.suffix in (".pt", ".pth", ".ckpt", ".pkl"):
         raise FaceprobeError(
@@ -62,23 +83,65 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         raise FaceprobeError(
             f"no checkpoint at {path}: expected {WEIGHTS_FILE} and {METADATA_FILE} in that folder"
         )
+    metadata = _read_metadata(meta_file)
+    size = metadata.get("preprocessing", {}).get("input_size")
     try:
-        metadata = json.loads(meta_file.read_text())
-        size = metadata.get("preprocessing", {}).get("input_size")
         model = build_model(
             metadata["architecture"],
             metadata["num_classes"],
             tuple(size) if size else None,
             **metadata["model_kwargs"],
         )
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+    except (FaceprobeError, KeyError, TypeError, ValueError) as e:
         raise FaceprobeError(
-            f"{meta_file} is not valid checkpoint metadata ({e!r}); save the model again"
-        ) from e
+            f"{meta_file} is not valid checkpoint metadata: the model cannot be built from it ({e});"
+            " save the model again"
+        ) from None
     try:
         load_model(model, str(weights))
+    except SafetensorError as e:  # not a safetensors file, or cut short: its header does not fit its size
+        raise FaceprobeError(
+            f"{weights}: corrupt or truncated safetensors file ({e}); save the model again"
+        ) from None
+    except OSError as e:
+        raise FaceprobeError(f"{weights}: cannot be read ({e.strerror or e}); check the file") from None
     except RuntimeError as e:
         lines = str(e).splitlines()  # "Error(s) in loading state_dict for ...", then one line per problem
         detail = (lines[1] if len(lines) > 1 else str(e)).strip()[:200]
         raise FaceprobeError(f"{weights} does not fit the model its metadata describes: {detail}") from e
     return model.eval(), metadata
+
+
+def _read_metadata(meta_file: Path) -> dict[str, Any]:
+    """``metadata.json`` parsed and checked: a JSON object naming a known architecture, and so on."""
+
+    def bad(why: str) -> FaceprobeError:
+        return FaceprobeError(f"{meta_file} is not valid checkpoint metadata: {why}; save the model again")
+
+    try:
+        metadata = json.loads(meta_file.read_bytes())  # UTF-8, or UTF-16/32 as JSON allows
+    except json.JSONDecodeError as e:
+        raise bad(f"not JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except UnicodeDecodeError:
+        raise bad("not UTF-8 text") from None
+    if not isinstance(metadata, dict):
+        raise bad(f"a JSON {type(metadata).__name__}, not an object of checkpoint fields")
+    if "architecture" not in metadata:
+        raise bad('no "architecture", so the network cannot be rebuilt')
+    if metadata["architecture"] not in ARCHITECTURES:
+        known = ", ".join(sorted(ARCHITECTURES))
+        raise bad(f"architecture {metadata['architecture']!r} is not a known model (known: {known})")
+    if "num_classes" not in metadata:
+        raise bad('no "num_classes" (null for a backbone without classifier)')
+    metadata.setdefault("model_kwargs", {})  # save_checkpoint's default
+    if not isinstance(metadata["model_kwargs"], dict):
+        raise bad('"model_kwargs" is not a JSON object')
+    preprocessing = metadata.get("preprocessing", {})
+    if not isinstance(preprocessing, dict):
+        raise bad('"preprocessing" is not a JSON object')
+    if preprocessing:
+        try:
+            Preprocessing.from_dict(preprocessing)
+        except (FaceprobeError, TypeError, ValueError) as e:
+            raise bad(f'"preprocessing" is invalid ({e})') from None
+    return metadata

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import pickle
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -128,17 +130,52 @@ def _seeded(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
 def _build(architecture: str, num_classes: int | None, input_size: tuple[int, int]) -> nn.Module:
     if ":" not in architecture:
         return spec_of(architecture).builder(num_classes, input_size)
+    factory = _factory(architecture)
+    try:
+        model = factory() if num_classes is None else factory(num_classes=num_classes)
+    except TypeError as e:
+        raise FaceprobeError(
+            f"{architecture} cannot be called as a network factory ({e}); give a function that builds the "
+            "network with no required arguments"
+        ) from None
+    if not isinstance(model, nn.Module):
+        raise FaceprobeError(f"{architecture} returned a {type(model).__name__}, not a torch nn.Module")
+    return model
+
+
+def _factory(architecture: str) -> Callable[..., Any]:
+    """The ``package.module:factory`` callable, imported only from an installed, non-standard package.
+
+    Importing runs the module's code, so the standard library (``os:abort``, ``sys:exit``, ...) and names
+    that no installed package provides are refused before anything is imported.
+    """
     module_name, _, factory_name = architecture.partition(":")
+    top = module_name.split(".")[0]
+    if not module_name or not factory_name or not all(p.isidentifier() for p in module_name.split(".")):
+        raise FaceprobeError(f"{architecture!r} is not package.module:factory; name a function of a package")
+    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
+        raise FaceprobeError(
+            f"{architecture!r} is a standard-library callable, not a network factory; name a function of "
+            "your own package that returns an nn.Module"
+        )
+    try:
+        found = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        found = None
+    if found is None or found.origin in (None, "built-in", "frozen"):
+        raise FaceprobeError(
+            f"cannot find the package {top!r} of {architecture!r}; install it (pip install -e ...) so that "
+            "it imports"
+        )
     try:
         factory = getattr(importlib.import_module(module_name), factory_name)
     except (ImportError, AttributeError) as e:
         raise FaceprobeError(
             f"cannot import {architecture!r} ({e}); give an importable package.module:factory"
         ) from None
-    model = factory() if num_classes is None else factory(num_classes=num_classes)
-    if not isinstance(model, nn.Module):
-        raise FaceprobeError(f"{architecture} returned a {type(model).__name__}, not a torch nn.Module")
-    return model
+    if not callable(factory):
+        raise FaceprobeError(f"{architecture} is a {type(factory).__name__}, not a function")
+    return factory
 
 
 def _is_faceprobe_checkpoint(path: Path) -> bool:

@@ -22,6 +22,9 @@ __all__ = ["DepthWise", "MobileFaceNet"]
 class ConvBlock(nn.Sequential):
     """conv -> bn -> PReLU (``linear=True``: no activation, the paper's linear bottleneck)."""
 
+    #: The layer kind :mod:`faceprobe.extract` reports for this module's output.
+    probe_kind = "conv"
+
     def __init__(
         self,
         in_channels: int,

@@ -22,6 +22,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+#: The largest input side accepted: past it one image's activations alone would not fit in memory.
+MAX_INPUT_SIZE = 2048
+
+
 def parse_size(text: str | int | None, name: str = "--input-size") -> tuple[int, int] | None:
     """``"112x96"`` -> ``(112, 96)`` (height, width); ``"112"`` or ``112`` is square; None stays None."""
     if text is None:
@@ -35,6 +39,10 @@ def parse_size(text: str | int | None, name: str = "--input-size") -> tuple[int,
         size = size * 2
     if len(size) != 2 or min(size) < 1:
         raise FaceprobeError(f"{name} takes HEIGHTxWIDTH in pixels, e.g. 112x96; got {text!r}")
+    if max(size) > MAX_INPUT_SIZE:
+        raise FaceprobeError(
+            f"{name} {text!r} is larger than {MAX_INPUT_SIZE} pixels a side; face networks take 112-224"
+        )
     return size  # type: ignore[return-value]
 
 

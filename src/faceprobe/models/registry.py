@@ -48,6 +48,9 @@ class ModelSpec:
 class Embedding(nn.Sequential):
     """Linear -> batch norm: the face embedding that recognition compares."""
 
+    #: The layer kind :mod:`faceprobe.extract` reports for this module's output.
+    probe_kind = "embedding"
+
     def __init__(self, in_features: int, embedding_dim: int) -> None:
         super().__init__(
             OrderedDict(

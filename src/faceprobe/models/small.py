@@ -69,6 +69,9 @@ class BasicBlock(nn.Module):
 class EmbeddingHead(nn.Module):
     """Global average pool -> linear -> batch norm: the face embedding that recognition compares."""
 
+    #: The layer kind :mod:`faceprobe.extract` reports for this module's output.
+    probe_kind = "embedding"
+
     def __init__(self, in_channels: int, embedding_dim: int) -> None:
         super().__init__()
         self.pool = nn.AdaptiveAvgPool2d(1)

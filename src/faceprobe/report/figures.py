@@ -4,11 +4,14 @@ Every depth view is one picture: small panels of accuracy over depth, one curve 
 (50%, balanced draws) and the Control_Random curve (random labels: how far a curve strays by overfitting
 alone) drawn for reference. :func:`draw_panels` draws it from a tidy frame (panel, series, depth, accuracy,
 layer), so the per-attribute curves, the groups, the residual view and the weight origins share one look.
+The thesis reports means over runs: :func:`mean_over_seeds` averages curves over the seeds of a variant, and
+their standard deviation is drawn as a shaded band.
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,13 +24,17 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import LogFormatter, NullFormatter
+
+from faceprobe.report.tables import CONTROL, POOLED, vip_correlations
 
 __all__ = [
     "OKABE_ITO",
     "REPRESENTATION_STYLE",
     "draw_panels",
     "draw_vip",
+    "mean_over_seeds",
     "plot_depth_curves",
     "save_figure",
 ]
@@ -93,7 +100,8 @@ def draw_panels(
     """Accuracy over depth, one panel per ``panel`` value (in order of appearance), a curve per ``series``.
 
     ``curves`` has columns panel, series, depth, accuracy (a fraction), layer, and kind when ``mark_kinds``
-    (post-skip and residual-internal points get their own markers: the sawtooth of thesis Fig. 5.8).
+    (post-skip and residual-internal points get their own markers: the sawtooth of thesis Fig. 5.8); an
+    optional ``std`` column (spread over seeds, see :func:`mean_over_seeds`) is shaded around each curve.
     ``reference`` (series, depth, accuracy) is drawn grey in every panel: the Control_Random curves.
     ``panel_legends`` gives each panel its own legend, for panels whose series differ (groups).
     """
@@ -101,17 +109,19 @@ def draw_panels(
     series = list(pd.unique(curves["series"]))
     columns = min(columns, len(panels))
     rows = math.ceil(len(panels) / columns)
+    width = 2.7 * columns + 0.6
     with _text_as_data():
         fig, axes = plt.subplots(
             rows,
             columns,
-            figsize=(2.7 * columns + 0.6, 2.3 * rows + 1.4),
+            figsize=(width, 2.3 * rows + 1.4),
             sharex=True,
             sharey=True,
             squeeze=False,
             layout="constrained",
         )
         low = min(40.0, 100 * np.nanmin(curves["accuracy"].to_numpy(dtype=float)) - 2)
+        banded = "std" in curves and bool(curves["std"].notna().any())
         for ax, panel in zip(axes.flat, panels, strict=False):
             sub = curves[curves["panel"] == panel]
             _draw_reference(ax, reference)
@@ -119,6 +129,11 @@ def draw_panels(
                 curve = curve.sort_values("depth")
                 style = _style(name, series.index(name))
                 ax.plot(curve["depth"], 100 * curve["accuracy"], markersize=3, linewidth=1.2, **style)
+                if banded:
+                    low_band, high_band = (100 * (curve["accuracy"] + s * curve["std"]) for s in (-1, 1))
+                    ax.fill_between(
+                        curve["depth"], low_band, high_band, color=style["color"], alpha=0.2, linewidth=0
+                    )
                 if mark_kinds:
                     for kind, mark in _KIND_MARKS.items():
                         points = curve[curve["kind"] == kind]
@@ -146,9 +161,10 @@ def draw_panels(
         for ax in axes[:, 0]:
             ax.set_ylabel(ylabel, fontsize=8)
         if not panel_legends:
-            handles, labels = _figure_handles(axes.flat[0], mark_kinds)
-            fig.legend(handles, labels, loc="outside lower center", ncol=4, frameon=False, fontsize=8)
-        fig.suptitle(title, fontsize=11)
+            handles, labels = _figure_handles(axes.flat[0], mark_kinds, banded)
+            ncol = max(1, min(4, int(width / 2.2)))  # a narrow figure (one panel) stacks its legend
+            fig.legend(handles, labels, loc="outside lower center", ncol=ncol, frameon=False, fontsize=8)
+        fig.suptitle(textwrap.fill(title, max(30, int(10 * width))), fontsize=11)  # wrapped, never cropped
     return fig
 
 
@@ -162,8 +178,11 @@ def _draw_reference(ax: plt.Axes, reference: pd.DataFrame | None) -> None:
         ax.plot(curve["depth"], 100 * curve["accuracy"], label=label, **_REFERENCE)
 
 
-def _figure_handles(ax: plt.Axes, mark_kinds: bool) -> tuple[list, list[str]]:
+def _figure_handles(ax: plt.Axes, mark_kinds: bool, banded: bool) -> tuple[list, list[str]]:
     handles, labels = ax.get_legend_handles_labels()
+    if banded:
+        handles.append(Patch(color="0.5", alpha=0.3))
+        labels.append("shaded: mean ± std over seeds")
     if mark_kinds:
         for mark in _KIND_MARKS.values():
             handles.append(
@@ -177,7 +196,10 @@ def _figure_handles(ax: plt.Axes, mark_kinds: bool) -> tuple[list, list[str]]:
 
 def draw_vip(vip: pd.DataFrame, title: str) -> Figure:
     """Per source: the VIP histogram (log-scaled), VIP vs single-neuron accuracy, and mean positive activation
-    vs accuracy, each scatter titled with its Pearson r (thesis Fig. 5.9). Control_Random neurons are grey."""
+    vs accuracy (thesis Fig. 5.9). Control_Random neurons are grey. Each scatter is titled with the thesis's
+    statistic, the mean over projections of per-projection r (see
+    :func:`~faceprobe.report.tables.vip_correlations`), and the pooled r only after it: VIP scores of
+    different projections are not comparable."""
     sources = list(pd.unique(vip["source"]))
     with _text_as_data():
         fig, axes = plt.subplots(
@@ -185,7 +207,8 @@ def draw_vip(vip: pd.DataFrame, title: str) -> Figure:
         )
         for row, source in zip(axes, sources, strict=True):
             sub = vip[vip["source"] == source]
-            control = sub["attribute"] == "Control_Random"
+            control = sub["attribute"] == CONTROL
+            stats = vip_correlations(sub).set_index("measure")
             positive = sub["vip"][sub["vip"] > 0]
             spread = len(positive) > 1 and positive.min() < positive.max()
             bins = np.logspace(np.log10(positive.min()), np.log10(positive.max()), 30) if spread else 30
@@ -201,7 +224,6 @@ def draw_vip(vip: pd.DataFrame, title: str) -> Figure:
                 xscale="log", yscale="log", xlabel="VIP score", ylabel="neurons", title=f"{source}: VIP"
             )
             for ax, column in zip(row[1:], ("vip", "mean_positive"), strict=True):
-                r = sub[column].corr(sub["accuracy"])
                 ax.scatter(
                     sub[column][~control],
                     100 * sub["accuracy"][~control],
@@ -218,7 +240,7 @@ def draw_vip(vip: pd.DataFrame, title: str) -> Figure:
                 )
                 ax.axhline(50, color="0.75", linewidth=0.8, linestyle="--")
                 ax.set(xlabel=column.replace("_", " "), ylabel="single-neuron val. accuracy (%)")
-                ax.set_title(f"{source}: r = {r:.3f}", fontsize=9)
+                ax.set_title(_r_title(source, stats, column), fontsize=8)
                 ax.grid(alpha=0.3)
             row[1].set_xscale("log")
             for axis in (row[0].xaxis, row[0].yaxis, row[1].xaxis):  # plain labels: math text is off
@@ -227,6 +249,18 @@ def draw_vip(vip: pd.DataFrame, title: str) -> Figure:
             row[1].legend(fontsize=7, frameon=False)
         fig.suptitle(title, fontsize=11)
     return fig
+
+
+def _r_title(source: str, stats: pd.DataFrame, measure: str) -> str:
+    """The scatter's title: mean ± std of per-projection r over the projections, then the pooled r."""
+    if measure not in stats.index:  # Control_Random neurons only
+        return f"{source}: no attribute projection"
+    row = stats.loc[measure]
+    spread = f" ± {row['std r']:.3f}" if pd.notna(row["std r"]) else ""
+    return (
+        f"{source}: mean per-projection r = {row['mean r']:.3f}{spread} ({row['projections']} projections)"
+        f"\npooled r = {row[POOLED]:.3f} (not the thesis statistic)"
+    )
 
 
 def save_figure(fig: Figure, stem: str | Path, data: pd.DataFrame, dpi: int = 90) -> dict[str, Path]:
@@ -242,11 +276,21 @@ def save_figure(fig: Figure, stem: str | Path, data: pd.DataFrame, dpi: int = 90
     return paths
 
 
+def mean_over_seeds(curves: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Curves averaged over seeds (sources), as the thesis reports means over runs: each source's mean
+    accuracy per ``keys`` first (over the attributes of a group, say), then per ``keys`` the mean over
+    sources, ``seeds`` (how many) and, where some point has several, ``std`` over them (the shaded band)."""
+    per_seed = curves.groupby([*keys, "source"], sort=False, dropna=False)["accuracy"].mean().reset_index()
+    grouped = per_seed.groupby(keys, sort=False, dropna=False)["accuracy"]
+    table = grouped.agg(accuracy="mean", std="std", seeds="size").reset_index()
+    return table if (table["seeds"] > 1).any() else table.drop(columns="std")
+
+
 def depth_curves(results: pd.DataFrame) -> pd.DataFrame:
     """Validation rows of the three representations as panels per attribute (Control_Random last)."""
     frame = results[(results["split"] == "val") & results["representation"].isin(REPRESENTATION_STYLE)]
     frame = frame.assign(
-        panel=frame["attribute"], series=frame["representation"], last=frame["attribute"] == "Control_Random"
+        panel=frame["attribute"], series=frame["representation"], last=frame["attribute"] == CONTROL
     )
     return frame.sort_values(["last", "attribute", "depth"]).drop(columns="last")
 

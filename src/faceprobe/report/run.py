@@ -1,13 +1,16 @@
-"""Reading a run folder for the report: whichever result tables exist, the manifest, and a source label.
+"""Reading a run folder for the report: whichever result tables exist, the manifest, and source labels.
 
 A report never recomputes results: it reads the tables a run wrote. Any table may be absent (a run that
 skipped a study), so a run is the tables it has plus the list of those it lacks, and the page says which.
+Columns newer than a run folder are filled in as the run that wrote it meant them (``variant`` from the
+model, ablation ``split`` = val), so older runs still make a report.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -15,10 +18,20 @@ import pandas as pd
 from faceprobe.errors import FaceprobeError
 from faceprobe.results import STABLE_COLUMNS, TABLES
 
-__all__ = ["Run", "combine_runs", "load_run"]
+__all__ = ["Run", "combine_runs", "load_run", "variant_of", "with_baseline"]
 
-#: Columns a table must have: all of its columns, except results where only the stable ones are promised.
-_REQUIRED = {**TABLES, "results": STABLE_COLUMNS}
+#: Columns older runs lack, filled in on reading: ``variant`` from the model, ablation ``split`` = val.
+_BACKFILLED = {"vip_study": ("variant",), "ablation": ("variant", "split")}
+#: Columns a table must have: all of its columns (less the backfilled ones), except results where only the
+#: stable ones are promised.
+_REQUIRED = {
+    **{
+        name: tuple(c for c in columns if c not in _BACKFILLED.get(name, ()))
+        for name, columns in TABLES.items()
+    },
+    "results": STABLE_COLUMNS,
+}
+_SEED = re.compile(r"/s\d+$")
 
 
 @dataclass
@@ -26,7 +39,8 @@ class Run:
     """One run (or several combined): tables by name (``results``, ``vip_study``, ...) and manifests by run.
 
     Every table with a ``model`` column gets a ``source`` column naming the curve it belongs to: the model
-    for one run, ``run: model`` when runs are compared.
+    for one run, ``run: model`` when runs are compared; its ``variant`` column (the model less its seed)
+    labels the views averaged over seeds, likewise ``run: variant`` when runs are compared.
     """
 
     name: str
@@ -61,11 +75,7 @@ def load_run(path: str | Path) -> Run:
         lacking = [c for c in _REQUIRED.get(name, ()) if c not in frame]
         if lacking:
             raise FaceprobeError(f"{file} lacks column(s) {', '.join(lacking)}; rewrite it with faceprobe")
-        if name == "results":  # columns newer than the stable set: absent means unknown
-            frame = frame.assign(**{c: "" for c in ("architecture", "weights", "kind") if c not in frame})
-        if "model" in frame:
-            frame["source"] = frame["model"].astype(str)
-        tables[name] = frame
+        tables[name] = _backfill(name, frame)
     if not tables:
         raise FaceprobeError(
             f"{path} holds none of {', '.join(f'{t}.parquet' for t in TABLES)}; give a run folder written "
@@ -81,15 +91,43 @@ def load_run(path: str | Path) -> Run:
     return Run(path.name, tables, missing, manifests, [path.name])
 
 
+def variant_of(model: pd.Series) -> pd.Series:
+    """The variant of each model: its id less a trailing ``/sSEED`` (a model without one is its own)."""
+    return model.astype(str).str.replace(_SEED, "", regex=True)
+
+
+def _backfill(name: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """Columns newer than the run folder, as its writer meant them, and the ``source`` label."""
+    if name == "results":  # columns newer than the stable set: absent means unknown
+        frame = frame.assign(**{c: "" for c in ("architecture", "weights", "kind") if c not in frame})
+    if name == "ablation" and "split" not in frame:  # older runs ablated on the validation split only
+        frame = frame.assign(split="val")
+    if "model" in frame:
+        variant = variant_of(frame["model"])
+        if "variant" in frame:  # rows written without one carry ""
+            given = frame["variant"].astype("string").fillna("")
+            variant = variant.where(given == "", given.astype(str))
+        frame = frame.assign(source=frame["model"].astype(str), variant=variant)
+    return frame
+
+
+def with_baseline(run: Run, baseline: pd.DataFrame) -> Run:
+    """A loaded ``run`` with ``baseline`` in place of its own baseline table (or added where it had none)."""
+    missing = [name for name in run.missing if name != "baseline"]
+    return replace(run, tables={**run.tables, "baseline": baseline}, missing=missing)
+
+
 def combine_runs(runs: list[Run]) -> Run:
-    """Runs as one, for overlaying: sources become ``run: model``, tables gain a ``run`` column."""
+    """Runs as one, for overlaying: sources become ``run: model`` (variants ``run: variant``), tables gain a
+    ``run`` column."""
     names = _unique([run.name for run in runs])
     tables: dict[str, list[pd.DataFrame]] = {}
     for name, run in zip(names, runs, strict=True):
         for table, frame in run.tables.items():
             frame = frame.assign(run=name)
-            if "source" in frame:
-                frame["source"] = name + ": " + frame["source"]
+            for label in ("source", "variant"):
+                if label in frame:
+                    frame[label] = name + ": " + frame[label]
             tables.setdefault(table, []).append(frame)
     missing = [
         f"{table} ({', '.join(n for n, r in zip(names, runs, strict=True) if table in r.missing)})"

@@ -20,6 +20,7 @@ draws are computed once, before any unit, and read by every unit, so units on di
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
 import platform
@@ -33,15 +34,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from faceprobe.atomic import atomic_write_text
+from faceprobe.atomic import atomic_write_text, writing
 from faceprobe.errors import FaceprobeError
-from faceprobe.results import to_frame, write_results
-from faceprobe.run.config import CONTROL, RunConfig, parse_config
-from faceprobe.run.work import Draws, ablation_rows, probe_rows
+from faceprobe.extract.catalogue import select_layers
+from faceprobe.results import read_baseline, to_frame, write_results
+from faceprobe.run.config import CONTROL, RESUMABLE, RunConfig, parse_config
+from faceprobe.run.entries import ModelEntry, model_entries
+from faceprobe.run.folder import reclaim_held
+from faceprobe.run.lock import hold
+from faceprobe.run.summary import failed_attributes
+from faceprobe.run.tables import read_table
+from faceprobe.run.work import Ablation, Draws, Forward, Storage, ablation_rows, probe_rows
 
-__all__ = ["RunStatus", "Unit", "plan_units", "run_status", "run_study"]
-
-TABLES = ("results", "vip_study", "ablation")
+__all__ = ["RunStatus", "Unit", "plan_units", "run_status", "run_study", "study_settings"]
 
 
 @dataclass(frozen=True)
@@ -49,9 +54,12 @@ class Unit:
     """One work unit: which model, and either a group of layers to probe or a layer to ablate."""
 
     id: str
-    model: dict[str, Any]  # architecture, weights, seed, name, input_size, layers
+    model: ModelEntry
     layers: tuple[str, ...]
     ablated: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "model": self.model.id, "layers": list(self.layers), "ablated": self.ablated}
 
 
 # --- sources: datasets and models, through the library's loaders -------------------------------------------
@@ -63,37 +71,25 @@ def _dataset(config: RunConfig) -> Any:
     return load_dataset(config.data.spec, skip_bad_images=config.data.skip_bad_images)
 
 
-def _model(model: dict[str, Any]) -> Any:
-    from faceprobe.models import load_model
-    from faceprobe.models.preprocessing import parse_size
-
-    return load_model(
-        model["architecture"],
-        model["weights"],
-        seed=model["seed"],
-        input_size=parse_size(model.get("input_size"), "input_size"),
-        crop=model.get("crop"),
-        mean=model.get("mean"),
-        std=model.get("std"),
-        bgr=model.get("bgr"),
-        strict=model.get("strict", True),
-    )
-
-
-def _layer_infos(loaded: Any, spec: str) -> list:
+def _catalogue(loaded: Any) -> list:
+    """Every probe-able layer of a loaded network, at the input size its preprocessing gives."""
     import torch
 
-    from faceprobe.extract.catalogue import catalogue, select_layers
+    from faceprobe.extract.catalogue import catalogue
 
     h, w = loaded.preprocessing.input_size
-    return select_layers(catalogue(loaded.module, torch.zeros(2, 3, h, w)), spec)
+    return catalogue(loaded.module, torch.zeros(2, 3, h, w))
 
 
 # --- the draws ---------------------------------------------------------------------------------------------
 
 
-def make_draws(dataset: Any, config: RunConfig) -> tuple[Draws, Any]:
-    """The protocol's draws for this run, with Control_Random (seeded random labels) added."""
+def make_draws(dataset: Any, config: RunConfig) -> tuple[Draws, Any, dict[str, str]]:
+    """The protocol's draws for this run, with Control_Random (seeded random labels) added.
+
+    Also returns the attributes left out of ``attributes = "all"`` because a class has too few images in
+    the pool, with the reason (a named attribute like that is refused when the study is planned).
+    """
     from faceprobe.data.sampling import sample_protocol
 
     data = config.data
@@ -108,57 +104,108 @@ def make_draws(dataset: Any, config: RunConfig) -> tuple[Draws, Any]:
     if CONTROL not in wanted:
         wanted.append(CONTROL)
     n_test = None if data.test < 0 else data.test
+    dropped = {a: _too_few(dataset, a) for a in wanted if a != CONTROL}
+    wanted = [a for a in wanted if not dropped.get(a)]  # only under "all": named ones were refused
     labelled = dataclasses.replace(dataset, attributes=labels)
     protocol = sample_protocol(
         labelled, wanted, n_train=data.train, n_val=data.val, n_test=n_test, seed=data.seed
     )
-    return Draws.from_protocol(protocol, labels[wanted]), protocol
+    return Draws.from_protocol(protocol, labels[wanted]), protocol, {a: w for a, w in dropped.items() if w}
 
 
 # --- planning ----------------------------------------------------------------------------------------------
 
 
-def model_entries(config: RunConfig) -> list[dict[str, Any]]:
-    entries = []
-    for m in config.models:
-        for weights in m.weights:
-            for seed in m.seeds:
-                origin = weights.split(":", 1)[0]
-                entries.append(
-                    {
-                        "architecture": m.architecture,
-                        "weights": weights,
-                        "seed": seed,
-                        "name": f"{m.architecture}/{origin}/s{seed}",
-                        "input_size": m.input_size,
-                        "crop": m.crop,
-                        "mean": m.mean,
-                        "std": m.std,
-                        "bgr": m.bgr,
-                        "strict": m.strict,
-                        "layers": m.layers,
-                    }
-                )
-    return entries
+def plan_units(config: RunConfig, dataset: Any) -> list[Unit]:
+    """Every unit of the study (finished or not), in a stable order, after checking every name it uses.
 
-
-def plan_units(config: RunConfig, layer_names: Callable[[dict[str, Any]], list] | None = None) -> list[Unit]:
-    """Every unit of the study (finished or not), in a stable order."""
+    Attributes (and the ablation's) against the dataset's labels, each model's architecture and weights,
+    its layer selection and the ablation depths against its catalogue: every problem found is reported in
+    one line, before any work, instead of the first one hours into the run.
+    """
+    problems = []
+    known = set(dataset.attributes.columns) if dataset.attributes is not None else set()
+    known.add(CONTROL)
+    wanted = config.data.attributes
+    for attribute in [] if wanted == "all" else wanted:
+        if attribute not in known:
+            problems.append(_unknown("data.attributes", attribute, known))
+        elif attribute != CONTROL and (few := _too_few(dataset, attribute)):
+            problems.append(f"data.attributes: {attribute} {few}; leave it out")
+    ablation = config.ablation
+    if ablation is not None and ablation.attributes != "all":
+        studied = known if wanted == "all" else {*wanted, CONTROL}
+        for attribute in ablation.attributes:
+            if attribute not in studied:
+                problems.append(_unknown("ablation.attributes", attribute, studied))
     units = []
     for entry in model_entries(config):
-        infos = layer_names(entry) if layer_names else _layer_infos(_model(entry), entry["layers"])
-        names = [info.name for info in infos]
-        slug = entry["name"].replace("/", "-")
+        try:
+            layers = _catalogue(entry.load())
+            selected = select_layers(layers, entry.layers)
+        except FaceprobeError as err:
+            problems.append(f"{entry.label}: {err}")
+            continue
+        names = [info.name for info in selected]
         size = config.run.layers_per_unit
         for g in range(0, len(names), size):
-            units.append(Unit(f"{slug}__layers{g:03d}", entry, tuple(names[g : g + size])))
-        if config.ablation:
-            for depth in config.ablation.depths:
-                if depth < len(names) - 1:  # something must come after the ablated layer
-                    units.append(
-                        Unit(f"{slug}__ablate{depth:03d}", entry, tuple(names[depth + 1 :]), names[depth])
-                    )
+            units.append(Unit(f"{entry.slug}__layers{g:03d}", entry, tuple(names[g : g + size])))
+        ablated_ids = set()
+        for depth in ablation.depths if ablation else ():
+            ablated = _ablated_layer(depth, layers, selected)
+            if isinstance(ablated, str):
+                problems.append(f"{entry.label}: {ablated}")
+                continue
+            if ablated.depth in ablated_ids:  # a depth and a layer name may name one layer
+                continue
+            ablated_ids.add(ablated.depth)
+            later = tuple(info.name for info in selected if info.depth > ablated.depth)
+            units.append(Unit(f"{entry.slug}__ablate{ablated.depth:03d}", entry, later, ablated.name))
+    if problems:
+        raise FaceprobeError(f"{config.source or 'config'}: " + "; ".join(problems))
     return units
+
+
+#: Images of each class an attribute needs in the train + val pool for its probe to be fitted at all.
+_MIN_PER_CLASS = 4
+
+
+def _too_few(dataset: Any, attribute: str) -> str:
+    """Why ``attribute`` cannot be probed on ``dataset``'s train + val pool ("" when it can)."""
+    labels = dataset.attributes[attribute]
+    if dataset.partitions is not None:
+        labels = labels[dataset.partitions.reindex(labels.index).isin([0, 1]).to_numpy()]
+    positive, negative = int((labels == 1).sum()), int((labels == 0).sum())
+    if min(positive, negative) >= _MIN_PER_CLASS:
+        return ""
+    return (
+        f"has {positive} positive and {negative} negative images in the train + val pool; a probe needs "
+        f"at least {_MIN_PER_CLASS} of each"
+    )
+
+
+def _unknown(key: str, name: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=2)
+    hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+    return f"{key}: no attribute {name!r} in the data{hint}"
+
+
+def _ablated_layer(depth: int | str, layers: Sequence, selected: Sequence) -> Any:
+    """The catalogue layer an ablation depth (a catalogue depth or a layer name) names, or why none fits.
+
+    Depth means what the tables' ``depth`` column means: the layer's place in the network's catalogue
+    (``faceprobe layers MODEL``). Some probed layer must come after it.
+    """
+    last = selected[-1].depth if selected else -1
+    match = [info for info in layers if info.depth == depth or info.name == depth]
+    if match and match[0].depth < last:
+        return match[0]
+    valid = ", ".join(str(info.depth) for info in selected[:-1]) or "none"
+    return (
+        f"ablation depth {depth!r} is not a layer before the last probed one (depth {last}); give a "
+        f"catalogue depth from 0 to {last - 1} or a layer name (`faceprobe layers`); the probed layers "
+        f"before the last are at depths {valid}"
+    )
 
 
 # --- one unit ----------------------------------------------------------------------------------------------
@@ -183,87 +230,78 @@ def execute_unit(run_dir: str | Path, unit: Unit, later: Sequence[Unit] = ()) ->
         pd.read_parquet(run_dir / "draws.parquet"),
         pd.read_parquet(run_dir / "labels.parquet").set_index("image_id"),
     )
-    images = draws.images()
-    loaded = _model(unit.model)
-    infos = {info.name: info for info in _layer_infos(loaded, unit.model["layers"])}
-    transform = loaded.preprocessing.transform()
-    device = _device(config.run.device)
-    probe = config.probe.__dict__
-    model_keys = {
-        "model": unit.model["name"],
-        "architecture": unit.model["architecture"],
-        "weights": unit.model["weights"],
-        "seed": unit.model["seed"],
-    }
+    entry = unit.model
+    loaded = entry.load()
+    infos = {info.name: info for info in _catalogue(loaded)}
+    forward = Forward(
+        loaded.module,
+        loaded.preprocessing.transform(),
+        dataset,
+        tuple(draws.images()),
+        config.run.batch_size,
+        _device(config.run.device),
+        config.run.precision,
+    )
+    model_keys = {"model": entry.id, "variant": entry.variant}
     if unit.ablated and config.ablation is not None:
-        attributes = (
-            draws.attributes if config.ablation.attributes == "all" else list(config.ablation.attributes)
+        attributes = draws.attributes if config.ablation.attributes == "all" else config.ablation.attributes
+        ablation = Ablation(
+            config.ablation.fractions, tuple(attributes), config.probe.top_k, config.probe.components
         )
         layers = [infos[unit.ablated], *(infos[n] for n in unit.layers if n in infos)]
-        rows = ablation_rows(
-            loaded.module,
-            transform,
-            dataset,
-            draws,
-            layers[0],
-            layers[1:],
-            config.ablation.fractions,
-            attributes,
-            probe,
-            config.run.batch_size,
-            device,
-            precision=config.run.precision,
-            store=_store_for(run_dir, config, loaded, images, layers),
-            store_dtype=np.dtype(config.run.store_dtype),
-        )
+        storage = _storage(run_dir, config, loaded, forward.images, layers)
+        rows = ablation_rows(forward, draws, layers[0], layers[1:], ablation, storage)
         _write_part(
             run_dir,
             "ablation",
             unit.id,
-            to_frame([{"model": unit.model["name"], **r} for r in rows], "ablation"),
+            to_frame([{**model_keys, **r} for r in rows], "ablation"),
         )
     else:
         layers = [infos[n] for n in unit.layers]
-        store = _store_for(run_dir, config, loaded, images, layers)
         ahead = [
-            [infos[n] for n in other.layers]
-            for other in (later if store is not None else ())
+            info
+            for other in later
             if other.model == unit.model and not other.ablated
+            for group in [[infos[n] for n in other.layers]]
+            if _outgrows(config, len(forward.images), group)
+            for info in group
         ]
-        results, vip = probe_rows(
-            loaded.module,
-            transform,
-            dataset,
-            draws,
-            layers,
-            probe,
-            config.run.batch_size,
-            device,
-            seed=config.data.seed,
-            store=store,
-            store_dtype=np.dtype(config.run.store_dtype),
-            extract_also=[info for group in ahead if _outgrows(config, len(images), group) for info in group],
-            precision=config.run.precision,
-        )
-        _write_part(run_dir, "results", unit.id, to_frame([{**model_keys, **r} for r in results]))
+        storage = _storage(run_dir, config, loaded, forward.images, layers, ahead)
+        results, vip = probe_rows(forward, draws, layers, config.probe, config.data.seed, storage)
+        identity = {
+            **model_keys,
+            "architecture": entry.architecture,
+            "weights": entry.weights,
+            "seed": entry.seed,
+        }
+        _write_part(run_dir, "results", unit.id, to_frame([{**identity, **r} for r in results]))
         if vip:
             _write_part(
                 run_dir,
                 "vip_study",
                 unit.id,
-                to_frame([{"model": unit.model["name"], **r} for r in vip], "vip_study"),
+                to_frame([{**model_keys, **r} for r in vip], "vip_study"),
             )
     atomic_write_text(done, time.strftime("%Y-%m-%dT%H:%M:%S"))
     _log(run_dir, {"event": "finish", "unit": unit.id})
     return unit.id
 
 
-def _store_for(run_dir: Path, config: RunConfig, loaded: Any, images: list[str], layers: Sequence) -> Any:
+def _storage(
+    run_dir: Path,
+    config: RunConfig,
+    loaded: Any,
+    images: Sequence[str],
+    layers: Sequence,
+    extract_also: Sequence = (),
+) -> Storage | None:
     """The activation store for a unit whose layers outgrow ``run.memory_gb`` in RAM, else None.
 
     The store lives inside the run folder (a config never writes outside it) and is keyed by the network's
     weights digest, its preprocessing and the images, so a rerun, or another unit of the same model, reads
-    the batches already extracted instead of recomputing them.
+    the batches already extracted instead of recomputing them. ``extract_also`` are later units' layers
+    written in the same forward pass.
     """
     from faceprobe.extract.store import ActivationStore, store_key
 
@@ -272,8 +310,9 @@ def _store_for(run_dir: Path, config: RunConfig, loaded: Any, images: list[str],
     root = (run_dir / config.run.store).resolve()
     if not root.is_relative_to(run_dir.resolve()):
         raise FaceprobeError(f"{root}: run.store must stay inside the run folder {run_dir}")
-    key = store_key(loaded.architecture, loaded.digest, loaded.preprocessing.to_dict(), images)
-    return ActivationStore.open(root, key, batch_size=config.run.batch_size)
+    key = store_key(loaded.architecture, loaded.digest, loaded.preprocessing.to_dict(), list(images))
+    store = ActivationStore.open(root, key, batch_size=config.run.batch_size)
+    return Storage(store, np.dtype(config.run.store_dtype), tuple(extract_also))
 
 
 def _outgrows(config: RunConfig, n_images: int, layers: Sequence) -> bool:
@@ -298,78 +337,167 @@ def run_study(
     workers: int | None = None,
     progress: Callable[[str, int | None], Callable[[int], None]] | None = None,
 ) -> RunStatus:
-    """Run (or resume) the study into ``run_dir``; returns the status once every unit is finished."""
+    """Run (or resume) the study into ``run_dir``; returns the status once every unit is finished.
+
+    Every name is checked before the run folder is touched. One process at a time holds the run folder
+    (:func:`faceprobe.run.lock.hold`); the Dask workers of that process are part of it.
+    """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    units = plan_units(config)  # first: a bad layer name or checkpoint fails before the run folder is written
-    _prepare(config, run_dir)
-    (run_dir / "units").mkdir(exist_ok=True)
-    atomic_write_text(run_dir / "units" / "plan.json", json.dumps([u.__dict__ for u in units], indent=1))
-    todo = [u for u in units if not (run_dir / "units" / f"{u.id}.done").exists()]
-    advance = progress("work units", len(units)) if progress else (lambda k: None)
-    advance(len(units) - len(todo))
     executor = executor or config.run.executor
-    if executor == "local":
-        for k, unit in enumerate(todo):
-            execute_unit(run_dir, unit, later=todo[k + 1 :])
-            advance(1)
-    else:
-        _run_dask(
-            run_dir,
-            todo,
-            scheduler if scheduler is not None else config.run.scheduler,
-            workers or config.run.workers,
-            advance,
+    if executor not in ("local", "dask"):
+        raise FaceprobeError(f"executor must be local or dask, not {executor!r}")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise FaceprobeError(f"{run_dir} is a file; give a folder for the run")
+    dataset = _dataset(config)
+    units = plan_units(config, dataset)  # first: a bad name fails before the run folder is written
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with hold(run_dir):
+        _prepare(config, run_dir, dataset)
+        (run_dir / "units").mkdir(exist_ok=True)
+        atomic_write_text(run_dir / "units" / "plan.json", json.dumps([u.to_dict() for u in units], indent=1))
+        todo = [u for u in units if not (run_dir / "units" / f"{u.id}.done").exists()]
+        advance = progress("work units", len(units)) if progress else (lambda k: None)
+        advance(len(units) - len(todo))
+        if executor == "local":
+            for k, unit in enumerate(todo):
+                execute_unit(run_dir, unit, later=todo[k + 1 :])
+                advance(1)
+        else:
+            _run_dask(
+                run_dir,
+                todo,
+                scheduler if scheduler is not None else config.run.scheduler,
+                workers or config.run.workers,
+                advance,
+            )
+    status = run_status(run_dir)
+    reclaimed = 0
+    if status.complete and not config.run.keep_store:  # tables and reports never need the store
+        reclaimed = reclaim_held(run_dir, config.run.store)
+    failed = failed_attributes(read_table(run_dir))
+    if failed:  # the tables stay: a NaN row says why, and nothing computed is lost
+        attribute, why = next(iter(failed.items()))
+        raise FaceprobeError(
+            f"no probe of {', '.join(failed)} could be fitted ({attribute}: {why}); the rows are in "
+            f"{run_dir / 'results.parquet'}"
         )
-    return run_status(run_dir)
+    return dataclasses.replace(status, reclaimed=reclaimed)
 
 
 def _run_dask(run_dir: Path, units: Sequence[Unit], scheduler: str, workers: int, advance: Callable) -> None:
-    """Each unit is one Dask task; a task whose worker dies is retried on another (``retries``)."""
+    """Each unit is one Dask task; a task whose worker dies is retried on another (``retries``).
+
+    A problem of the user's (a :class:`FaceprobeError`) would fail the same way on every worker, so it
+    is not retried: the task returns it, the other tasks are cancelled and it is raised here once.
+    """
     from dask.distributed import Client, LocalCluster, as_completed
 
     cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)
-    with Client(scheduler or cluster) as client:
-        futures = [
-            client.submit(execute_unit, str(run_dir), unit, key=unit.id, retries=3, pure=False)
-            for unit in units
-        ]
-        for future in as_completed(futures):
-            future.result()
-            advance(1)
-    if cluster is not None:
-        cluster.close()
-
-
-def _prepare(config: RunConfig, run_dir: Path) -> None:
-    """Write the manifest and the draws once; a resumed run must have the same configuration."""
-    manifest_path = run_dir / "manifest.json"
-    if manifest_path.exists():
-        previous = json.loads(manifest_path.read_text())["config"]
-        if previous != json.loads(json.dumps(config.to_dict())):
+    try:
+        try:
+            client = Client(scheduler or cluster, timeout=_SCHEDULER_TIMEOUT)
+        except (OSError, TimeoutError) as err:
             raise FaceprobeError(
-                f"{run_dir} holds a run with another configuration; use a new folder, or the same config "
-                "to resume"
+                f"cannot reach the Dask scheduler {scheduler} within {_SCHEDULER_TIMEOUT} s ({err}); start "
+                "it, or check the address (tcp://HOST:PORT)"
+            ) from None
+        with client:
+            futures = [
+                client.submit(_dask_task, str(run_dir), unit, key=unit.id, retries=3, pure=False)
+                for unit in units
+            ]
+            for future in as_completed(futures):
+                problem = future.result()
+                if problem is not None:
+                    client.cancel(futures)
+                    raise FaceprobeError(problem)
+                advance(1)
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+#: Seconds to wait for a Dask scheduler before saying it cannot be reached.
+_SCHEDULER_TIMEOUT = 30
+
+
+def _dask_task(run_dir: str, unit: Unit) -> str | None:
+    """:func:`execute_unit` as a Dask task: a user's problem comes back as its message, not as a retry."""
+    try:
+        execute_unit(run_dir, unit)
+    except FaceprobeError as err:
+        return str(err)
+    return None
+
+
+def study_settings(config: RunConfig) -> dict[str, Any]:
+    """The settings that decide a run's results: all but how it runs (:data:`RESUMABLE`), as JSON values."""
+    settings = json.loads(json.dumps(config.to_dict()))
+    for table, keys in RESUMABLE.items():
+        for key in keys:
+            settings[table].pop(key, None)
+    return settings
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two JSON-like dicts."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [
+            d
+            for k in sorted(set(old) | set(new))
+            for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")
+        ]
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def _prepare(config: RunConfig, run_dir: Path, dataset: Any) -> None:
+    """Write the manifest, the draws and the baseline once; a resumed run must compute the same study.
+
+    A resume may change how the run goes (device, batch size, executor, memory: :data:`RESUMABLE`), which
+    the manifest then records, but not what it computes: other settings, or data whose ids or labels
+    changed (its fingerprint), are refused with the keys that differ.
+    """
+    manifest_path = run_dir / "manifest.json"
+    fingerprint = dataset.fingerprint()
+    if manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+        previous = parse_config(manifest["config"], str(manifest_path))
+        differ = _differences(study_settings(previous), study_settings(config))
+        if differ:
+            raise FaceprobeError(
+                f"{run_dir} holds a run with other settings ({', '.join(differ)} differ); use a new folder, "
+                "or the same settings to resume"
             )
+        if manifest["data"].get("fingerprint", fingerprint) != fingerprint:
+            raise FaceprobeError(
+                f"{run_dir} was started on other data: {config.data.spec} no longer has the same images and "
+                "labels (fingerprint differs); use a new folder, or the data the run started with"
+            )
+        if manifest["config"] != json.loads(json.dumps(config.to_dict())):
+            manifest["config"] = config.to_dict()
+            atomic_write_text(manifest_path, json.dumps(manifest, indent=2, default=str))
         return
-    dataset = _dataset(config)
-    draws, protocol = make_draws(dataset, config)
+    draws, protocol, dropped = make_draws(dataset, config)
     write_results(draws.table, run_dir / "draws.parquet")
     write_results(draws.labels.rename_axis("image_id").reset_index(), run_dir / "labels.parquet")
+    if config.baseline is not None:
+        write_results(read_baseline(config.baseline.path), run_dir / "baseline.parquet")
     manifest = {
         "faceprobe_version": _version(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "config": config.to_dict(),
-        "models": model_entries(config),
+        "models": [entry.to_dict() for entry in model_entries(config)],
         "data": {
             "spec": config.data.spec,
             "kind": getattr(dataset, "kind", ""),
+            "fingerprint": fingerprint,
             "attributes": draws.attributes,
             "n_train": config.data.train,
             "n_val": config.data.val,
             "n_test": int((draws.table["split"] == "test").sum()),
             "n_images": len(draws.images()),
             "shortened": {a: list(sizes) for a, sizes in protocol.shortened.items()},
+            "dropped": dropped,
             "skipped_images": [list(b) for b in (*dataset.skipped, *protocol.skipped)],
         },
         "versions": _versions(),
@@ -383,10 +511,13 @@ def _prepare(config: RunConfig, run_dir: Path) -> None:
 
 @dataclass(frozen=True)
 class RunStatus:
+    """Which units of a run are finished; ``reclaimed``: bytes of activation store a finished run freed."""
+
     run_dir: Path
     total: int
     finished: tuple[str, ...]
     pending: tuple[str, ...]
+    reclaimed: int = 0
 
     @property
     def complete(self) -> bool:
@@ -406,30 +537,6 @@ def run_status(run_dir: str | Path) -> RunStatus:
     return RunStatus(run_dir, len(ids), finished, tuple(i for i in ids if i not in finished))
 
 
-def read_table(run_dir: str | Path, name: str = "results") -> pd.DataFrame:
-    """A run's table as one DataFrame, rows in a stable order (empty with the right columns when absent)."""
-    path = Path(run_dir) / f"{name}.parquet"
-    if not path.exists() or (path.is_dir() and not any(path.glob("*.parquet"))):
-        return to_frame([], name) if name in TABLES else pd.DataFrame()
-    frame = pd.read_parquet(path)
-    keys = [
-        c
-        for c in (
-            "model",
-            "depth",
-            "ablated_depth",
-            "fraction",
-            "attribute",
-            "representation",
-            "unit",
-            "split",
-            "neuron",
-        )
-        if c in frame
-    ]
-    return frame.sort_values(keys, kind="stable").reset_index(drop=True)
-
-
 # --- small helpers -----------------------------------------------------------------------------------------
 
 
@@ -442,11 +549,13 @@ def _write_part(run_dir: Path, table: str, unit_id: str, frame: pd.DataFrame) ->
 def _log(run_dir: Path, event: dict[str, Any]) -> None:
     """Append one JSON line in a single write, so concurrent workers and a kill never tear a line."""
     line = (json.dumps({"time": time.time(), "pid": os.getpid(), **event}) + "\n").encode()
-    fd = os.open(run_dir / "log.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
+    path = run_dir / "log.jsonl"
+    with writing(path):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
 
 
 def _version() -> str:

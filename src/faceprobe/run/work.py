@@ -25,9 +25,10 @@ from torch.utils.data import DataLoader
 from faceprobe.extract import LayerInfo, extract
 from faceprobe.extract.ablation import ablate
 from faceprobe.extract.store import ActivationStore, CorruptStoreError, extract_to_store
+from faceprobe.run.config import ProbeConfig
 from faceprobe.studies.layerwise import AttributeRows, probe_layer
 
-__all__ = ["Draws", "ablation_rows", "attribute_rows", "probe_rows"]
+__all__ = ["Ablation", "Draws", "Forward", "Storage", "ablation_rows", "attribute_rows", "probe_rows"]
 
 
 @dataclass(frozen=True)
@@ -77,10 +78,46 @@ def attribute_rows(draws: Draws, images: Sequence[str], attributes: Sequence[str
     return rows
 
 
-def _loader(dataset: Any, images: Sequence[str], transform: Callable, batch_size: int) -> DataLoader:
-    return DataLoader(
-        dataset.torch_dataset(images, transform=transform), batch_size=batch_size, shuffle=False
-    )
+@dataclass(frozen=True)
+class Forward:
+    """A unit's network over its images: what every extraction of the unit shares.
+
+    ``images`` are the union of the draws (each image once); ``progress`` is called with the number of
+    images each batch finishes.
+    """
+
+    model: nn.Module
+    transform: Callable
+    dataset: Any
+    images: tuple[str, ...]
+    batch_size: int = 64
+    device: torch.device | str = "cpu"
+    precision: str = "float32"
+    progress: Callable[[int], None] | None = None
+
+    def loader(self) -> DataLoader:
+        images = self.dataset.torch_dataset(self.images, transform=self.transform)
+        return DataLoader(images, batch_size=self.batch_size, shuffle=False)
+
+
+@dataclass(frozen=True)
+class Storage:
+    """Where a unit's layers go when they outgrow RAM: the activation store, its dtype, and the layers of
+    later units written in the same forward pass (probed by those units)."""
+
+    store: ActivationStore
+    dtype: Any = np.float32
+    extract_also: tuple[LayerInfo, ...] = ()
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """What an ablation unit zeroes and re-probes: the top ``fractions`` of VIP neurons, per attribute."""
+
+    fractions: tuple[float, ...]
+    attributes: tuple[str, ...]
+    top_k: int = 8
+    components: int = 8
 
 
 class _InMemory:
@@ -116,94 +153,66 @@ class _OnDisk:
 
 
 def _activations(
-    model: nn.Module,
-    transform: Callable,
-    dataset: Any,
-    images: Sequence[str],
-    layers: Sequence[LayerInfo],
-    batch_size: int,
-    device: torch.device | str,
-    precision: str,
-    store: ActivationStore | None = None,
-    store_dtype: Any = np.float32,
-    progress: Callable[[int], None] | None = None,
-    extract_also: Sequence[LayerInfo] = (),
+    forward: Forward, layers: Sequence[LayerInfo], storage: Storage | None = None
 ) -> _InMemory | _OnDisk:
-    """The layers of ``images``, extracted into RAM without ``store``, else into it (and ``extract_also``)."""
-    if store is None:
+    """The layers of the images, extracted into RAM without ``storage``, else into its store."""
+    if storage is None:
         names = [info.name for info in layers]
-        loader = _loader(dataset, images, transform, batch_size)
-        return _InMemory(extract(model, loader, names, device=device, progress=progress, precision=precision))
+        arrays = extract(
+            forward.model,
+            forward.loader(),
+            names,
+            device=forward.device,
+            progress=forward.progress,
+            precision=forward.precision,
+        )
+        return _InMemory(arrays)
     return _OnDisk(
         functools.partial(
             extract_to_store,
-            model,
-            dataset.torch_dataset(images, transform=transform),
-            [*layers, *extract_also],
-            store,
-            dtype=store_dtype,
-            device=device,
-            progress=progress,
-            precision=precision,
+            forward.model,
+            forward.dataset.torch_dataset(forward.images, transform=forward.transform),
+            [*layers, *storage.extract_also],
+            storage.store,
+            dtype=storage.dtype,
+            device=forward.device,
+            progress=forward.progress,
+            precision=forward.precision,
         ),
-        store,
+        storage.store,
     )
 
 
 def probe_rows(
-    model: nn.Module,
-    transform: Callable,
-    dataset: Any,
+    forward: Forward,
     draws: Draws,
     layers: Sequence[LayerInfo],
-    probe: Mapping[str, Any],
-    batch_size: int = 64,
-    device: torch.device | str = "cpu",
+    probe: ProbeConfig,
     seed: int = 0,
-    progress: Callable[[int], None] | None = None,
-    store: ActivationStore | None = None,
-    store_dtype: Any = np.float32,
-    precision: str = "float32",
-    extract_also: Sequence[LayerInfo] = (),
+    storage: Storage | None = None,
 ) -> tuple[list[dict], list[dict]]:
     """Probe every layer of ``layers`` for every attribute: (result rows, VIP-study rows).
 
-    Without ``store`` the layers are held in memory; with one (keyed by this model and ``draws.images()``)
-    they are extracted into it, batches already there are not recomputed, and each layer is probed
-    straight from disk, so memory no longer grows with the layer width; ``extract_also`` are layers written
-    into the store in the same forward pass but probed later (by other units). ``precision`` "bfloat16"
-    runs the forward under autocast (on a GPU).
+    Without ``storage`` the layers are held in memory; with it (a store keyed by this model and the
+    draws' images) they are extracted into the store, batches already there are not recomputed, and each
+    layer is probed straight from disk, so memory no longer grows with the layer width. ``seed`` draws the
+    VIP study's neurons.
     """
-    images = draws.images()
-    rows_by_attribute = attribute_rows(draws, images)
+    rows_by_attribute = attribute_rows(draws, forward.images)
 
     def layer_probes(info: LayerInfo) -> Callable[[Any], Any]:
         return lambda X: probe_layer(
             X,
             info.shape,
             rows_by_attribute,
-            k=probe["top_k"],
-            n_components=probe["components"],
-            single_units=probe["single_units"],
-            vip_study=probe["vip_study"],
+            k=probe.top_k,
+            n_components=probe.components,
+            single_units=probe.single_units,
+            vip_study=probe.vip_study,
             seed=seed,
-            keep_vip=True,
         )
 
-    source = _activations(
-        model,
-        transform,
-        dataset,
-        images,
-        layers,
-        batch_size,
-        device,
-        precision,
-        store,
-        store_dtype,
-        progress,
-        extract_also,
-    )
+    source = _activations(forward, layers, storage)
     outputs = [source.probe(info, layer_probes(info)) for info in layers]
     results, vip_rows = [], []
     for info, out in zip(layers, outputs, strict=True):
@@ -214,72 +223,61 @@ def probe_rows(
 
 
 def ablation_rows(
-    model: nn.Module,
-    transform: Callable,
-    dataset: Any,
+    forward: Forward,
     draws: Draws,
     ablated: LayerInfo,
     later: Sequence[LayerInfo],
-    fractions: Sequence[float],
-    attributes: Sequence[str],
-    probe: Mapping[str, Any],
-    batch_size: int = 64,
-    device: torch.device | str = "cpu",
-    precision: str = "float32",
-    store: ActivationStore | None = None,
-    store_dtype: Any = np.float32,
+    ablation: Ablation,
+    storage: Storage | None = None,
 ) -> list[dict]:
     """Thesis Table 5.4: zero the top-VIP neurons of ``ablated`` and re-probe every later layer.
 
     For each attribute the ablated layer's VIP comes from its own layer probe (fitted on the train draw);
     the top ``fraction`` of its neurons are zeroed inside the forward pass, the later layers re-extracted
-    and probed again (whole layer, top-k channels, top-k neurons) and compared with the unablated probes.
-    Without ``store`` the layers are held in RAM. With one, the clean layers are read from it (the probe
-    units of the same model usually wrote them already) and each ablated pass goes through a store of its
-    own next to it, keyed by the zeroed neurons and deleted once probed, so memory stays bounded by the
-    batch however many later layers there are.
+    and probed again (whole layer, top-k channels, top-k neurons) and compared with the unablated probes
+    of the same split: a validation row with the validation baseline, a test row with the test baseline
+    (thesis section 5.3: the drop is measured where the probe is scored). Without ``storage`` the layers
+    are held in RAM. With it, the clean layers are read from its store (the probe units of the same model
+    usually wrote them already) and each ablated pass goes through a store of its own next to it, keyed by
+    the zeroed neurons and deleted once probed, so memory stays bounded by the batch however many later
+    layers there are.
     """
-    images = draws.images()
-    device = torch.device(device)
-    rows_by_attribute = attribute_rows(draws, images, attributes)
-    settings = {"k": probe["top_k"], "n_components": probe["components"]}
-
-    def activations(layers: Sequence[LayerInfo], into: ActivationStore | None) -> _InMemory | _OnDisk:
-        return _activations(
-            model, transform, dataset, images, layers, batch_size, device, precision, into, store_dtype
-        )
+    rows_by_attribute = attribute_rows(draws, forward.images, ablation.attributes)
+    settings = {"k": ablation.top_k, "n_components": ablation.components}
 
     def probes(info: LayerInfo, selected: Mapping[str, AttributeRows], **kwargs: Any) -> Callable[[Any], Any]:
         return lambda X: probe_layer(X, info.shape, selected, **settings, **kwargs)
 
-    clean = activations([ablated, *later], store)
-    ablated_probe = clean.probe(ablated, probes(ablated, rows_by_attribute, keep_vip=True))
-    baseline = {
-        (info.name, row["attribute"], row["representation"]): row["accuracy"]
+    store = storage.store if storage is not None else None
+    clean = _activations(forward, [ablated, *later], storage)
+    ablated_probe = clean.probe(ablated, probes(ablated, rows_by_attribute))
+    baseline = {  # each split's rows are compared with the same split's unablated probe
+        (info.name, row["attribute"], row["representation"], row["split"]): row["accuracy"]
         for info in later
-        for row in clean.probe(info, probes(info, rows_by_attribute))
+        for row in clean.probe(info, probes(info, rows_by_attribute)).rows
     }
     del clean
     rows = []
     for attribute, vip in ablated_probe.vips.items():
         selected = {attribute: rows_by_attribute[attribute]}
         order = np.argsort(-vip, kind="stable")
-        for fraction in fractions:
+        for fraction in ablation.fractions:
             neurons = order[: max(1, math.ceil(fraction * vip.size))]
-            hit_store = None
-            if store is not None:
+            hit_storage = None
+            if storage is not None and store is not None:
                 zeroed = {"layer": ablated.name, "neurons": hashlib.sha256(neurons.tobytes()).hexdigest()}
                 hit_store = ActivationStore.open(
                     store.path.parent / "ablated", {**store.key, "ablated": zeroed}, store.batch_size
                 )
-            with ablate(model, ablated.name, neurons=neurons):  # also for a re-extraction on a bad chunk
-                hit = activations(later, hit_store)
+                hit_storage = Storage(hit_store, storage.dtype)
+            with ablate(forward.model, ablated.name, neurons=neurons):  # also for a re-extraction
+                hit = _activations(forward, later, hit_storage)
                 probed = {info.name: hit.probe(info, probes(info, selected)) for info in later}
-            if hit_store is not None:
-                shutil.rmtree(hit_store.path)
+            if hit_storage is not None:
+                shutil.rmtree(hit_storage.store.path)
             for info in later:
-                for row in probed[info.name]:
-                    before = baseline[(info.name, attribute, row["representation"])]
+                for row in probed[info.name].rows:
+                    before = baseline[(info.name, attribute, row["representation"], row["split"])]
                     rows.append(
                         {
                             "ablated_layer": ablated.name,
@@ -290,6 +288,7 @@ def ablation_rows(
                             "layer": info.name,
                             "depth": info.depth,
                             "representation": row["representation"],
+                            "split": row["split"],
                             "accuracy": row["accuracy"],
                             "baseline_accuracy": before,
                             "drop": before - row["accuracy"],

@@ -6,6 +6,10 @@ through PLS + QDA, the neurons straight into QDA. Optionally each of those units
 single channel and neuron of Table 5.2), and a VIP study samples neurons uniformly over the VIP range and
 probes each alone (Fig. 5.9). Every probe is fitted on the train draw and scored on the validation draw and,
 when given, on the test split.
+
+Layers without spatial extent (fc, embedding, 1x1-pooled outputs) have no channels: a "channel" there is a
+neuron, so, as in the thesis (section 5.2: the channel curves stop where outputs become one-dimensional),
+they get no channel or channels rows.
 """
 
 from __future__ import annotations
@@ -32,11 +36,16 @@ from faceprobe.pls import (
 from faceprobe.probe import Probe
 from faceprobe.studies.units import sample_by_vip, single_unit_accuracies
 
-__all__ = ["AttributeRows", "LayerProbes", "probe_layer", "split_rows"]
+__all__ = ["AttributeRows", "LayerProbes", "has_channels", "probe_layer", "split_rows"]
 
 _EMPTY = np.zeros(0, dtype=np.intp)
 #: Largest matrix of units read from a stored layer in one pass (the units of several attributes).
 _UNITS_BYTES = 256 * 2**20
+
+
+def has_channels(shape: tuple[int, ...]) -> bool:
+    """Whether a layer of output ``shape`` (C, H, W) has channels of more than one neuron each."""
+    return len(shape) > 1 and int(np.prod(shape[1:])) > 1
 
 
 @dataclass(frozen=True)
@@ -75,8 +84,7 @@ def probe_layer(
     single_units: bool = False,
     vip_study: int = 0,
     seed: int = 0,
-    keep_vip: bool = False,
-) -> list[dict] | LayerProbes:
+) -> LayerProbes:
     """Probe one layer output X (union images x features, C,H,W order) for every attribute.
 
     X may be an in-memory array or an on-disk one (a zarr array of the activation store): the whole layer is
@@ -89,8 +97,8 @@ def probe_layer(
     ``single_units`` "channel"/"neuron" with their ``unit``), k, split, accuracy, n_train, n_eval, note. A
     probe that cannot run (constant output, too few samples) gets NaN accuracy and the reason in ``note``
     instead of stopping the run. With ``vip_study`` > 0 that many neurons per attribute are sampled
-    uniformly over the VIP range and probed alone. Returns the rows alone unless a study or ``keep_vip``
-    asks for more, then a :class:`LayerProbes`.
+    uniformly over the VIP range and probed alone. The :class:`LayerProbes` also keeps each attribute's VIP
+    (the ablation study zeroes by it).
     """
     out = LayerProbes()
     layer_fits = _layer_pls(X, attributes, n_components)
@@ -108,10 +116,10 @@ def probe_layer(
         if isinstance(pls, ProbeInputError):  # no fitted layer probe, so no VIP to pick units by
             failed = {split: {"accuracy": np.nan, "note": str(pls)} for split in sel.evaluations()}
             for representation in ("layer", "channels", "neurons"):
-                out.rows += _rows(attribute, sel, representation, 0, failed)
+                if representation != "channels" or has_channels(shape):
+                    out.rows += _rows(attribute, sel, representation, 0, failed)
             continue
-        if keep_vip:
-            out.vips[attribute] = pls.vip_
+        out.vips[attribute] = pls.vip_
         if attribute not in units:
             units |= _read_units(X, shape, picks, attribute)
         values, positions = units.pop(attribute)
@@ -128,7 +136,7 @@ def probe_layer(
         )
         out.rows += rows
         out.vip_rows += vip_rows
-    return out if (vip_study or keep_vip) else out.rows
+    return out
 
 
 @dataclass(frozen=True)
@@ -144,7 +152,8 @@ class _Picks:
         cls, vip: NDArray, shape: tuple[int, ...], k: int, vip_study: int, rng: np.random.Generator
     ) -> _Picks:
         sampled = sample_by_vip(vip, vip_study, rng) if vip_study else _EMPTY
-        return cls(top_k_channels(vip, shape, k), top_k_neurons(vip, k), sampled)
+        channels = top_k_channels(vip, shape, k) if has_channels(shape) else _EMPTY
+        return cls(channels, top_k_neurons(vip, k), sampled)
 
     def columns(self, shape: tuple[int, ...]) -> tuple[NDArray, NDArray, NDArray]:
         """The columns of X each probe reads: the channels' neurons, the neurons, the sampled neurons."""
@@ -202,13 +211,14 @@ def _attribute_probes(
         picked = {split: (U[:, columns], y) for split, (U, y) in U_evals.items()}
         return _fit_and_score(Probe(n), U_train[:, columns], sel.y_train, picked)
 
-    rows += _rows(
-        attribute,
-        sel,
-        "channels",
-        len(channels),
-        probe_units(channel_cols, min(n_components, len(channel_cols))),
-    )
+    if len(channels):
+        rows += _rows(
+            attribute,
+            sel,
+            "channels",
+            len(channels),
+            probe_units(channel_cols, min(n_components, len(channel_cols))),
+        )
     rows += _rows(attribute, sel, "neurons", len(neurons), probe_units(neuron_cols, None))
     if single_units:
         per_channel = len(channel_cols) // max(1, len(channels))
