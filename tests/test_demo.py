@@ -60,7 +60,9 @@ def test_demo_is_a_run_of_the_runner_with_every_table(demo_run, results):
     assert set(results["representation"]) == {"layer", "channels", "neurons", "channel", "neuron"}
     assert set(results["split"]) == {"val", "test"}
     layer = results[results["representation"] == "layer"]
-    assert layer["accuracy"].notna().all()
+    assert _trained(layer)["accuracy"].notna().all()
+    # the random twin's residual branches end in a zero-initialised batch norm: constant, so no probe there
+    assert _constant(layer[layer["accuracy"].isna()]).all()
     # Two weight origins of one architecture, each an id with the digest of what it is, and its seed.
     models = results.drop_duplicates("model").set_index("model")
     assert len(models) == 2
@@ -91,6 +93,7 @@ def test_planted_attributes_are_found_and_the_control_stays_at_chance(results):
     control = results[results["attribute"] == "Control_Random"]
     # Whole layer and top-8 units on the balanced validation draw (1000 images: 50 +- 5 is 3 standard
     # errors), for both networks; the test split (a few hundred images) within 4 standard errors.
+    control = control[~_constant(control)]
     pooled = control["representation"].isin(["layer", "channels", "neurons"])
     on_val = control[pooled & (control["split"] == "val")]
     assert (on_val["n_eval"] >= 900).all() and on_val["accuracy"].between(0.45, 0.55).all(), on_val
@@ -138,7 +141,8 @@ def test_vip_predicts_single_neuron_accuracy_in_the_trained_network(demo_run, re
     out, _ = demo_run
     vip = load_run(out / "run").table("vip_study")
     each = vip_projections(vip).set_index(["source", "layer", "attribute"])
-    cells = results[["model", "layer", "attribute"]].drop_duplicates()
+    fitted = results[(results["representation"] == "layer") & results["accuracy"].notna()]
+    cells = fitted[["model", "layer", "attribute"]].drop_duplicates()
     assert sorted(each.index) == sorted(cells.itertuples(index=False, name=None))
     # 50 neurons per projection, or all of a narrower layer (the face network's classifier has 48 outputs)
     width = results.drop_duplicates(["model", "layer"]).set_index(["model", "layer"])["n_features"]
@@ -161,3 +165,8 @@ def test_vip_predicts_single_neuron_accuracy_in_the_trained_network(demo_run, re
     blocks = results.loc[results["kind"] == "block", "layer"].unique()
     planted = trained["r(vip, accuracy)"].unstack("attribute")[PLANTED].droplevel("source").loc[blocks]
     assert len(blocks) >= 3 and (planted > 0).all().all() and (planted.mean() >= 0.4).all(), planted
+
+
+def _constant(rows: pd.DataFrame) -> pd.Series:
+    """Rows of a probe that could not run because the layer's output is constant (its note says so)."""
+    return rows["note"].str.contains("no variance related to y", regex=False)
