@@ -1,26 +1,30 @@
-"""End to end: probe every block output of ResNet-50 with faceprobe vs the pipeline a researcher writes today.
+"""End to end: `faceprobe probe` at its defaults vs the pipeline a researcher writes today, on ResNet-50.
 
-Both sides probe the same layers of the same network (random weights, seeded, 112x112) on the same draws of
-the same synthetic faces, each side in a fresh subprocess so its time and peak resident memory are its own:
+Both sides probe the same block outputs of the same network (random weights, seeded, 112x112) on the same
+draws of the same synthetic faces, each side in a fresh subprocess so its time and peak resident memory are
+its own:
 
-* faceprobe: the runner's own path, ``faceprobe.run.work.probe_rows`` over groups of ``--layers-per-unit``
-  layers (one truncated forward per group feeds all its layers and attributes). It also fits the top-8
-  channel and top-8 neuron probes of every (layer, attribute), which the peer does not. As in the runner, a
-  group whose activations outgrow ``--memory-gb`` streams through the activation store instead of RAM, and
-  also extracts the later streamed groups' layers, so they cost no forward pass;
-* peer: per layer, torchvision's ``create_feature_extractor`` over the draws' images (one truncated forward
-  per layer, ``torch.cat`` of the batches), then per attribute scikit-learn's ``PLSRegression(scale=False)``
-  on the train rows and ``StandardScaler`` + ``QuadraticDiscriminantAnalysis`` on its scores: the
-  standardisation and ``reg_param`` of :class:`faceprobe.Probe`, so both sides compute the same probe.
+* faceprobe: the `faceprobe probe` command with its default settings (run in the child through the CLI's own
+  entry point; only the data, model, layers, attributes, draw sizes and input size are given): its plan, its
+  train pass (in RAM or through the store, as ``run.memory_gb`` decides), the evaluation pass, and every
+  study it computes by default (layer, top-8 channels, top-8 neurons, single units, the VIP study, the
+  Control_Random probe), which the peer does not;
+* peer: the strongest simple script: every layer hooked in one forward pass over the draws' images
+  (torchvision's ``create_feature_extractor`` with all the layers at once, ``torch.cat`` of the batches, all
+  held in RAM), then per (layer, attribute) scikit-learn's ``PLSRegression(scale=False)`` on the train rows
+  and ``StandardScaler`` + ``QuadraticDiscriminantAnalysis`` on its scores: the standardisation and
+  ``reg_param`` of :class:`faceprobe.Probe`, so both sides compute the same layer probe.
 
 The faces come from :func:`faceprobe.data.synth.generate` (CelebA layout, planted attributes) and the draws
-from :func:`faceprobe.data.sampling.sample_protocol`, once, into a temporary folder both sides read. Time is
-the child's work (model build, extraction, probes), imports excluded; memory is the child's peak RSS.
+from the runner's own :func:`faceprobe.run.runner.make_draws`, once, into a temporary folder both sides read.
+Time is the child's work (for faceprobe the whole command, with its own imports done before the clock
+starts), memory the child's peak RSS.
 
     python benchmarks/bench_end_to_end.py           # 22 block outputs, 8 attributes, 512 + 512 draws
-    python benchmarks/bench_end_to_end.py --images 1000 --train 256 --val 256 --memory-gb 4,0
+    python benchmarks/bench_end_to_end.py --images 1750 --train 256 --val 256 \
+        --attributes Male,Smiling,Mouth_Slightly_Open,Control_Random
     python benchmarks/bench_end_to_end.py --images 600 --train 64 --val 64 --layers "layer4.?,fc" \
-        --attributes Male,Smiling
+        --attributes Male,Smiling --memory-gb 4,0
 """
 
 from __future__ import annotations
@@ -55,7 +59,12 @@ Control_Random is the coin flip that nothing in the image depends on."""
 
 _COMPONENTS = 8
 _REG_PARAM = 1e-3  # faceprobe.Probe's default
-_IMPORTS = ("torchvision.models.feature_extraction", "sklearn.cross_decomposition", "faceprobe.run.work")
+_IMPORTS = (
+    "torchvision.models.feature_extraction",
+    "sklearn.cross_decomposition",
+    "faceprobe.cli.run",
+    "faceprobe.run.runner",
+)
 
 
 def _model(settings: dict):
@@ -74,54 +83,38 @@ def _draws(folder: Path):
     )
 
 
+def _probe_flags(folder: Path, settings: dict) -> list[str]:
+    """`faceprobe probe`'s flags for this benchmark: the study, nothing about how it runs."""
+    return [
+        "probe",
+        "--model", "resnet50",
+        "--weights", "random",
+        "--data", f"synthetic:{folder / 'faces'}",
+        "--attributes", settings["attributes"],
+        "--layers", settings["layers"],
+        "--train", str(settings["train"]),
+        "--val", str(settings["val"]),
+        "--input-size", str(settings["size"]),
+        "--seed", str(settings["seed"]),
+    ]  # fmt: skip
+
+
 def _faceprobe(folder: Path, settings: dict) -> dict[tuple[str, str], float]:
-    """The runner's work units, one after another: layer groups through ``probe_rows``.
+    """`faceprobe probe` at its defaults (``memory_gb`` given only when it is not the default)."""
+    import contextlib
 
-    As the runner decides, a group whose activations outgrow ``memory_gb`` streams through the activation
-    store (in the temporary folder) instead of being held in memory, and, as its local executor does, also
-    extracts the later store-bound groups' layers in its forward pass.
-    """
-    import torch
+    from faceprobe.cli import app
+    from faceprobe.run import read_table
 
-    from faceprobe.data.registry import load_dataset
-    from faceprobe.extract.catalogue import catalogue, select_layers
-    from faceprobe.extract.store import ActivationStore, store_key
-    from faceprobe.run.config import ProbeConfig
-    from faceprobe.run.work import Forward, Storage, probe_rows
-
-    loaded = _model(settings)
-    size = settings["size"]
-    infos = select_layers(catalogue(loaded.module, torch.zeros(2, 3, size, size)), settings["layers"])
-    dataset = load_dataset(f"synthetic:{folder / 'faces'}")
-    draws, transform, group = _draws(folder), loaded.preprocessing.transform(), settings["layers_per_unit"]
-    images = draws.images()
-    key = store_key(loaded.architecture, loaded.digest, loaded.preprocessing.to_dict(), images)
-    accuracy = {}
-    groups = [infos[start : start + group] for start in range(0, len(infos), group)]
-    stored = [
-        len(images) * sum(info.features for info in layers) * 4 > settings["memory_gb"] * 2**30
-        for layers in groups
-    ]
-    for k, layers in enumerate(groups):
-        storage = (
-            Storage(ActivationStore.open(folder / "store", key, batch_size=settings["batch"]))
-            if stored[k]
-            else None
-        )
-        if storage is not None:  # as the local executor: also the later store-bound groups' layers
-            ahead = [
-                info for later, s in zip(groups[k + 1 :], stored[k + 1 :], strict=True) if s for info in later
-            ]
-            storage = Storage(storage.store, extract_also=tuple(ahead))
-        forward = Forward(loaded.module, transform, dataset, tuple(images), settings["batch"])
-        probe = ProbeConfig(components=_COMPONENTS, top_k=8, single_units=False, vip_study=0)
-        rows, _ = probe_rows(forward, draws, layers, probe, 0, storage)
-        accuracy |= {
-            (r["layer"], r["attribute"]): r["accuracy"]
-            for r in rows
-            if r["representation"] == "layer" and r["split"] == "val"
-        }
-    return accuracy
+    run_dir = folder / f"run-{settings['memory_gb']}"
+    flags = [*_probe_flags(folder, settings), "--out", str(run_dir)]
+    if settings["memory_gb"] is not None:
+        flags += ["--memory-gb", str(settings["memory_gb"])]
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries the child's JSON
+        app(flags, standalone_mode=False)
+    results = read_table(run_dir)
+    layer = results[(results["representation"] == "layer") & (results["split"] == "val")]
+    return {(r.layer, r.attribute): r.accuracy for r in layer.itertuples()}
 
 
 class _Faces:
@@ -141,7 +134,8 @@ class _Faces:
 
 
 def _peer(folder: Path, settings: dict) -> dict[tuple[str, str], float]:
-    """torchvision feature extraction + scikit-learn PLS and QDA, layer by layer."""
+    """torchvision feature extraction of every layer in one forward pass, held in RAM, then scikit-learn
+    PLS and QDA per (layer, attribute)."""
     import torch
     from sklearn.cross_decomposition import PLSRegression
     from sklearn.discriminant_analysis import QuadraticDiscriminantAnalysis
@@ -163,11 +157,17 @@ def _peer(folder: Path, settings: dict) -> dict[tuple[str, str], float]:
         for (attribute, split), group in draws.table.groupby(["attribute", "split"], observed=True)
     }
     labels = draws.labels.loc[images]
+    names = settings["layer_names"]
+    extractor = create_feature_extractor(loaded.module, {layer: layer for layer in names})
+    batches: dict[str, list] = {layer: [] for layer in names}
+    with torch.inference_mode():
+        for x in loader:
+            for layer, out in extractor(x).items():
+                batches[layer].append(out.flatten(1))
+    layers = {layer: torch.cat(parts).numpy() for layer, parts in batches.items()}
+    del batches, extractor
     accuracy = {}
-    for layer in settings["layer_names"]:
-        extractor = create_feature_extractor(loaded.module, {layer: "x"})
-        with torch.inference_mode():
-            X = torch.cat([extractor(x)["x"].flatten(1) for x in loader]).numpy()
+    for layer, X in layers.items():
         for attribute in draws.attributes:
             train, val = splits[attribute, "train"], splits[attribute, "val"]
             y = labels[attribute].to_numpy()
@@ -177,11 +177,10 @@ def _peer(folder: Path, settings: dict) -> dict[tuple[str, str], float]:
                 warnings.simplefilter("ignore")  # collinearity warnings, as in faceprobe.Probe
                 qda.fit(pls.x_scores_, y[train])
                 accuracy[layer, attribute] = qda.score(pls.transform(X[val]), y[val])
-        del X, extractor
     return accuracy
 
 
-def _child(side: str, folder: Path, memory_gb: float) -> dict:
+def _child(side: str, folder: Path, memory_gb: float | None) -> dict:
     import torch
 
     for module in _IMPORTS:
@@ -204,32 +203,32 @@ def _child(side: str, folder: Path, memory_gb: float) -> dict:
 
 
 def _prepare(folder: Path, args: argparse.Namespace) -> dict:
-    """Synthetic faces, the protocol's draws and the layer list, written once for both sides."""
+    """Synthetic faces, the runner's draws and the layer list, written once for both sides."""
     import torch
 
     from faceprobe.data.registry import load_dataset
-    from faceprobe.data.sampling import sample_protocol
     from faceprobe.data.synth import generate
     from faceprobe.extract.catalogue import catalogue, select_layers
+    from faceprobe.run.config import parse_config
+    from faceprobe.run.runner import make_draws
 
     per_identity = 20
     generate(folder / "faces", -(-args.images // per_identity), per_identity, size=112, seed=args.seed)
-    dataset = load_dataset(f"synthetic:{folder / 'faces'}")
-    protocol = sample_protocol(
-        dataset, args.attributes.split(","), n_train=args.train, n_val=args.val, n_test=0, seed=args.seed
-    )
-    table = protocol.to_frame().astype({"attribute": "string"})
-    table.to_parquet(folder / "draws.parquet")
-    union = sorted(set(table["image_id"]))
-    labels = dataset.attributes.loc[union, list(protocol.attributes)]
-    labels.rename_axis("image_id").reset_index().to_parquet(folder / "labels.parquet")
+    spec = f"synthetic:{folder / 'faces'}"
+    dataset = load_dataset(spec)
+    study = {"spec": spec, "attributes": args.attributes.split(","), "train": args.train, "val": args.val}
+    config = parse_config({"data": {**study, "seed": args.seed}, "models": [{"architecture": "resnet50"}]})
+    draws, protocol, _ = make_draws(dataset, config)
+    draws.table.to_parquet(folder / "draws.parquet")
+    draws.labels.rename_axis("image_id").reset_index().to_parquet(folder / "labels.parquet")
     settings = {
         "size": args.size,
         "seed": args.seed,
         "batch": args.batch,
         "layers": args.layers,
-        "layers_per_unit": args.layers_per_unit,
-        "store_dtype": args.store_dtype,
+        "attributes": args.attributes,
+        "train": args.train,
+        "val": args.val,
     }
     infos = select_layers(
         catalogue(_model(settings).module, torch.zeros(2, 3, args.size, args.size)), args.layers
@@ -238,14 +237,16 @@ def _prepare(folder: Path, args: argparse.Namespace) -> dict:
     (folder / "settings.json").write_text(json.dumps(settings))
     return {
         "pool": int(dataset.partitions.isin([0, 1]).sum()),
-        "union": len(union),
+        "union": len(draws.images()),
+        "train_union": len(draws.train_images()),
         "shortened": protocol.shortened,
         "layers": len(infos),
         "features": sum(info.features for info in infos),
     }
 
 
-def main() -> None:
+def arguments() -> argparse.ArgumentParser:
+    """The command line, also parsed by benchmarks that run this probe (bench_under_load.py)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -254,25 +255,25 @@ def main() -> None:
     parser.add_argument("--val", type=int, default=512, help="balanced validation draw per attribute")
     parser.add_argument("--layers", default="auto", help="layer selection (auto: every block output)")
     parser.add_argument("--attributes", default=",".join(ATTRIBUTES))
-    parser.add_argument("--layers-per-unit", type=int, default=4, help="faceprobe's layers per forward")
     parser.add_argument(
         "--memory-gb",
-        default="4",
-        help="faceprobe's run.memory_gb (groups above it stream through the store); a comma list runs "
+        default="default",
+        help="faceprobe's --memory-gb ('default': not given, the command's default); a comma list runs "
         "faceprobe once per value, an empty one not at all",
-    )
-    parser.add_argument(
-        "--store-dtype", default="float32", choices=["float32", "float16"], help="faceprobe's run.store_dtype"
     )
     parser.add_argument("--no-peer", action="store_true", help="run the faceprobe side(s) only")
     parser.add_argument("--size", type=int, default=112)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = arguments().parse_args()
     if args.child:
         side, folder, memory_gb = args.child
-        print(json.dumps(_child(side, Path(folder), float(memory_gb))))
+        print(json.dumps(_child(side, Path(folder), None if memory_gb == "default" else float(memory_gb))))
         return
 
     cases = [("faceprobe", gb) for gb in args.memory_gb.split(",") if gb] + (
@@ -285,9 +286,8 @@ def main() -> None:
             f"ResNet-50 random {args.size}x{args.size}, {data['layers']} layers "
             f"({data['features']:,} features per image); "
             f"{len(args.attributes.split(','))} attributes x {args.train} train + {args.val} val from a pool "
-            f"of {data['pool']} synthetic faces: {data['union']} images extracted; faceprobe "
-            f"{args.layers_per_unit} layers per unit, store {args.store_dtype}; "
-            f"shortened draws: {data['shortened'] or 'none'}"
+            f"of {data['pool']} synthetic faces: {data['union']} images in the draws, {data['train_union']} "
+            f"in the train draws; shortened draws: {data['shortened'] or 'none'}"
         )
         results = {}
         for side, memory_gb in cases:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, run_cli
+from faceprobe.run import read_table
 
 
 @pytest.mark.parametrize("command", [[], ["demo"], ["synth"], ["probe-array"]])
@@ -111,3 +113,139 @@ def test_help_and_version_answer_in_under_a_second():
 def test_run_help_shows_the_study_tables_literally():
     text = " ".join(run_cli("run", "--help").stdout.replace("│", " ").split())
     assert "[data], [[models]], [probe], [ablation], [run], [baseline]" in text
+
+
+# --- "did you mean" for layer and model names ---------------------------------------------------------------
+
+
+def test_a_typod_layer_gets_a_suggestion(tiny_faces, tmp_path):
+    common = ["--model", "small", "--data", f"synthetic:{tiny_faces}", "--input-size", "32"]
+    proc = run_cli("probe", *common, "--layers", "backbone.stage2.O", "--out", str(tmp_path / "run"))
+    assert_one_line_error(proc, "no probe-able layer 'backbone.stage2.O'", "did you mean 'backbone.stage2.0'")
+    assert not (tmp_path / "run").exists()
+    proc = run_cli("layers", "small", "--select", "stage2.0.residual.bn2")  # the backbone. prefix left out
+    assert_one_line_error(proc, "did you mean 'backbone.stage2.0.residual.bn2'")
+    proc = run_cli("layers", "small", "--select", "stage2*")  # a pattern anchored at the wrong place
+    assert_one_line_error(proc, "matches no layer", "did you mean '*stage2*'")
+
+
+def test_a_typod_model_or_weight_origin_gets_a_suggestion(tmp_path):
+    assert_one_line_error(run_cli("layers", "resnt18"), "unknown model 'resnt18' (did you mean resnet18")
+    assert_one_line_error(run_cli("layers", "MobileNet-V2"), "did you mean mobilenet_v2")
+    proc = run_cli("layers", "small", "--weights", "imagnet")
+    assert_one_line_error(proc, "weights 'imagnet'", "did you mean imagenet?")
+
+
+# --- progress: bars with an ETA on a terminal, timestamped lines in a log ----------------------------------
+
+_STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d "
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_log_progress_prints_start_every_tenth_or_thirty_seconds_and_end():
+    import io
+    import re
+
+    from rich.console import Console
+
+    from faceprobe.cli._app import PlainProgress, stepper
+
+    out, clock = io.StringIO(), _Clock()
+    progress = PlainProgress(Console(file=out), clock=clock)
+    step = stepper(progress)
+    images = step("small#ab12/s0 layers 0-3: images", 1000)
+    units = step("work units", 1000)  # a second task running at the same time
+    for _ in range(100):  # 1000 images, 10 at a time, a second each
+        clock.now += 1
+        images(10)
+    clock.now += 45
+    units(1)  # 0.1% done, but nothing said for 145 s: a line
+    clock.now += 5
+    units(1)  # 0.2%, 5 s later: no line
+    lines = out.getvalue().splitlines()
+    assert all(re.match(_STAMP, line) for line in lines), lines
+    texts = [re.sub(_STAMP, "", line) for line in lines]
+    mine = [t for t in texts if t.startswith("small#ab12/s0 layers 0-3: images")]
+    assert mine[0].endswith("started (1000 to do)")
+    assert [t.split(": ")[2].split(" ")[0] for t in mine[1:-1]] == [f"{k}00/1000" for k in range(1, 10)]
+    assert "0m50s elapsed, ETA 0m50s" in mine[5]  # 50% after 50 s: as long again
+    assert mine[-1] == "small#ab12/s0 layers 0-3: images: done, 1000/1000 in 1m40s"
+    assert texts[-1].startswith("work units: 1/1000 (0%), 2m25s elapsed")
+    assert len(texts) == 2 + 9 + 1 + 1  # two starts, nine steps, the end, one line for the units
+
+
+def test_progress_is_lines_in_a_log_and_bars_with_an_eta_on_a_terminal(monkeypatch):
+    from rich.console import Console
+    from rich.progress import Progress, TimeRemainingColumn
+
+    from faceprobe.cli import _app
+
+    monkeypatch.setattr(_app, "console", Console(force_terminal=False))
+    assert isinstance(_app.progress_bars(), _app.PlainProgress)
+    monkeypatch.setattr(_app, "console", Console(force_terminal=True))
+    bars = _app.progress_bars()
+    assert isinstance(bars, Progress) and any(isinstance(c, TimeRemainingColumn) for c in bars.columns)
+    step = _app.stepper(bars)
+    step("work units", 10)
+    for unit in range(6):  # finished per-unit tasks leave the screen but for the last few
+        step(f"unit {unit}: images", 1)(1)
+    visible = [task.description for task in bars.tasks if task.visible]
+    assert visible == ["work units", "unit 3: images", "unit 4: images", "unit 5: images"]
+
+
+def test_a_redirected_command_logs_timestamped_progress_lines(tmp_path):
+    import re
+
+    proc = run_cli(
+        "synth", "--out", str(tmp_path / "faces"), "--identities", "4", "--images-per-identity", "5"
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines and all(re.match(_STAMP, line) for line in lines), proc.stderr
+    assert "synthesising faces: started (20 to do)" in lines[0] and "done, 20/20" in lines[-1]
+    assert len(lines) >= 4  # start, steps as work advanced, end
+
+
+def test_a_redirected_run_logs_its_work_units_as_they_finish(tiny_faces, tmp_path):
+    import re
+
+    proc = run_cli(
+        "probe", "--model", "small", "--data", f"synthetic:{tiny_faces}", "--input-size", "32",
+        "--attributes", "Eyeglasses", "--layers", "backbone.stage1.0,backbone.stage2.0", "--train", "16",
+        "--val", "16", "--vip-study", "0", "--out", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if "work units" in line]
+    assert all(re.match(_STAMP, line) for line in lines), proc.stderr
+    assert "work units: started (1 to do)" in lines[0] and "work units: done, 1/1" in lines[-1]
+
+
+def test_probe_takes_the_probe_and_ablation_settings_a_study_file_can_set(tiny_faces, tmp_path):
+    out = tmp_path / "run"
+    flags = ["--model", "small", "--data", f"synthetic:{tiny_faces}", "--attributes", "Eyeglasses"]
+    flags += ["--train", "16", "--val", "24", "--input-size", "32", "--out", str(out), "--vip-study", "0"]
+    flags += [
+        "--components",
+        "3",
+        "--top-k",
+        "2",
+        "--ablate",
+        "backbone.stage2.0",
+        "--ablation-fractions",
+        "0.5",
+    ]
+    proc = run_cli("probe", *flags)
+    assert proc.returncode == 0, proc.stderr
+    config = json.loads((out / "manifest.json").read_text())["config"]
+    assert config["probe"]["components"] == 3 and config["probe"]["top_k"] == 2
+    assert config["ablation"]["depths"] == ["backbone.stage2.0"] and config["ablation"]["fractions"] == [0.5]
+    results, ablation = read_table(out), read_table(out, "ablation")
+    assert set(results.loc[results["representation"] == "neurons", "k"]) == {2}
+    assert set(ablation["ablated_layer"]) == {"backbone.stage2.0"} and set(ablation["fraction"]) == {0.5}

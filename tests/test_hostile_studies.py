@@ -7,7 +7,6 @@ and array cases are in test_hostile_inputs.py.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, read_only, run_cli
 from faceprobe.errors import FaceprobeError
 from faceprobe.models.registry import build_model
 from faceprobe.run import read_table
@@ -91,12 +90,49 @@ def test_out_pointing_at_a_file_is_one_line_for_every_command(tiny_faces, tmp_pa
     assert_one_line_error(run_cli("run", str(tmp_path / "study.txt")), ".toml")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders; needs an ordinary user")
-def test_a_read_only_run_folder_is_one_line(tiny_faces, tmp_path):
+def _results_only_run(folder: Path) -> None:
+    """A run folder holding just the tables a report reads."""
+    from faceprobe.results import to_frame, write_results
+
+    keys = {"model": "m", "layer": "l", "depth": 0, "attribute": "Eyeglasses", "representation": "layer"}
+    rows = [{**keys, "k": 0, "split": "val", "accuracy": 0.75, "n_train": 8, "n_eval": 8}]
+    write_results(to_frame(rows), folder / "results.parquet" / "part.parquet")
+
+
+def _study(tiny_faces: Path, folder: Path) -> Path:
+    study = folder / "study.toml"
+    study.write_text(f'[data]\nspec = "synthetic:{tiny_faces}"\n[[models]]\narchitecture = "small"\n')
+    return study
+
+
+#: Each command that writes a folder, pointed into a read-only one (report: the run folder itself is
+#: read-only, so its default RUN/report cannot be made).
+READ_ONLY = {
+    "probe": lambda faces, ro, tmp: _probe(faces, ro / "run", "--attributes", "Eyeglasses"),
+    "run": lambda faces, ro, tmp: ["run", str(_study(faces, tmp)), "--out", str(ro / "run")],
+    "report": lambda faces, ro, tmp: ["report", str(ro)],
+    "synth": lambda faces, ro, tmp: ["synth", "--out", str(ro / "faces"), "--identities", "2"],
+    "train": lambda faces, ro, tmp: [
+        *("train", "recognition", "--model", "small", "--data", f"synthetic:{faces}", "--epochs", "1"),
+        *("--input-size", "32", "--out", str(ro / "train")),
+    ],
+    "demo": lambda faces, ro, tmp: ["demo", "--quick", "--out", str(ro / "demo")],
+}
+
+
+@pytest.mark.parametrize("command", list(READ_ONLY))
+def test_a_read_only_run_folder_is_one_line(tiny_faces, forked_cli, tmp_path, command):
+    """Also as root (CI runs as root): see conftest.read_only."""
     folder = tmp_path / "ro"
     folder.mkdir()
-    folder.chmod(0o500)
-    assert_one_line_error(run_cli(*_probe(tiny_faces, folder / "run", "--attributes", "Eyeglasses")), "ro")
+    if command == "report":
+        _results_only_run(folder)
+    before = sorted(folder.rglob("*"))
+    with read_only(folder, tmp_path) as env:
+        args = READ_ONLY[command](tiny_faces, folder, tmp_path)
+        proc = run_cli(*args, env=env) if env else forked_cli(*args)  # a guard loads as the process starts
+    assert_one_line_error(proc, str(folder))
+    assert sorted(folder.rglob("*")) == before, "something was written into the read-only folder"
 
 
 def test_a_users_problem_under_dask_is_raised_once_and_not_retried(tmp_path):

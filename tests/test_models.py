@@ -56,7 +56,9 @@ def test_build_model():
     model = build_model("small", 11, embedding_dim=16)
     assert isinstance(model, SmallFaceNet)
     assert model.classifier.out_features == 11
-    with pytest.raises(FaceprobeError, match=r"unknown model 'resnet9000'; choose one of: .*small"):
+    with pytest.raises(
+        FaceprobeError, match=r"unknown model 'resnet9000' \(did you mean .*\); choose one of: .*small"
+    ):
         build_model("resnet9000", 3)
 
 

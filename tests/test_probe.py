@@ -8,6 +8,7 @@ from sklearn.base import clone
 from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from faceprobe import Probe
 from faceprobe.errors import ProbeInputError
@@ -92,3 +93,33 @@ def test_singular_class_covariance_is_regularised():
     X[:, 1] = 0.0
     probe = Probe(n_components=None).fit(X[:100, :5], y[:100])
     assert probe.score(X[100:, :5], y[100:]) > 0.9
+
+
+# scikit-learn's own estimator checks. They run on toy data of 2 to 5 features, so the thesis's 8 PLS
+# components cannot be fitted there (PLS, like sklearn's PLSRegression, needs n_components <= n_features,
+# which test_thesis_components_on_too_few_features_are_one_line_error pins); 2 components and the
+# PLS-free variant run every check. check_array_api_input is skipped by scikit-learn itself unless
+# SCIPY_ARRAY_API=1 is set: Probe converts to NumPy, it claims no array API support.
+@parametrize_with_checks([Probe(n_components=2), Probe(n_components=None)])
+def test_probe_passes_scikit_learns_estimator_checks(estimator, check):
+    check(estimator)
+
+
+def test_thesis_components_on_too_few_features_are_one_line_error():
+    X, y = _layer(n=60, m=3)
+    with pytest.raises(ProbeInputError, match=r"n_components=8 needs .* at least 8 features; got 60 samples"):
+        Probe(8).fit(X, y)
+
+
+def test_validation_does_not_copy_a_float32_layer():
+    """sklearn's checks of X keep the layer as it is: fitting reads it, never holds a second copy."""
+    import tracemalloc
+
+    X, y = _layer(n=400, m=20_000)  # 32 MB of float32
+    tracemalloc.start()
+    try:
+        Probe(8).fit(X, y)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < X.nbytes / 2, f"fit allocated {peak / 2**20:.0f} MiB for a {X.nbytes / 2**20:.0f} MiB layer"

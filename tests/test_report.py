@@ -18,7 +18,7 @@ import pytest
 from faceprobe import Probe
 from faceprobe.errors import FaceprobeError
 from faceprobe.report.groups import read_groups
-from faceprobe.report.html import build_report
+from faceprobe.report.html import _SCRIPT, build_report
 from faceprobe.report.run import load_run
 from faceprobe.results import to_frame, write_results
 from faceprobe.studies.layerwise import AttributeRows, probe_layer
@@ -170,6 +170,9 @@ def read(out: Path, name: str) -> pd.DataFrame:
 
 
 FIGURES = (
+    "heatmap-small-synthetic",  # the summary's attribute x layer heat maps
+    "heatmap-toy-face",
+    "heatmap-toy-random",
     "depth-small-synthetic",
     "depth-toy-face",
     "depth-toy-random",
@@ -182,24 +185,33 @@ FIGURES = (
     "weight-origins",
     "vip",
 )
-TABLES = ("best-units", "representation-averages", "ablation-drops", "vip-correlations", "vip-projections")
+TABLES = (
+    "summary-best-layer",
+    "best-units",
+    "representation-averages",
+    "ablation-drops",
+    "vip-correlations",
+    "vip-projections",
+)
 
 
 @pytest.mark.slow
 def test_every_figure_and_table_is_written_and_embedded(report_dir):
     page = (report_dir / "index.html").read_text()
     for name in FIGURES:
-        for suffix in ("png", "svg", "csv"):
+        for suffix in ("png", "svg"):
             assert (report_dir / "figures" / f"{name}.{suffix}").stat().st_size > 500, (name, suffix)
+        assert len(pd.read_csv(report_dir / "figures" / f"{name}.csv")) >= 2, name  # the numbers plotted
         assert f'href="figures/{name}.svg"' in page
     for name in TABLES:
         assert (report_dir / "tables" / f"{name}.csv").exists() and (
             report_dir / "tables" / f"{name}.md"
         ).exists()
     assert page.count('<img src="data:image/png;base64,') == len(FIGURES)
-    assert "http://" not in page and "https://" not in page and "<script" not in page
+    assert "http://" not in page and "https://" not in page
+    assert page.count("<script") == 1 and f"<script>{_SCRIPT}</script>" in page  # its own, allowed by hash
     svg = (report_dir / "figures" / "depth-toy-face.svg").read_text()
-    assert "Control_Random (random labels)" in svg and "stage2.block" in svg and "depth and layer" in svg
+    assert "Control_Random (random labels)" in svg and "stage2.block" in svg and "depth and name" in svg
 
 
 @pytest.mark.slow

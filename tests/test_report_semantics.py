@@ -224,12 +224,13 @@ def test_depth_figures_show_the_mean_over_seeds_and_each_seed_apart(tmp_path):
     ]
     assert fc["accuracy"].item() == pytest.approx(0.75) and fc["seeds"].item() == 2
     assert fc["std"].item() == pytest.approx(np.std([0.7, 0.8], ddof=1))
-    assert "mean ± std over 2 seeds" in page and "<details>" in page
+    assert "mean ± std over 2 seeds (bars)" in page and "<details>" in page
     for seed in (0, 1):
         assert (figures / f"depth-toynet-imagenet-ab12cd34-s{seed}.png").exists()
     for name in ("best-units", "best-units-per-seed", "representation-averages-per-seed"):
         assert (tmp_path / "out" / "tables" / f"{name}.csv").exists()
-    assert "shaded: mean ± std over seeds" in (figures / "depth-toynet-imagenet-ab12cd34.svg").read_text()
+    svg = (figures / "depth-toynet-imagenet-ab12cd34.svg").read_text()
+    assert "bars: ± std over seeds" in svg and "shaded: 95% interval (Wilson" in svg
 
 
 # 4. and 5. Best channels from convolutional layers only; column names that read naturally.

@@ -274,7 +274,7 @@ def test_read_rows_equals_zarrs_reads_for_any_rows_and_chunking(tmp_path, setup,
 
 
 @pytest.mark.parametrize("rows", [slice(4, 8), slice(5, 7)], ids=["mapped chunk", "read into out"])
-def test_read_rows_refuses_corrupt_or_short_chunks_and_reads_missing_ones_as_zero(tmp_path, setup, rows):
+def test_read_rows_refuses_corrupt_short_or_missing_chunks(tmp_path, setup, rows):
     model, data, layers, key = setup
     store = extract_to_store(model, data, layers, ActivationStore.open(tmp_path, key, batch_size=4))
     original = np.asarray(store.layer("embedding")[:])
@@ -285,8 +285,11 @@ def test_read_rows_refuses_corrupt_or_short_chunks_and_reads_missing_ones_as_zer
         damage(chunk)
         with pytest.raises(CorruptStoreError, match=rf"^{store.path}: layer 'embedding' has a chunk"):
             store.layer("embedding").read_rows(rows, out)
-    chunk.unlink()  # as zarr: a chunk never written reads as the fill value
-    np.testing.assert_array_equal(store.layer("embedding").read_rows(rows, out), 0)
+    chunk.unlink()  # its batch is marked written: the file was deleted, its values are not zarr's fill value
+    with pytest.raises(CorruptStoreError, match=rf"^{store.path}: layer 'embedding' has a chunk"):
+        store.layer("embedding").read_rows(rows, out)
+    assert store.scrub(["embedding"]) == {"embedding": [1]}  # and scrub has its batch extracted again
+    store.mark_done(1, ["embedding"])
     chunk.write_bytes(good)
     np.testing.assert_array_equal(store.layer("embedding").read_rows(rows, out), original[rows])
 

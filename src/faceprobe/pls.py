@@ -26,8 +26,12 @@ mask-weighted sums. :func:`transform_shared` projects X on many fitted models in
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +39,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
+from threadpoolctl import ThreadpoolController
 
 from faceprobe.errors import ProbeInputError
 
@@ -51,6 +56,10 @@ __all__ = [
 _DEFAULT_BLOCK_BYTES = 4 * 2**20  # measured fastest here: a block stays in cache for its two products
 _MIN_BLOCK_ROWS = 16  # fewer rows per product run far below memory bandwidth on wide layers
 _MIN_STATE_BYTES = 2**30  # fit_shared's default budget for its per-target state, unless X is larger
+_MIN_SPLIT_BYTES = 8 * 2**20  # passes over less X run in the calling thread: threads would cost more
+_CHUNK_BLOCKS = 8  # blocks a pass's thread takes at a time; its sums join the total once per chunk
+_MAX_WORKERS = 8  # threads of a pass, each holding two k x m sums; the passes are bound by memory
+_PASSES_ENV = "FACEPROBE_PLS_PASSES"  # "blas": passes in one thread with BLAS's own threads (the old way)
 
 
 def _compute_dtype(dtype: np.dtype) -> np.dtype:
@@ -68,6 +77,9 @@ class _RowBlocks:
     fresh buffers per read would be first-touched memory every time. A block is therefore only valid until
     the next one is read. An array with a ``read_rows(rows, out)`` method (a layer of the activation store)
     fills the read buffer itself.
+
+    A pass is split into chunks of whole pieces (a few blocks each) that the pass's threads take in turn;
+    each thread reads its chunks through its own :meth:`reader`, so the buffers above are per thread.
     """
 
     def __init__(self, X: Any, block_bytes: int, min_rows: int = _MIN_BLOCK_ROWS) -> None:
@@ -84,24 +96,43 @@ class _RowBlocks:
         if chunks and isinstance(chunks[0], (int, np.integer)):
             height = int(chunks[0])
             self.piece_rows = int(min(self.n, max(height, self.rows - self.rows % height)))
+        # Chunks small enough that every thread gets several, and the same whatever the number of threads,
+        # so that the sums, added chunk by chunk in row order, are too.
+        per_chunk = min(_CHUNK_BLOCKS, max(1, -(-self.n // self.rows) // (2 * _MAX_WORKERS)))
+        self.chunk_rows = max(1, -(-per_chunk * self.rows // self.piece_rows) * self.piece_rows)
 
     def __iter__(self) -> Iterator[tuple[slice, NDArray]]:
+        return self.reader()(slice(0, self.n))
+
+    def chunks(self) -> list[slice]:
+        return [slice(s, min(s + self.chunk_rows, self.n)) for s in range(0, self.n, self.chunk_rows)]
+
+    def reader(self) -> Callable[[slice], Iterator[tuple[slice, NDArray]]]:
+        """The blocks of a chunk (a range of whole pieces), read into buffers of this reader's own."""
         X, stored = self.X, np.dtype(self.X.dtype)
         if isinstance(X, np.ndarray) and stored == self.dtype:
-            for start in range(0, self.n, self.rows):
-                yield slice(start, min(start + self.rows, self.n)), X[start : start + self.rows]
-            return
+
+            def views(span: slice) -> Iterator[tuple[slice, NDArray]]:
+                for start in range(span.start, span.stop, self.rows):
+                    rows = slice(start, min(start + self.rows, span.stop))
+                    yield rows, X[rows]
+
+            return views
         read_rows = getattr(X, "read_rows", None)
         raw = np.empty((self.piece_rows, self.m), stored) if read_rows is not None else None
         converted = np.empty((self.rows, self.m), self.dtype) if stored != self.dtype else None
-        for start in range(0, self.n, self.piece_rows):
-            rows = slice(start, min(start + self.piece_rows, self.n))
-            piece = np.asarray(X[rows]) if raw is None else read_rows(rows, raw[: rows.stop - rows.start])
-            for offset in range(0, len(piece), self.rows):
-                block = piece[offset : offset + self.rows]
-                if converted is not None:
-                    block = _convert(block, converted[: len(block)])
-                yield slice(start + offset, start + offset + len(block)), block
+
+        def pieces(span: slice) -> Iterator[tuple[slice, NDArray]]:
+            for start in range(span.start, span.stop, self.piece_rows):
+                rows = slice(start, min(start + self.piece_rows, span.stop))
+                piece = np.asarray(X[rows]) if raw is None else read_rows(rows, raw[: rows.stop - start])
+                for offset in range(0, len(piece), self.rows):
+                    block = piece[offset : offset + self.rows]
+                    if converted is not None:
+                        block = _convert(block, converted[: len(block)])
+                    yield slice(start + offset, start + offset + len(block)), block
+
+        return pieces
 
 
 def _convert(block: NDArray, out: NDArray) -> NDArray:
@@ -113,6 +144,143 @@ def _convert(block: NDArray, out: NDArray) -> NDArray:
     else:
         torch.from_numpy(out).copy_(torch.from_numpy(block))
     return out
+
+
+class _BlasThreads:
+    """The BLAS library's thread count, and a limit of one thread held while any pass runs.
+
+    A pass splits its rows between threads of its own (:func:`_each_chunk`) instead of letting BLAS split
+    each product: the blocks are small, and a multithreaded product that small makes its threads spin-wait
+    for each other, which turns into a collapse when another process holds one of the cores. The limit is
+    process-wide (OpenBLAS has one thread pool), so overlapping fits share it: the first one in sets it,
+    the last one out restores what was set before.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._controller: ThreadpoolController | None = None
+        self._limiter: Any = None
+        self._users = 0
+        self._outside = 1
+
+    def _blas(self) -> ThreadpoolController:
+        if self._controller is None:  # once: finding the libraries walks every loaded one
+            self._controller = ThreadpoolController().select(user_api="blas")
+        return self._controller
+
+    def _current(self) -> int:
+        return max((lib.num_threads for lib in self._blas().lib_controllers), default=1)
+
+    def threads(self) -> int:
+        """The threads BLAS is allowed outside the passes (OPENBLAS_NUM_THREADS, a caller's limit, ...)."""
+        with self._lock:
+            return self._outside if self._users else self._current()
+
+    @contextmanager
+    def one_thread(self) -> Iterator[None]:
+        if _legacy_passes():
+            yield
+            return
+        with self._lock:
+            if not self._users:
+                self._outside = self._current()
+                self._limiter = self._blas().limit(limits=1)
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if not self._users:
+                    self._limiter.restore_original_limits()
+                    self._limiter = None
+
+
+_BLAS = _BlasThreads()
+
+
+def _legacy_passes() -> bool:
+    """Whether passes run as before the split (one thread, BLAS's threads per product), to compare."""
+    return os.environ.get(_PASSES_ENV) == "blas"
+
+
+def _with_one_blas_thread(func: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(func)
+    def limited(*args: Any, **kwargs: Any) -> Any:
+        with _BLAS.one_thread():
+            return func(*args, **kwargs)
+
+    return limited
+
+
+def _pass_threads(blocks: _RowBlocks, n_chunks: int | None = None) -> int:
+    """Threads for a pass: as many as BLAS may use (so its thread settings still apply), within the CPUs
+    this process may run on and the chunks; one for a small X, where starting threads costs more."""
+    if _legacy_passes() or blocks.n * blocks.m * blocks.dtype.itemsize < _MIN_SPLIT_BYTES:
+        return 1
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(_BLAS.threads(), cpus, n_chunks or _MAX_WORKERS, _MAX_WORKERS))
+
+
+def _each_chunk(
+    blocks: _RowBlocks,
+    worker: Callable[[], Callable[[slice], Any]],
+    merge: Callable[[Any], Any] | None = None,
+) -> None:
+    """Runs one pass: ``worker()`` gives each thread its function of a chunk, called on every chunk once;
+    ``merge`` gets each chunk's result in chunk order, so sums do not depend on the threads or their timing.
+
+    Threads take the next chunk when they finish one, so a thread slowed by another process on its core
+    does less of the pass instead of holding up every product. This thread is one of them.
+    """
+    chunks = blocks.chunks()
+    n_threads = _pass_threads(blocks, len(chunks))
+    if n_threads == 1:
+        run = worker()
+        for chunk in chunks:
+            result = run(chunk)
+            if merge is not None:
+                merge(result)
+        return
+    claim, turn = threading.Lock(), threading.Condition()
+    taken, merged, failed = 0, 0, []
+    errors = np.geterr()  # new threads start with NumPy's default error handling
+
+    def loop() -> None:
+        nonlocal taken, merged
+        try:
+            with np.errstate(**errors):
+                run = worker()
+                while not failed:
+                    with claim:
+                        i, taken = taken, taken + 1
+                    if i >= len(chunks):
+                        return
+                    result = run(chunks[i])
+                    if merge is None:
+                        continue
+                    with turn:
+                        while merged != i and not failed:
+                            turn.wait()
+                    if failed:
+                        return
+                    merge(result)
+                    with turn:
+                        merged += 1
+                        turn.notify_all()
+        except BaseException as error:
+            with turn:
+                failed.append(error)
+                turn.notify_all()
+
+    threads = [threading.Thread(target=loop, daemon=True) for _ in range(n_threads - 1)]
+    for thread in threads:
+        thread.start()
+    loop()
+    for thread in threads:
+        thread.join()
+    if failed:
+        raise failed[0]
 
 
 class PLS(TransformerMixin, BaseEstimator):
@@ -146,6 +314,31 @@ class PLS(TransformerMixin, BaseEstimator):
         self.block_bytes = block_bytes
 
     def fit(self, X: ArrayLike, y: ArrayLike) -> PLS:
+        """Fit the components of X that covary most with y, reading X ``n_components + 1`` times.
+
+        Parameters
+        ----------
+        X : array-like (n_samples, n_features)
+            Any 2-D array: ndarray, memory map, zarr array, or an object with ``shape``, ``dtype`` and row
+            slicing. Never copied, centred or converted as a whole (so a layer larger than the RAM left after
+            it is fine): float32 and float64 are computed in their own precision, other dtypes block by block
+            in float32.
+        y : array-like (n_samples,) or (n_samples, n_targets)
+            The target(s), e.g. 0/1 attribute labels; several columns fit PLS2.
+
+        Returns
+        -------
+        self, with ``x_weights_``, ``x_scores_`` (the training scores, no extra pass), ``x_rotations_``,
+        ``vip_`` and the other attributes listed on the class. ``n_components_`` may be smaller than
+        ``n_components`` when X carries no covariance with y beyond that.
+
+        Raises
+        ------
+        ProbeInputError
+            X is not 2-D or has NaN/inf values, y has the wrong number of rows, is constant or not finite,
+            or ``n_components`` exceeds ``min(n_samples - 1, n_features)``: problems of the input, each one
+            line, which callers report instead of a probe accuracy.
+        """
         blocks = _RowBlocks(X, self.block_bytes)
         Y = np.asarray(y, dtype=np.float64)
         if Y.ndim == 1:
@@ -208,8 +401,9 @@ def fit_shared(
     n_components, block_bytes : int
         As for :class:`PLS`.
     max_bytes : int, optional
-        Budget for the working state, about ``(2 n_components + 8) m`` values of the compute dtype per target
-        (weights, loadings, cross-products, means, pass buffers and two rows of each block of X). Targets
+        Budget for the working state, about ``(2 n_components + 5 + 4 threads) m`` values of the compute dtype
+        per target (weights, loadings, cross-products, means, the sums of a pass, and per thread of a pass its
+        partial sums and two rows of each block of X it reads). Targets
         are fitted in groups that fit in it, each group costing its own ``n_components + 1`` passes. By
         default the larger of 1 GiB and half of X (in the compute dtype). Each fitted model keeps
         ``(3 n_components + 2) m`` values (weights, loadings, rotations, VIP and means) after the fit.
@@ -237,7 +431,8 @@ def fit_shared(
         return []
     _check_n_components(n_components)
     itemsize = blocks.dtype.itemsize
-    per_target = (2 * n_components + 8) * blocks.m * itemsize + (n_components + 4) * n * 8
+    per_target = (2 * n_components + 5 + 4 * _pass_threads(blocks)) * blocks.m * itemsize
+    per_target += (n_components + 4) * n * 8
     budget = max(_MIN_STATE_BYTES, n * blocks.m * itemsize // 2) if max_bytes is None else max_bytes
     n_groups = -(-n_targets // max(1, budget // per_target))
     # Blocks of at least 2 rows per target: 40-column products on 16 rows ran at half speed here.
@@ -273,9 +468,19 @@ def transform_shared(
         [model.x_mean_.astype(blocks.dtype) @ r for model, r in zip(models, rotations, strict=True)]
     )
     out = np.empty((blocks.n, R.shape[1]), dtype=blocks.dtype)
-    for rows, block in blocks:
-        np.matmul(block, R, out=out[rows])
-        out[rows] -= offset
+
+    def worker() -> Callable[[slice], None]:
+        read = blocks.reader()
+
+        def project(chunk: slice) -> None:
+            for rows, block in read(chunk):
+                np.matmul(block, R, out=out[rows])
+                out[rows] -= offset
+
+        return project
+
+    with _BLAS.one_thread():
+        _each_chunk(blocks, worker)
     return np.split(out, np.cumsum([r.shape[1] for r in rotations])[:-1], axis=1)
 
 
@@ -317,6 +522,7 @@ class _Target:
     k: int = 0  # components found so far
 
 
+@_with_one_blas_thread
 def _fit_lockstep(
     blocks: _RowBlocks,
     Y: NDArray[np.float64],
@@ -477,10 +683,21 @@ def _accumulate_vtx(blocks: _RowBlocks, k: int, weights: Callable[[slice, NDArra
     than the product itself on wide layers).
     """
     acc = np.zeros((k, blocks.m), dtype=blocks.dtype)
-    buffer = np.empty_like(acc)
-    for rows, block in blocks:
-        np.matmul(weights(rows, block).T, block, out=buffer)
-        acc += buffer
+
+    def worker() -> Callable[[slice], NDArray]:
+        read = blocks.reader()
+        partial, buffer = np.empty_like(acc), np.empty_like(acc)
+
+        def accumulate(chunk: slice) -> NDArray:
+            for i, (rows, block) in enumerate(read(chunk)):
+                np.matmul(weights(rows, block).T, block, out=buffer if i else partial)
+                if i:
+                    np.add(partial, buffer, out=partial)
+            return partial
+
+        return accumulate
+
+    _each_chunk(blocks, worker, acc.__iadd__)
     return acc
 
 

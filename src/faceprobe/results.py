@@ -9,7 +9,8 @@ A run writes four tables into its folder (each a Parquet file, or a folder of Pa
   single-unit rows, -1 otherwise), n_features, note (why a probe could not run), architecture, weights
   (origin: ``random``, ``imagenet``, ``checkpoint:...``), seed, kind (layer kind: conv, bn, relu, block,
   residual, pool, fc, embedding, other), variant (the model without its seed: models of one variant differ
-  only in their seed, and views averaged over seeds group by it).
+  only in their seed, and views averaged over seeds group by it), epoch (the training epoch of a model from
+  an ``epochs:DIR`` origin, -1 for every other model).
 
   ``model`` is the model entry's identity, unique in a run: its readable name (``name`` in the study file,
   else ARCHITECTURE/ORIGIN), a short digest of the architecture, weights file content, preprocessing and
@@ -79,6 +80,7 @@ RESULT_COLUMNS: dict[str, str] = {
     "seed": "int64",
     "kind": "string",
     "variant": "string",
+    "epoch": "int64",
 }
 
 VIP_STUDY_COLUMNS: dict[str, str] = {
@@ -134,6 +136,7 @@ _DEFAULTS = {
     "seed": 0,
     "kind": "",
     "variant": "",
+    "epoch": -1,
 }
 
 

@@ -9,13 +9,24 @@ from __future__ import annotations
 import errno
 import os
 import sys
+import threading
+import time
 from collections.abc import Callable
-from typing import Annotated, NoReturn
+from datetime import datetime
+from typing import Annotated, Any, NoReturn, TextIO
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from faceprobe import __version__
 from faceprobe.atomic import DISK_FULL, disk_full_error
@@ -52,15 +63,143 @@ def _root(
     """faceprobe: probe face-recognition CNNs for facial attributes."""
 
 
-def progress_bars() -> Progress:
+def progress_bars() -> Progress | PlainProgress:
+    """Live bars with an ETA on a terminal; timestamped lines where stderr is a log file or a pipe.
+
+    A cluster job's log (or ``2> run.log``) cannot redraw a bar, so there progress arrives as plain lines
+    as work advances, never all at once at the end.
+    """
+    if not console.is_terminal:
+        return PlainProgress(console)
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
         console=console,
         transient=False,
     )
+
+
+def _duration(seconds: float) -> str:
+    hours, rest = divmod(round(seconds), 3600)
+    return f"{hours}h{rest // 60:02d}m{rest % 60:02d}s" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+class PlainProgress:
+    """Progress as log lines, each starting with an ISO timestamp: one when a task starts, one about every
+    ``fraction`` of its total or ``seconds`` (whichever comes first, as work advances), and one when it ends.
+
+    It takes the calls of rich's :class:`~rich.progress.Progress` that faceprobe makes (``add_task``,
+    ``advance``, ``update``, ``console``), so commands pass either to the same code; several tasks may run
+    at once (a run's work units, and per unit its images).
+    """
+
+    def __init__(
+        self,
+        console: Console,
+        *,
+        fraction: float = 0.1,
+        seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.console = console
+        self._fraction, self._seconds, self._clock = fraction, seconds, clock
+        self._tasks: dict[int, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> PlainProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    @property
+    def _file(self) -> TextIO:
+        return self.console.file
+
+    def _line(self, text: str) -> None:
+        stamp = datetime.now().astimezone().isoformat(timespec="seconds")
+        self._file.write(f"{stamp} {text}\n")
+        self._file.flush()
+
+    def add_task(self, description: str, total: float | None = 100.0, completed: float = 0, **_: Any) -> int:
+        with self._lock:
+            task = len(self._tasks)
+            now = self._clock()
+            self._tasks[task] = {
+                "description": description,
+                "total": total,
+                "completed": completed,
+                "start": now,
+                "said_at": now,
+                "said_step": 0,
+                "done": False,
+                "announced": False,
+            }
+            self._check(task)
+        return task
+
+    def advance(self, task: int | TaskID, advance: float = 1) -> None:
+        with self._lock:
+            self._tasks[int(task)]["completed"] += advance
+            self._check(int(task))
+
+    def update(
+        self,
+        task: int | TaskID,
+        *,
+        total: float | None = None,
+        completed: float | None = None,
+        advance: float | None = None,
+        description: str | None = None,
+        **_: Any,
+    ) -> None:
+        with self._lock:
+            state = self._tasks[int(task)]
+            if total is not None:
+                state["total"] = total
+            if completed is not None:
+                state["completed"] = completed
+            if advance is not None:
+                state["completed"] += advance
+            if description is not None:
+                state["description"] = description
+            self._check(int(task))
+
+    def _check(self, task: int) -> None:
+        """Say how far ``task`` is when it ended, crossed the next step of its total, or went quiet for
+        ``seconds``."""
+        state = self._tasks[task]
+        if state["done"]:
+            return
+        now, total, completed = self._clock(), state["total"], state["completed"]
+        if not state["announced"]:  # a task named later (training's epochs) starts when it has a name
+            if not state["description"]:
+                return
+            state["announced"] = True
+            todo = f" ({int(total)} to do)" if total is not None else ""
+            self._line(f"{state['description']}: started{todo}")
+        elapsed = now - state["start"]
+        if total is not None and completed >= total:
+            state["done"] = True
+            self._line(f"{state['description']}: done, {int(completed)}/{int(total)} in {_duration(elapsed)}")
+            return
+        fraction = completed / total if total else 0.0
+        step = int(fraction / self._fraction + 1e-9)  # how many tenths are done
+        if step <= state["said_step"] and now - state["said_at"] < self._seconds:
+            return
+        state["said_at"], state["said_step"] = now, max(step, state["said_step"])
+        if total is None:
+            self._line(f"{state['description']}: {int(completed)} done, {_duration(elapsed)} elapsed")
+            return
+        eta = f", ETA {_duration(elapsed * (1 - fraction) / fraction)}" if fraction > 0 else ""
+        self._line(
+            f"{state['description']}: {int(completed)}/{int(total)} ({fraction:.0%}), "
+            f"{_duration(elapsed)} elapsed{eta}"
+        )
 
 
 def parse_ints(text: str, flag: str) -> tuple[int, ...]:
@@ -73,10 +212,33 @@ def parse_ints(text: str, flag: str) -> tuple[int, ...]:
     return values
 
 
-def stepper(progress: Progress) -> Callable[[str, int | None], Callable[[int], None]]:
+#: Finished tasks a live display keeps on screen (besides the first, the run's overall count): a run that
+#: reports each work unit as a task of its own would otherwise fill the terminal with finished bars.
+_FINISHED_SHOWN = 3
+
+
+def stepper(progress: Progress | PlainProgress) -> Callable[[str, int | None], Callable[[int], None]]:
+    """``step(description, total) -> advance(k)``: the callback the library's long jobs report through.
+
+    Each call is a task of its own, and several may advance at once. On a terminal, finished tasks beyond the
+    last few (and the first) are taken off the display.
+    """
+    finished: list[TaskID] = []
+
     def step(description: str, total: int | None) -> Callable[[int], None]:
         task = progress.add_task(description, total=total)
-        return lambda k: progress.advance(task, k)
+
+        def advance(k: int) -> None:
+            progress.advance(task, k)
+            if not isinstance(progress, Progress) or task == 0:
+                return
+            state = next(t for t in progress.tasks if t.id == task)
+            if state.finished and task not in finished:
+                finished.append(task)
+                while len(finished) > _FINISHED_SHOWN:
+                    progress.update(finished.pop(0), visible=False)
+
+        return advance
 
     return step
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from faceprobe.cli._app import app, out_console, progress_bars, stepper
@@ -56,7 +57,9 @@ def check(
             dataset = dataset.scan(ids[start : start + _CHUNK], workers)
             advance(len(ids[start : start + _CHUNK]))
 
-    out_console.print(f"{dataset.kind} dataset at {dataset.root}: {len(dataset.ids)} usable images")
+    out_console.print(
+        f"{dataset.kind} dataset at {dataset.root}: {len(dataset.ids)} usable images", markup=False
+    )
     if dataset.identities is not None:
         out_console.print(f"identities: {dataset.identities.nunique()}")
     if dataset.partitions is not None:
@@ -76,12 +79,14 @@ def check(
         for name, draw in draws.items():
             positive = int(labels[name].sum())
             table.add_row(
-                name, str(positive), str(len(labels) - positive), str(len(draw.train) + len(draw.val))
+                escape(name), str(positive), str(len(labels) - positive), str(len(draw.train) + len(draw.val))
             )
         out_console.print(table)
     if dataset.skipped:
         out_console.print(f"{len(dataset.skipped)} bad images:")
         for bad in dataset.skipped:
-            out_console.print(f"  {dataset.image_path(bad.image_id)}: {bad.reason}", highlight=False)
+            out_console.print(
+                f"  {dataset.image_path(bad.image_id)}: {bad.reason}", highlight=False, markup=False
+            )
         raise typer.Exit(1)
     out_console.print("no bad images")

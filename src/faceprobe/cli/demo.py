@@ -21,7 +21,7 @@ def demo(
         typer.Option(help="Folder for the data, the networks, the run folder (OUT/run) and the report."),
     ] = Path("faceprobe-demo"),
     quick: Annotated[
-        bool, typer.Option(help="Smaller data, fewer epochs and 8 attributes: about 3 minutes instead of ~7.")
+        bool, typer.Option(help="Smaller data, fewer epochs and 8 attributes: about 2 minutes instead of ~5.")
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed for the data, the draws and the training.")] = 0,
 ) -> None:
@@ -32,7 +32,7 @@ def demo(
     (OUT/baseline), then runs a study as `faceprobe run` does into OUT/run: every block output and residual
     branch of the trained network and of the same network with random weights, probed for every planted
     attribute (the whole layer by PLS with 8 components + QDA, its top-8 VIP channels and neurons, its best
-    single channel and neuron), the VIP study, and the ablation of the top-VIP neurons of one early block.
+    single channel and neuron), the VIP study, and the ablation of the top-VIP neurons of one block.
     Writes the report of that run to OUT/report/index.html (self-contained: open it in a browser), prints
     the best layer per attribute and the report's path. Control_Random (random labels) is the control: it
     should stay near 50% at every layer. OUT/model, OUT/baseline, OUT/run and OUT/report are replaced.

@@ -28,4 +28,4 @@ def init(
     if study.exists() and not force:
         raise FaceprobeError(f"{study} exists; pick another name or pass --force to overwrite it")
     atomic_write_text(study, preset_text(preset))
-    out_console.print(f"wrote {study}; edit [data] and [[models]], then: faceprobe run {study}")
+    out_console.print(f"wrote {study}; edit [data] and [[models]], then: faceprobe run {study}", markup=False)

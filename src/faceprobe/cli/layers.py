@@ -6,6 +6,7 @@ import json
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from faceprobe.cli._app import app, out_console
@@ -56,9 +57,9 @@ def layers(
         ]
         out_console.print_json(json.dumps({"model": loaded.name, "digest": loaded.digest, "layers": rows}))
         return
-    table = Table(title=f"{loaded.name} at {'x'.join(map(str, loaded.preprocessing.input_size))}")
+    table = Table(title=f"{escape(loaded.name)} at {'x'.join(map(str, loaded.preprocessing.input_size))}")
     for column in ("depth", "name", "kind", "shape", "features"):
         table.add_column(column, justify="right" if column in ("depth", "features") else "left")
     for i in chosen:
-        table.add_row(str(i.depth), i.name, i.kind, "x".join(map(str, i.shape)), f"{i.features:,}")
+        table.add_row(str(i.depth), escape(i.name), i.kind, "x".join(map(str, i.shape)), f"{i.features:,}")
     out_console.print(table)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import numpy as np
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from faceprobe.cli._app import app, out_console, parse_ints
@@ -66,12 +67,14 @@ def probe_array(
         k=top_k,
         n_components=components,
     ).rows
-    table = Table(title=f"{features.name}: validation accuracy ({len(train)} train / {len(val)} validation)")
+    table = Table(
+        title=f"{escape(features.name)}: validation accuracy ({len(train)} train / {len(val)} validation)"
+    )
     for column in ("representation", "k", "accuracy", "note"):
         table.add_column(column)
     for row in rows:
         if len(layer_shape) == 1 and row["representation"] == "channels":
             continue
         accuracy = "n/a" if np.isnan(row["accuracy"]) else f"{100 * row['accuracy']:.1f}%"
-        table.add_row(row["representation"], str(row["k"]), accuracy, row["note"])
+        table.add_row(row["representation"], str(row["k"]), accuracy, escape(row["note"]))
     out_console.print(table)

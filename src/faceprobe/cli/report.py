@@ -20,7 +20,7 @@ _BASELINE_HELP = (
 
 def _write(runs: list[Path], out: Path, groups: Path | None, baseline: Path | None) -> None:
     from faceprobe.report.groups import DEFAULT_GROUPS, read_groups
-    from faceprobe.report.html import build_report
+    from faceprobe.report.html import build_report, coinciding_runs
     from faceprobe.report.run import load_run, with_baseline
     from faceprobe.results import read_baseline
 
@@ -29,7 +29,11 @@ def _write(runs: list[Path], out: Path, groups: Path | None, baseline: Path | No
         table = read_baseline(baseline)
         loaded = [with_baseline(run, table) for run in loaded]
     index = build_report(loaded, out, read_groups(groups) if groups else DEFAULT_GROUPS)
-    out_console.print(f"wrote {index} (figures in {out / 'figures'}, tables in {out / 'tables'})")
+    out_console.print(
+        f"wrote {index} (figures in {out / 'figures'}, tables in {out / 'tables'})", markup=False
+    )
+    for text in coinciding_runs(loaded):  # one curve hidden under another: say it where it is seen first
+        out_console.print(f"note: {text}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command(epilog="Example: faceprobe report runs/resnet50 --out /tmp/report")
@@ -41,7 +45,9 @@ def report(
 ) -> None:
     """Write the run's report: OUT/index.html (self-contained, opens from disk), figures and tables.
 
-    Accuracy over depth per attribute (layer, top-8 channels, top-8 neurons), attribute groups, the
+    First a summary: every warning of the run in one box, an attribute x layer heat map, the best layer per
+    attribute with its 95% interval, and the control's ceiling. Then accuracy over depth per attribute
+    (layer, top-8 channels, top-8 neurons; 95% intervals shaded), attribute groups, the
     residual-block view, weight origins, VIP scores, best units against the baseline, representation
     averages, ablation drops and the manifest, each averaged over the seeds of a model variant; sections
     whose tables the run lacks say so.

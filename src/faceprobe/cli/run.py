@@ -69,14 +69,18 @@ def _run(
     out_console.print(table)
     for warning in summary.warnings:
         out_console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
-    out_console.print(f"{len(status.finished)}/{status.total} work units finished; results in {out}")
+    out_console.print(
+        f"{len(status.finished)}/{status.total} work units finished; results in {out}", markup=False
+    )
     if status.reclaimed:
         out_console.print(
             f"activation store deleted: {_gib(status.reclaimed)} freed (run.keep_store = true keeps it)"
         )
     elif config.run.keep_store:
-        out_console.print(f"activation store kept (run.keep_store); `faceprobe clean {out}` removes it")
-    out_console.print(f"next: faceprobe report {out}")
+        out_console.print(
+            f"activation store kept (run.keep_store); `faceprobe clean {out}` removes it", markup=False
+        )
+    out_console.print(f"next: faceprobe report {out}", markup=False)
 
 
 def _gib(size: int) -> str:
@@ -156,7 +160,13 @@ def probe(
     model: Annotated[str, typer.Option(help="Architecture: small, resnet18/34/50, mobilenet_v2, vgg16, ...")],
     data: Annotated[str, typer.Option(help="KIND:PATH, e.g. celeba:/data/celeba or synthetic:/tmp/faces.")],
     out: Annotated[Path, typer.Option(help="Run folder; run again with the same flags to resume.")],
-    weights: Annotated[str, typer.Option(help="random | imagenet | checkpoint:PATH")] = "random",
+    weights: Annotated[
+        str,
+        typer.Option(
+            help="random | imagenet | checkpoint:PATH | epochs:DIR (every epoch a training folder kept with "
+            "faceprobe train recognition --save-every, one model each)"
+        ),
+    ] = "random",
     attributes: Annotated[str, typer.Option(help="Comma-separated attribute names, or all.")] = "all",
     layers: Annotated[
         str, typer.Option(help="auto (block outputs) | all | names or glob patterns.")
@@ -174,17 +184,32 @@ def probe(
     vip_study: Annotated[
         int, typer.Option(help="Neurons per layer and attribute for the VIP study (0: off).")
     ] = 50,
+    components: Annotated[int, typer.Option(min=1, help="PLS components of every probe (thesis: 8).")] = 8,
+    top_k: Annotated[int, typer.Option(min=1, help="Top VIP channels and neurons probed again.")] = 8,
+    ablate: Annotated[
+        str | None,
+        typer.Option(
+            help="Ablation study (Table 5.4) at these layers: catalogue depths or layer names, "
+            "comma-separated (see faceprobe layers MODEL)."
+        ),
+    ] = None,
+    ablation_fractions: Annotated[
+        str, typer.Option(help="Shares of the top-VIP neurons zeroed, comma-separated.")
+    ] = "0.01,0.05,0.10",
+    ablation_attributes: Annotated[
+        str, typer.Option(help="Attributes of the ablation study, comma-separated, or all.")
+    ] = "all",
     skip_bad_images: Annotated[
         bool, typer.Option(help="Leave out missing or corrupt images and list them in the manifest.")
     ] = False,
     memory_gb: Annotated[
-        float,
+        float | None,
         typer.Option(
             min=0,
-            help="RAM for a work unit's layers; wider layers stream through the on-disk activation store "
-            "in OUT/store (0: always).",
+            help="RAM a work unit may hold its layers of the train images in (default: half the free RAM); "
+            "wider ones stream through the on-disk activation store in OUT/store (0: always).",
         ),
-    ] = 4.0,
+    ] = None,
     store_dtype: Annotated[
         str, typer.Option(help="float32 | float16 (half the disk; float16 can overflow on some layers).")
     ] = "float32",
@@ -235,7 +260,7 @@ def probe(
                 "strict": not non_strict,
             }
         ],
-        "probe": {"vip_study": vip_study},
+        "probe": {"vip_study": vip_study, "components": components, "top_k": top_k},
         "run": {
             "memory_gb": memory_gb,
             "store_dtype": store_dtype,
@@ -248,8 +273,26 @@ def probe(
     }
     if baseline is not None:
         raw["baseline"] = {"path": str(baseline)}
+    if ablate is not None:
+        depths = [_number(d) for d in ablate.split(",")]
+        raw["ablation"] = {
+            "depths": depths,
+            "fractions": [_number(f) for f in ablation_fractions.split(",")],  # the config checks them
+            "attributes": "all" if ablation_attributes == "all" else ablation_attributes.split(","),
+        }
     raw["models"][0] = {k: v for k, v in raw["models"][0].items() if v is not None}
     _run(parse_config(raw, "faceprobe probe"), out, executor, scheduler, workers)
+
+
+def _number(text: str) -> int | float | str:
+    """A comma-separated item of a flag as the number it spells, else as given (the config judges it)."""
+    text = text.strip()
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 @app.command(epilog="Example: faceprobe status runs/study")
@@ -259,13 +302,13 @@ def status(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> No
     from faceprobe.run.runner import run_status
 
     state = run_status(run_dir)
-    table = Table(title=f"{run_dir}: {len(state.finished)}/{state.total} work units finished")
+    table = Table(title=f"{escape(str(run_dir))}: {len(state.finished)}/{state.total} work units finished")
     table.add_column("unit", no_wrap=True)
     table.add_column("state")
     for unit in state.finished:
-        table.add_row(unit, "finished")
+        table.add_row(escape(unit), "finished")
     for unit in state.pending:
-        table.add_row(unit, "pending")
+        table.add_row(escape(unit), "pending")
     out_console.print(table)
     sizes = folder_sizes(run_dir, _store_name(run_dir))
     out_console.print("on disk: " + ", ".join(f"{part} {_gib(size)}" for part, size in sizes.items()))
@@ -294,7 +337,7 @@ def clean(
     run_status(run_dir)  # a run folder, or one line saying it is none
     del store  # the store always goes: the flag spells out the default
     freed = reclaim(run_dir, _store_name(run_dir), report=all_but_tables)
-    out_console.print(f"freed {_gib(freed)} in {run_dir}")
+    out_console.print(f"freed {_gib(freed)} in {run_dir}", markup=False)
 
 
 def _store_name(run_dir: Path) -> str:

@@ -39,4 +39,4 @@ def synth(
             workers,
             progress=stepper(progress)("synthesising faces", identities * images_per_identity),
         )
-    out_console.print(f"wrote {identities * images_per_identity} faces to {path}")
+    out_console.print(f"wrote {identities * images_per_identity} faces to {path}", markup=False)

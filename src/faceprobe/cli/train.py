@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import Progress
 
 from faceprobe.cli._app import app, out_console, progress_bars
@@ -98,6 +99,14 @@ def recognition(
         Path | None,
         typer.Option(help="LFW folder (lfw/ and pairs.txt): keep the epoch best at LFW verification."),
     ] = None,
+    save_every: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Also keep the network of epochs N, 2N, ... in DIR/epochs/epoch-NNNN (checkpoints), to "
+            "probe across training with weights epochs:DIR (0: keep none).",
+        ),
+    ] = 0,
     seed: Seed = 0,
     workers: Workers = 0,
     amp: Amp = None,
@@ -109,7 +118,8 @@ def recognition(
     shorter side resized to 256 and a random 224 crop (scaled to --input-size), SGD with lr 0.005 and momentum
     0.9 cut tenfold when the loss plateaus, batches of 64, 50 epochs. The epoch kept is the one with the best
     LFW verification accuracy with --lfw, else the best accuracy on the held-out images of the training
-    identities.
+    identities. With --save-every N the networks of epochs N, 2N, ... are kept as well (a resumed run keeps
+    those already saved), so that `faceprobe probe --weights epochs:DIR` probes how training shaped them.
     """
     from faceprobe.train.jobs import Recipe, run_recognition
 
@@ -126,6 +136,7 @@ def recognition(
             uniform_identities=uniform_identities,
             held_out=held_out,
             lfw=lfw,
+            save_every=save_every,
             device=_device(device),
             amp=amp,
             workers=workers,
@@ -133,9 +144,16 @@ def recognition(
         )
     metrics = metadata["metrics"]
     lfw_text = f", LFW verification {metrics['lfw_verification_accuracy']:.1%}" if lfw is not None else ""
+    epochs_text = ""
+    if save_every:
+        from faceprobe.models.checkpoint import EPOCHS_DIR, kept_epochs
+
+        kept = ", ".join(str(epoch) for epoch, _ in kept_epochs(out))
+        epochs_text = f"; epochs {kept} in {out / EPOCHS_DIR}" if kept else ""
     out_console.print(
         f"kept epoch {metadata['best_epoch']}: held-out identity accuracy "
-        f"{metrics['held_out_identity_accuracy']:.1%}{lfw_text}; wrote {out}"
+        f"{metrics['held_out_identity_accuracy']:.1%}{lfw_text}; wrote {out}{epochs_text}",
+        markup=False,
     )
 
 
@@ -185,11 +203,11 @@ def attributes(
             workers=workers,
             progress=_reporter(progress, epochs),
         )
-    view = Table(title=f"test accuracy per attribute ({out / BASELINE_FILE})")
+    view = Table(title=f"test accuracy per attribute ({escape(str(out / BASELINE_FILE))})")
     view.add_column("attribute")
     view.add_column("accuracy", justify="right")
     for row in table.itertuples():
-        view.add_row(row.attribute, f"{row.accuracy:.1%}")
+        view.add_row(escape(row.attribute), f"{row.accuracy:.1%}")
     out_console.print(view)
 
 

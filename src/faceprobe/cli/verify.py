@@ -7,6 +7,7 @@ import json
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from faceprobe.cli._app import app, console, out_console, progress_bars, stepper
 from faceprobe.cli.model_options import (
@@ -91,6 +92,9 @@ def verify(
                 else f"\n  LFW 10-fold verification         {lfw.accuracy:.1%} ± {lfw.std:.1%}"
             ),
             highlight=False,
+            markup=False,
         )
     if check.warning:
-        console.print(f"[bold red]WARNING:[/bold red] {check.warning}", highlight=False, soft_wrap=True)
+        console.print(
+            f"[bold red]WARNING:[/bold red] {escape(check.warning)}", highlight=False, soft_wrap=True
+        )

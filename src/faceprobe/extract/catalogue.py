@@ -78,18 +78,43 @@ def select_layers(layers: list[LayerInfo], spec: str) -> list[LayerInfo]:
         if any(c in token for c in "*?["):
             matched = fnmatch.filter(names, token)
             if not matched:
-                raise FaceprobeError(
-                    f"layer pattern {token!r} matches no layer; see `faceprobe layers MODEL`"
-                )
+                hint = _pattern_hint(token, names)
+                raise FaceprobeError(f"layer pattern {token!r} matches no layer; {hint}")
             chosen.update(matched)
         elif token in names:
             chosen.add(token)
         else:
-            close = difflib.get_close_matches(token, names, n=3, cutoff=0.5)
-            hint = f"did you mean {', '.join(map(repr, close))}?" if close else "see `faceprobe layers MODEL`"
-            raise FaceprobeError(f"no probe-able layer {token!r}; {hint}")
+            raise FaceprobeError(f"no probe-able layer {token!r}; {_name_hint(token, names)}")
     if not chosen:
         raise FaceprobeError(
             "no layers selected; give auto, all, or layer names or patterns separated by commas"
         )
     return [info for info in layers if info.name in chosen]
+
+
+_SEE = "see `faceprobe layers MODEL`"
+
+
+def _name_hint(token: str, names: list[str]) -> str:
+    """ "did you mean ...?" for a layer name that is not in the catalogue, else where to look.
+
+    Layer names are long dotted paths, so a typo is compared with whole names and with their tails (a
+    name given without its ``backbone.`` prefix, ``stage1.O`` for ``backbone.stage1.0``).
+    """
+    tails: dict[str, str] = {}
+    for name in names:
+        parts = name.split(".")
+        for i in range(len(parts)):
+            tails.setdefault(".".join(parts[i:]), name)
+    close = [tails[t] for t in difflib.get_close_matches(token, list(tails), n=6, cutoff=0.6)]
+    close = list(dict.fromkeys([*difflib.get_close_matches(token, names, n=3, cutoff=0.6), *close]))[:3]
+    return f"did you mean {', '.join(map(repr, close))}? ({_SEE})" if close else _SEE
+
+
+def _pattern_hint(token: str, names: list[str]) -> str:
+    """A pattern matching nothing is often anchored at the wrong place (``stage*`` for
+    ``backbone.stage1.0``): suggest it with a leading ``*`` when that matches."""
+    loose = "*" + token.lstrip("*")
+    if fnmatch.filter(names, loose):
+        return f"did you mean {loose!r}? ({_SEE})"
+    return _SEE

@@ -38,6 +38,7 @@ __all__ = [
     "extract",
     "residual_end",
     "resolve_layers",
+    "stream_outputs",
 ]
 
 #: Layer kinds by module type, first match wins (after the residual and embedding rules of _layer_kind).
@@ -407,6 +408,37 @@ def extract(
         FaceprobeError: a layer name is unknown (closest names suggested), a layer runs more than once or not
             at all per forward, the precision is unknown, or there are no images.
     """
+    recorder: _Recorder | None = None
+
+    def make_recorder(features: dict[str, int], capacity: int) -> _Recorder:
+        nonlocal recorder
+        recorder = _Recorder(features, capacity, np.dtype(dtype))
+        return recorder
+
+    stream_outputs(model, images, layers, make_recorder, device, progress, precision=precision, stop=stop)
+    assert recorder is not None
+    done = recorder.rows.stop
+    return {name: a if done == recorder.capacity else a[:done].copy() for name, a in recorder.arrays.items()}
+
+
+def stream_outputs(
+    model: nn.Module,
+    images: DataLoader | Iterable[Any] | torch.Tensor,
+    layers: Sequence[str],
+    sink: Callable[[dict[str, int], int], Any],
+    device: str | torch.device = "cpu",
+    progress: Callable[[int], None] | None = None,
+    *,
+    precision: str = "float32",
+    stop: bool = True,
+) -> None:
+    """Hand each batch's outputs of ``layers`` to a sink instead of keeping them, as :func:`extract` runs.
+
+    ``sink(features, capacity)`` is called once, after the dry forward, with each layer's features per
+    image and an upper bound on the images; it returns the consumer: ``consumer.start(n)`` announces a
+    batch of n images, then ``consumer(name, output)`` receives each layer's output tensor, on ``device``,
+    inside the forward hook (copy or reduce it there: later in-place operations may change it).
+    """
     names = list(dict.fromkeys(layers))
     if not names:
         raise FaceprobeError("no layers to extract; name at least one (see block_layers())")
@@ -417,13 +449,11 @@ def extract(
     device = torch.device(device)
     model.to(device)
     features = _dry_run(model, batch_images(first)[:1].to(device), names, precision)
-    recorder = _Recorder({name: features[name] for name in names}, capacity, np.dtype(dtype))
-    with _Forward(model, names, recorder, device, precision, stop) as forward:
+    consumer = sink({name: features[name] for name in names}, capacity)
+    with _Forward(model, names, consumer, device, precision, stop) as forward:
         for batch in batches:
             x = batch_images(batch)
-            recorder.start(len(x))
+            consumer.start(len(x))
             forward(x)
             if progress is not None:
                 progress(len(x))
-    done = recorder.rows.stop
-    return {name: a if done == capacity else a[:done].copy() for name, a in recorder.arrays.items()}

@@ -91,6 +91,10 @@ def _array_name(layer: str) -> str:
     return layer.replace("/", "|")
 
 
+#: What zarr raises for metadata (zarr.json) that is not JSON or not zarr's: the store's files were damaged.
+_UNREADABLE = (ValueError, TypeError, zarr.errors.BaseZarrError)
+
+
 class CorruptStoreError(FaceprobeError):
     """A chunk of the activation store fails its checksum: the file changed after it was written."""
 
@@ -141,7 +145,7 @@ class LayerArray(zarr.Array):
         the first time this array reads it. Any other layer is read through zarr.
 
         Raises:
-            CorruptStoreError: a chunk fails its checksum or does not have a chunk's size.
+            CorruptStoreError: a chunk fails its checksum, does not have a chunk's size, or is missing.
         """
         if not _plain(self):
             out[...] = self[rows]
@@ -166,11 +170,13 @@ class LayerArray(zarr.Array):
                     scratch = np.empty((height, width), dtype)
                 chunk = target if whole else scratch
                 key = (chunk_row, k)
-                found = _read_chunk(_chunk_file(self, key), chunk, key not in self._verified)
+                path = _chunk_file(self, key)
+                if not _read_chunk(path, chunk, key not in self._verified):
+                    # faceprobe writes every chunk of a batch before marking it, and only marked batches
+                    # are read: a missing file was deleted, and reading zarr's fill value would be wrong
+                    raise BadChunk(path, "missing, though its batch is marked written")
                 self._verified.add(key)
-                if not found:
-                    target[...] = self.fill_value  # never written: zarr reads its fill value
-                elif chunk is not target:
+                if chunk is not target:
                     target[...] = chunk[r0 - first : r1 - first, : target.shape[1]]
         return out
 
@@ -199,9 +205,16 @@ class ActivationStore:
     @classmethod
     def open(cls, root: str | Path, key: dict, batch_size: int = 64) -> ActivationStore:
         path = Path(root) / _digest(key)
-        group = zarr.open_group(path, mode="a")
-        if "key" in group.attrs:
-            if group.attrs["key"] != json.loads(json.dumps(key)):
+        try:
+            group = zarr.open_group(path, mode="a")
+            recorded = group.attrs.get("key")
+        except _UNREADABLE as error:  # a damaged zarr.json: what the store holds is unknown
+            raise FaceprobeError(
+                f"{path}: the activation store's metadata (zarr.json) cannot be read ({error}); delete the "
+                "folder to extract again"
+            ) from None
+        if recorded is not None:
+            if recorded != json.loads(json.dumps(key)):
                 raise FaceprobeError(
                     f"{path}: the activation store holds another key; delete the folder to redo it"
                 )
@@ -227,8 +240,8 @@ class ActivationStore:
         disk on sparse layers but costs CPU while extracting (see benchmarks/bench_extract.py).
         """
         name = _array_name(info.name)
-        if name in self.group:
-            array = self.group[name]
+        array = self._whole_layer(name)
+        if array is not None:
             if array.shape != (self.n, info.features) or array.dtype != dtype:
                 raise FaceprobeError(
                     f"{self.path}: layer {info.name!r} is stored as {array.shape} {array.dtype}, not "
@@ -242,12 +255,29 @@ class ActivationStore:
         with writing(self.path):
             self._create_arrays(name, info, dtype, chunk_cols, shuffle if compress else None)
 
+    def _whole_layer(self, name: str) -> zarr.Array | None:
+        """The layer's values array when it and its batch marks exist and their metadata reads, else None.
+
+        A kill while a layer was created or deleted (an ablated store is deleted once probed), or a damaged
+        zarr.json, can leave one of the two arrays without the other; the layer is then created anew.
+        """
+        try:
+            array = self.group[name]
+            self.group[f"{name}.done"]
+        except (KeyError, *_UNREADABLE):
+            return None
+        return array  # type: ignore[return-value]
+
     def _create_arrays(
         self, name: str, info: LayerInfo, dtype: np.dtype, chunk_cols: int, shuffle: str | None
     ) -> None:
-        """A layer's values array (LZ4 with ``shuffle`` where given) and its per-batch done marks."""
+        """A layer's values array (LZ4 with ``shuffle`` where given) and its per-batch done marks, replacing
+        whatever a broken layer of that name left (every batch is then extracted again)."""
+        for array in (name, f"{name}.done"):
+            self._arrays.pop(array, None)
         self.group.create_array(
             name,
+            overwrite=True,
             shape=(self.n, info.features),
             chunks=(self.batch_size, chunk_cols),
             dtype=dtype,
@@ -265,7 +295,12 @@ class ActivationStore:
             },
         )
         self.group.create_array(
-            f"{name}.done", shape=(self.n_batches,), chunks=(self.n_batches,), dtype=bool, fill_value=False
+            f"{name}.done",
+            shape=(self.n_batches,),
+            chunks=(self.n_batches,),
+            dtype=bool,
+            fill_value=False,
+            overwrite=True,
         )
 
     def done(self, layer: str) -> np.ndarray:

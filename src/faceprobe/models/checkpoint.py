@@ -5,6 +5,10 @@ the architecture in :data:`faceprobe.models.ARCHITECTURES` with its ``num_classe
 loading rebuilds the network from code and only reads tensors: opening a checkpoint cannot run its code.
 A ``preprocessing`` entry (:meth:`Preprocessing.to_dict`) sizes input-dependent heads and is what
 :func:`faceprobe.models.load_model` applies; anything else (metrics, seed, ...) is kept as it was given.
+
+A training folder may also keep the network of some epochs (``faceprobe train recognition --save-every``),
+each a checkpoint of its own in ``DIR/epochs/epoch-NNNN``: :func:`epoch_checkpoint` names that folder and
+:func:`kept_epochs` lists the ones there, so a study can probe the network as training went on.
 """
 
 from __future__ import annotations
@@ -22,12 +26,23 @@ from torch import nn
 from faceprobe.atomic import DISK_FULL, atomic_path, atomic_write_text, disk_full_error
 from faceprobe.errors import FaceprobeError
 from faceprobe.models.preprocessing import Preprocessing
-from faceprobe.models.registry import ARCHITECTURES, build_model
+from faceprobe.models.registry import ARCHITECTURES, build_model, did_you_mean
 
-__all__ = ["METADATA_FILE", "WEIGHTS_FILE", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "EPOCHS_DIR",
+    "METADATA_FILE",
+    "WEIGHTS_FILE",
+    "epoch_checkpoint",
+    "kept_epochs",
+    "load_checkpoint",
+    "save_checkpoint",
+]
 
 WEIGHTS_FILE = "model.safetensors"
 METADATA_FILE = "metadata.json"
+#: The folder of a training run that holds the checkpoints of its kept epochs.
+EPOCHS_DIR = "epochs"
+_EPOCH = re.compile(r"epoch-(\d+)")
 
 
 def save_checkpoint(model: nn.Module, out_dir: str | Path, metadata: dict[str, Any]) -> Path:
@@ -44,7 +59,8 @@ def save_checkpoint(model: nn.Module, out_dir: str | Path, metadata: dict[str, A
     if metadata["architecture"] not in ARCHITECTURES:
         known = ", ".join(sorted(ARCHITECTURES))
         raise FaceprobeError(
-            f"checkpoint architecture {metadata['architecture']!r} is not a known model; use one of: {known}"
+            f"checkpoint architecture {metadata['architecture']!r} is not a known model"
+            f"{did_you_mean(str(metadata['architecture']), ARCHITECTURES)}; use one of: {known}"
         )
     metadata = {"model_kwargs": {}, **metadata}
     text = json.dumps(metadata, indent=2, sort_keys=True)  # before writing anything: fails on non-JSON values
@@ -64,6 +80,32 @@ def save_checkpoint(model: nn.Module, out_dir: str | Path, metadata: dict[str, A
             ) from None
     atomic_write_text(out / METADATA_FILE, text + "\n")
     return out
+
+
+def epoch_checkpoint(folder: str | Path, epoch: int) -> Path:
+    """Where a training folder keeps the checkpoint of ``epoch`` (1-based): ``DIR/epochs/epoch-0005``.
+
+    Four digits, so the folders list in epoch order; longer runs get more digits and still parse.
+    """
+    return Path(folder) / EPOCHS_DIR / f"epoch-{epoch:04d}"
+
+
+def kept_epochs(folder: str | Path) -> list[tuple[int, Path]]:
+    """``(epoch, checkpoint folder)`` of every whole epoch checkpoint of a training folder, in epoch order.
+
+    ``folder`` is the training folder or its ``epochs/`` folder. An epoch folder lacking either file (a
+    copy cut short) is left out: only a checkpoint that :func:`load_checkpoint` can read counts as kept.
+    """
+    folder = Path(folder)
+    holder = folder / EPOCHS_DIR if (folder / EPOCHS_DIR).is_dir() else folder
+    if not holder.is_dir():
+        return []
+    kept = []
+    for child in holder.iterdir():
+        match = _EPOCH.fullmatch(child.name)
+        if match and (child / WEIGHTS_FILE).is_file() and (child / METADATA_FILE).is_file():
+            kept.append((int(match[1]), child))
+    return sorted(kept)
 
 
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -130,7 +172,8 @@ def _read_metadata(meta_file: Path) -> dict[str, Any]:
         raise bad('no "architecture", so the network cannot be rebuilt')
     if metadata["architecture"] not in ARCHITECTURES:
         known = ", ".join(sorted(ARCHITECTURES))
-        raise bad(f"architecture {metadata['architecture']!r} is not a known model (known: {known})")
+        hint = did_you_mean(str(metadata["architecture"]), ARCHITECTURES)
+        raise bad(f"architecture {metadata['architecture']!r} is not a known model{hint} (known: {known})")
     if "num_classes" not in metadata:
         raise bad('no "num_classes" (null for a backbone without classifier)')
     metadata.setdefault("model_kwargs", {})  # save_checkpoint's default

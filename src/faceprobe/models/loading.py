@@ -35,7 +35,7 @@ from torch import nn
 from faceprobe.errors import FaceprobeError
 from faceprobe.models.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_checkpoint
 from faceprobe.models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, thesis_resize
-from faceprobe.models.registry import spec_of
+from faceprobe.models.registry import did_you_mean, spec_of
 
 __all__ = ["LoadedModel", "load_model", "load_state_dict", "read_state_dict", "weights_digest"]
 
@@ -95,9 +95,15 @@ def load_model(
             _load_imagenet(module, architecture, num_classes is not None)
         elif kind == "checkpoint":
             load_state_dict(module, read_state_dict(path), strict=strict, source=path)
-    else:
+    elif kind == "epochs":
         raise FaceprobeError(
-            f"weights {weights!r} are not random, imagenet or checkpoint:PATH; pick one of those"
+            f"weights {weights!r} stand for every epoch a training folder keeps, one model each, which only "
+            "a study or faceprobe probe expands; give one epoch here: checkpoint:DIR/epochs/epoch-NNNN"
+        )
+    else:
+        hint = did_you_mean(kind, ("random", "imagenet", "checkpoint")) if kind != "checkpoint" else ""
+        raise FaceprobeError(
+            f"weights {weights!r} are not random, imagenet or checkpoint:PATH{hint}; pick one of those"
         )
     size = input_size or base.input_size
     keep_resize = base.resize_shorter is None or size == base.input_size

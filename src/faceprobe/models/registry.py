@@ -11,6 +11,7 @@ and ``fc.classifier``. Face backbones (IResNet, MobileFaceNet) end in their embe
 
 from __future__ import annotations
 
+import difflib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from faceprobe.models.mobilefacenet import MobileFaceNet
 from faceprobe.models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, thesis_resize
 from faceprobe.models.small import SmallFaceNet
 
-__all__ = ["ARCHITECTURES", "Embedding", "ModelSpec", "build_model", "face_head", "spec_of"]
+__all__ = ["ARCHITECTURES", "Embedding", "ModelSpec", "build_model", "did_you_mean", "face_head", "spec_of"]
 
 #: The builder signature: ``(num_classes or None, input size (h, w), **kwargs) -> nn.Module``.
 Builder = Callable[..., nn.Module]
@@ -149,5 +150,16 @@ def spec_of(name: str) -> ModelSpec:
     except KeyError:
         known = ", ".join(sorted(ARCHITECTURES))
         raise FaceprobeError(
-            f"unknown model {name!r}; choose one of: {known}, or give a factory as package.module:function"
+            f"unknown model {name!r}{did_you_mean(name, ARCHITECTURES)}; choose one of: {known}, or give a "
+            "factory as package.module:function"
         ) from None
+
+
+def did_you_mean(name: str, known: object) -> str:
+    """`` (did you mean X?)`` naming the closest of ``known`` names (case aside), or ``""`` when none is
+    close: ``ResNet-50`` and ``resnet5`` both lead to resnet50."""
+    names = sorted(map(str, known))  # type: ignore[call-overload]
+    folded = {n.lower().replace("-", "").replace("_", ""): n for n in names}
+    key = name.lower().replace("-", "").replace("_", "")
+    close = [folded[c] for c in difflib.get_close_matches(key, list(folded), n=2, cutoff=0.6)]
+    return f" (did you mean {' or '.join(close)}?)" if close else ""

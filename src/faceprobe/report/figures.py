@@ -27,13 +27,18 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import LogFormatter, NullFormatter
 
+from faceprobe.report.stats import wilson_interval
 from faceprobe.report.tables import CONTROL, POOLED, vip_correlations
 
 __all__ = [
+    "DPI",
     "OKABE_ITO",
+    "PAGE_WIDTH",
     "REPRESENTATION_STYLE",
+    "draw_heatmap",
     "draw_panels",
     "draw_vip",
+    "layer_positions",
     "mean_over_seeds",
     "plot_depth_curves",
     "save_figure",
@@ -73,18 +78,51 @@ def _style(series: str, index: int) -> dict:
     }
 
 
-def _depth_axis(axes: list[plt.Axes], curves: pd.DataFrame) -> str:
-    """Label the depth axis with layer names when every depth has one; returns the axis title."""
+#: Width of a full-page figure in inches, and the resolution of its PNG: 15 in at 96 dpi is the page's
+#: 1440 px, so figures are drawn at the size they are shown and their text at its size.
+PAGE_WIDTH = 15.0
+DPI = 96
+#: Characters per inch of 1 pt text, about: DejaVu Sans averages 0.55 em per character.
+_CHAR_IN = 0.55 / 72
+
+
+def _text_width(text: str, size: float) -> float:
+    """About how many inches ``text`` takes at ``size`` points (for laying out legends and labels)."""
+    return max((len(line) for line in str(text).splitlines()), default=0) * size * _CHAR_IN
+
+
+def _fill(text: str, width_in: float, size: float) -> str:
+    """``text`` wrapped to ``width_in`` inches at ``size`` points: titles are wrapped, never cropped."""
+    return textwrap.fill(str(text), max(12, int(width_in / (size * _CHAR_IN))), break_long_words=True)
+
+
+def _short(name: str, limit: int = 28) -> str:
+    """A layer name cut to ``limit`` characters from the left (its end says most); CSVs keep it whole."""
+    return name if len(name) <= limit else "…" + name[-(limit - 1) :]
+
+
+def layer_positions(*frames: pd.DataFrame | None) -> dict[int, int]:
+    """Depth -> position on the x axis: the probed depths, spaced evenly (a catalogue's depths crowd where
+    a block has many inner layers and leave gaps between blocks)."""
+    depths = sorted({int(d) for f in frames if f is not None and not f.empty for d in f["depth"]})
+    return {d: i for i, d in enumerate(depths)}
+
+
+def _depth_axis(axes: list[plt.Axes], curves: pd.DataFrame, at: dict[int, int], panel_width: float) -> str:
+    """Ticks at the evenly spaced layers, labelled ``depth name`` when every depth has one name (depth only
+    when models name one depth differently), as many as fit the panel; returns the axis title."""
     layers = curves[["depth", "layer"]].drop_duplicates().sort_values("depth")
-    if layers["depth"].duplicated().any():  # different models name the same depth differently
-        return "depth (layer index)"
-    shown = layers.iloc[:: math.ceil(len(layers) / 16)]
-    axes[0].set_xticks(
-        shown["depth"].to_numpy(), [f"{d} {n}" for d, n in zip(shown["depth"], shown["layer"], strict=True)]
-    )
+    named = not layers["depth"].duplicated().any()
+    depths = sorted(at)
+    fit = max(2, int(panel_width / (6 * 1.6 / 72)))  # rotated 6 pt labels, 1.6 line heights apart
+    shown = depths[:: math.ceil(len(depths) / fit)]
+    names = dict(zip(layers["depth"], layers["layer"], strict=True)) if named else {}
+    labels = [f"{d} {_short(str(names[d]))}" if d in names else str(d) for d in shown]
+    axes[0].set_xticks([at[d] for d in shown], labels)
     for ax in axes:
         ax.tick_params(axis="x", labelrotation=90, labelsize=6)
-    return "depth and layer"
+        ax.set_xlim(-0.5, max(len(depths) - 0.5, 0.5))
+    return "layer (evenly spaced): depth and name" if named else "layer (evenly spaced): depth"
 
 
 def draw_panels(
@@ -100,45 +138,88 @@ def draw_panels(
     """Accuracy over depth, one panel per ``panel`` value (in order of appearance), a curve per ``series``.
 
     ``curves`` has columns panel, series, depth, accuracy (a fraction), layer, and kind when ``mark_kinds``
-    (post-skip and residual-internal points get their own markers: the sawtooth of thesis Fig. 5.8); an
-    optional ``std`` column (spread over seeds, see :func:`mean_over_seeds`) is shaded around each curve.
+    (post-skip and residual-internal points get their own markers: the sawtooth of thesis Fig. 5.8). With an
+    ``n_eval`` column (the images behind each point) the 95% Wilson interval is shaded around each curve;
+    an optional ``std`` column (spread over seeds, see :func:`mean_over_seeds`) is drawn as error bars.
     ``reference`` (series, depth, accuracy) is drawn grey in every panel: the Control_Random curves.
-    ``panel_legends`` gives each panel its own legend, for panels whose series differ (groups).
+    ``panel_legends`` gives each panel its own legend beside it, for panels whose series differ (groups).
+
+    Layers are spaced evenly (ticks name their depth and layer). The figure is as wide as the page (half of
+    it for one panel), and every text is placed by the layout: nothing is clipped at any number of panels.
     """
     panels = list(pd.unique(curves["panel"]))
     series = list(pd.unique(curves["series"]))
-    columns = min(columns, len(panels))
+    columns = max(1, min(columns, len(panels)))
     rows = math.ceil(len(panels) / columns)
-    width = 2.7 * columns + 0.6
+    width = PAGE_WIDTH if columns > 1 else PAGE_WIDTH / 2
+    at = layer_positions(curves, reference)
+    colours = {str(name): _style(name, i)["color"] for i, name in enumerate(series)}
+    legend_room = 0.0
+    if panel_legends:  # each panel's legend beside it takes part of its width
+        longest = max((_text_width(s, 6) for s in series), default=0)
+        legend_room = min(longest + 0.5, 0.45 * width / columns)
+    panel_width = width / columns - legend_room
+    layers = curves[["depth", "layer"]].drop_duplicates()
+    label_room = max(
+        (
+            _text_width(f"{d} {_short(str(n))}", 6)
+            for d, n in zip(layers["depth"], layers["layer"], strict=True)
+        ),
+        default=0,
+    )
+    height = rows * max(1.9, min(3.0, 0.7 * panel_width)) + label_room + 1.2
     with _text_as_data():
         fig, axes = plt.subplots(
             rows,
             columns,
-            figsize=(width, 2.3 * rows + 1.4),
+            figsize=(width, height),
             sharex=True,
             sharey=True,
             squeeze=False,
             layout="constrained",
         )
-        low = min(40.0, 100 * np.nanmin(curves["accuracy"].to_numpy(dtype=float)) - 2)
-        banded = "std" in curves and bool(curves["std"].notna().any())
+        shown = [curves["accuracy"].to_numpy(dtype=float)]
+        if reference is not None and not reference.empty:
+            shown.append(reference["accuracy"].to_numpy(dtype=float))
+        low = min(40.0, 100 * np.nanmin(np.concatenate(shown)) - 2)
+        banded = "n_eval" in curves and bool(curves["n_eval"].notna().any())
+        spread = "std" in curves and bool(curves["std"].notna().any())
         for ax, panel in zip(axes.flat, panels, strict=False):
             sub = curves[curves["panel"] == panel]
-            _draw_reference(ax, reference)
+            _draw_reference(ax, reference, at, colours)
             for name, curve in sub.groupby("series", sort=False):
                 curve = curve.sort_values("depth")
+                x = curve["depth"].map(at).to_numpy(float)
+                y = 100 * curve["accuracy"].to_numpy(float)
                 style = _style(name, series.index(name))
-                ax.plot(curve["depth"], 100 * curve["accuracy"], markersize=3, linewidth=1.2, **style)
+                line = {k: v for k, v in style.items() if k != "label"}
+                label = (
+                    _fill(style["label"], 0.9 * max(legend_room - 0.4, 1.0), 6)
+                    if panel_legends
+                    else style["label"]
+                )
+                ax.plot(x, y, markersize=3, linewidth=1.2, label=label, **line)
                 if banded:
-                    low_band, high_band = (100 * (curve["accuracy"] + s * curve["std"]) for s in (-1, 1))
-                    ax.fill_between(
-                        curve["depth"], low_band, high_band, color=style["color"], alpha=0.2, linewidth=0
+                    lo, hi = wilson_interval(
+                        curve["accuracy"].to_numpy(float), curve["n_eval"].to_numpy(float)
+                    )
+                    ax.fill_between(x, 100 * lo, 100 * hi, color=style["color"], alpha=0.15, linewidth=0)
+                if spread:
+                    ax.errorbar(
+                        x,
+                        y,
+                        yerr=100 * curve["std"].fillna(0).to_numpy(float),
+                        fmt="none",
+                        ecolor=style["color"],
+                        elinewidth=0.8,
+                        capsize=1.5,
+                        alpha=0.8,
                     )
                 if mark_kinds:
                     for kind, mark in _KIND_MARKS.items():
                         points = curve[curve["kind"] == kind]
                         ax.scatter(
-                            points["depth"],
+                            points["depth"].map(at),
                             100 * points["accuracy"],
                             s=22,
                             marker=mark["marker"],
@@ -147,42 +228,93 @@ def draw_panels(
                             zorder=3,
                         )
             ax.axhline(50, color="0.75", linewidth=0.8, linestyle="--")
-            ax.set_title(str(panel), fontsize=9)
+            ax.set_title(_fill(panel, panel_width, 9), fontsize=9)
             ax.set_ylim(low, 101)
             ax.grid(alpha=0.3)
-            if panel_legends:
-                ax.legend(fontsize=6, loc="lower left", frameon=False)
+            if panel_legends:  # the panel's own curves; the reference is in the figure's legend
+                own = [
+                    (h, t)
+                    for h, t in zip(*ax.get_legend_handles_labels(), strict=True)
+                    if not t.startswith("Control_Random")
+                ]
+                ax.legend(
+                    [h for h, _ in own],
+                    [t for _, t in own],
+                    fontsize=6,
+                    loc="upper left",
+                    bbox_to_anchor=(1.01, 1.0),
+                    frameon=False,
+                    borderaxespad=0,
+                )
         for ax in axes.flat[len(panels) :]:
             ax.set_visible(False)
-        xlabel = _depth_axis(list(axes.flat), curves)
+        xlabel = _depth_axis(list(axes.flat), curves, at, panel_width)
         for ax in axes.flat[max(0, len(panels) - columns) : len(panels)]:
             ax.set_xlabel(xlabel, fontsize=8)
             ax.xaxis.set_tick_params(labelbottom=True)
         for ax in axes[:, 0]:
             ax.set_ylabel(ylabel, fontsize=8)
-        if not panel_legends:
-            handles, labels = _figure_handles(axes.flat[0], mark_kinds, banded)
-            ncol = max(1, min(4, int(width / 2.2)))  # a narrow figure (one panel) stacks its legend
-            fig.legend(handles, labels, loc="outside lower center", ncol=ncol, frameon=False, fontsize=8)
-        fig.suptitle(textwrap.fill(title, max(30, int(10 * width))), fontsize=11)  # wrapped, never cropped
+        handles, labels = _figure_handles(list(axes.flat), mark_kinds, banded, spread, panel_legends)
+        if handles:
+            fig.set_size_inches(width, height + _figure_legend(fig, handles, labels, width))
+        fig.suptitle(_fill(title, width - 0.3, 11), fontsize=11)
     return fig
 
 
-def _draw_reference(ax: plt.Axes, reference: pd.DataFrame | None) -> None:
+def _figure_legend(fig: Figure, handles: list, labels: list[str], width: float) -> float:
+    """The figure's legend below the panels, in as many columns as its longest entry allows (an entry wider
+    than the figure is wrapped): never wider than the figure, so never cut. Returns its height in inches,
+    which the figure grows by, so the panels keep theirs."""
+    size = 8
+    usable = width - 0.4
+    labels = [_fill(text, usable - 0.6, size) for text in labels]
+    entry = max(_text_width(text, size) for text in labels) + 0.6  # handle and padding
+    ncol = max(1, min(len(labels), int(usable // entry)))
+    fig.legend(handles, labels, loc="outside lower center", ncol=ncol, frameon=False, fontsize=size)
+    lines = sum(
+        max(text.count("\n") + 1 for text in labels[row * ncol : (row + 1) * ncol])
+        for row in range(math.ceil(len(labels) / ncol))
+    )
+    return lines * size * 1.45 / 72 + 0.15
+
+
+def _draw_reference(
+    ax: plt.Axes, reference: pd.DataFrame | None, at: dict[int, int], colours: dict[str, str]
+) -> None:
+    """The Control_Random curves, dotted: grey when there is one, else each in the colour of the curve
+    of the same series (its weight origin, its run) so that each control can be told apart."""
     if reference is None or reference.empty:
         return
     several = reference["series"].nunique() > 1
     for name, curve in reference.groupby("series", sort=False):
         curve = curve.sort_values("depth")
         label = f"Control_Random ({name})" if several else "Control_Random (random labels)"
-        ax.plot(curve["depth"], 100 * curve["accuracy"], label=label, **_REFERENCE)
+        style = dict(_REFERENCE)
+        if several and name in colours:
+            style["color"] = colours[name]
+        ax.plot(curve["depth"].map(at), 100 * curve["accuracy"], label=label, **style)
 
 
-def _figure_handles(ax: plt.Axes, mark_kinds: bool, banded: bool) -> tuple[list, list[str]]:
-    handles, labels = ax.get_legend_handles_labels()
+def _figure_handles(
+    axes: list[plt.Axes], mark_kinds: bool, banded: bool, spread: bool, panel_legends: bool
+) -> tuple[list, list[str]]:
+    """The shared legend: the curves (unless each panel has its own), the reference, and what bands, bars
+    and markers mean."""
+    handles, labels = [], []
+    for one in axes:  # a series may be missing from the first panel
+        for handle, label in zip(*one.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    if panel_legends:  # only the reference curves are common to all panels
+        kept = [(h, t) for h, t in zip(handles, labels, strict=True) if t.startswith("Control_Random")]
+        handles, labels = [h for h, _ in kept], [t for _, t in kept]
     if banded:
         handles.append(Patch(color="0.5", alpha=0.3))
-        labels.append("shaded: mean ± std over seeds")
+        labels.append("shaded: 95% interval (Wilson, from the images scored)")
+    if spread:
+        handles.append(Line2D([], [], color="0.3", marker="|", linestyle="", markersize=8))
+        labels.append("bars: ± std over seeds")
     if mark_kinds:
         for mark in _KIND_MARKS.values():
             handles.append(
@@ -194,6 +326,45 @@ def _figure_handles(ax: plt.Axes, mark_kinds: bool, banded: bool) -> tuple[list,
     return handles, labels
 
 
+def draw_heatmap(matrix: pd.DataFrame, title: str, few: bool = False) -> Figure:
+    """Attribute x layer accuracy at a glance: ``matrix`` has one row per attribute and one column per
+    layer (labelled ``depth name``, in depth order), values as fractions. Each cell prints its percentage
+    where the cells are wide enough; ``few`` notes that its accuracies rest on too few images."""
+    n_rows, n_cols = matrix.shape
+    label_room = max((_text_width(str(c), 7) for c in matrix.columns), default=0)
+    name_room = max((_text_width(str(i), 7) for i in matrix.index), default=0)
+    width = PAGE_WIDTH if n_cols > 8 else PAGE_WIDTH / 2
+    height = 0.22 * n_rows + label_room + 1.8
+    with _text_as_data():
+        fig, ax = plt.subplots(figsize=(width, height), layout="constrained")
+        values = 100 * matrix.to_numpy(dtype=float)
+        image = ax.imshow(values, aspect="auto", cmap="viridis", vmin=50, vmax=100, interpolation="nearest")
+        fit = max(2, int((width - name_room - 1.5) / (7 * 1.6 / 72)))  # rotated 7 pt labels that fit
+        shown = list(range(n_cols))[:: math.ceil(n_cols / fit)]
+        ax.set_xticks(shown, [str(matrix.columns[j]) for j in shown], rotation=90, fontsize=7)
+        ax.set_yticks(range(n_rows), [str(i) for i in matrix.index], fontsize=7)
+        cell = (width - name_room - 1.5) / max(n_cols, 1)
+        if cell > 0.3:
+            for (i, j), value in np.ndenumerate(values):
+                if np.isfinite(value):
+                    ax.text(
+                        j,
+                        i,
+                        f"{value:.0f}",
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        color="black" if value > 80 else "white",
+                    )
+        bar = fig.colorbar(image, ax=ax, fraction=0.03, pad=0.01)
+        bar.set_label("whole-layer val. accuracy (%)", fontsize=8)
+        bar.ax.tick_params(labelsize=7)
+        ax.set_xlabel("layer: depth and name (evenly spaced)", fontsize=8)
+        note = " (few images: read differences with care)" if few else ""
+        fig.suptitle(_fill(title + note, width - 0.3, 11), fontsize=11)
+    return fig
+
+
 def draw_vip(vip: pd.DataFrame, title: str) -> Figure:
     """Per source: the VIP histogram (log-scaled), VIP vs single-neuron accuracy, and mean positive activation
     vs accuracy (thesis Fig. 5.9). Control_Random neurons are grey. Each scatter is titled with the thesis's
@@ -203,7 +374,11 @@ def draw_vip(vip: pd.DataFrame, title: str) -> Figure:
     sources = list(pd.unique(vip["source"]))
     with _text_as_data():
         fig, axes = plt.subplots(
-            len(sources), 3, figsize=(12, 3 * len(sources) + 0.8), squeeze=False, layout="constrained"
+            len(sources),
+            3,
+            figsize=(PAGE_WIDTH, 4.2 * len(sources) + 1.0),
+            squeeze=False,
+            layout="constrained",
         )
         for row, source in zip(axes, sources, strict=True):
             sub = vip[vip["source"] == source]
@@ -220,9 +395,8 @@ def draw_vip(vip: pd.DataFrame, title: str) -> Figure:
                 label=["attributes", "Control_Random"],
             )
             row[0].legend(fontsize=7, frameon=False)
-            row[0].set(
-                xscale="log", yscale="log", xlabel="VIP score", ylabel="neurons", title=f"{source}: VIP"
-            )
+            row[0].set(xscale="log", yscale="log", xlabel="VIP score", ylabel="neurons")
+            row[0].set_title(_fill(f"{source}: VIP", PAGE_WIDTH / 3 - 0.8, 8), fontsize=8)
             for ax, column in zip(row[1:], ("vip", "mean_positive"), strict=True):
                 ax.scatter(
                     sub[column][~control],
@@ -240,30 +414,33 @@ def draw_vip(vip: pd.DataFrame, title: str) -> Figure:
                 )
                 ax.axhline(50, color="0.75", linewidth=0.8, linestyle="--")
                 ax.set(xlabel=column.replace("_", " "), ylabel="single-neuron val. accuracy (%)")
-                ax.set_title(_r_title(source, stats, column), fontsize=8)
+                lines = _r_title(source, stats, column).split("\n")
+                ax.set_title("\n".join(_fill(t, PAGE_WIDTH / 3 - 0.8, 8) for t in lines), fontsize=8)
                 ax.grid(alpha=0.3)
             row[1].set_xscale("log")
             for axis in (row[0].xaxis, row[0].yaxis, row[1].xaxis):  # plain labels: math text is off
                 axis.set_major_formatter(LogFormatter())
                 axis.set_minor_formatter(NullFormatter())
             row[1].legend(fontsize=7, frameon=False)
-        fig.suptitle(title, fontsize=11)
+        fig.suptitle(_fill(title, PAGE_WIDTH - 0.3, 11), fontsize=11)
     return fig
 
 
 def _r_title(source: str, stats: pd.DataFrame, measure: str) -> str:
-    """The scatter's title: mean ± std of per-projection r over the projections, then the pooled r."""
+    """The scatter's title: the mean of per-projection r with its 95% interval and n, then the pooled r."""
     if measure not in stats.index:  # Control_Random neurons only
         return f"{source}: no attribute projection"
     row = stats.loc[measure]
-    spread = f" ± {row['std r']:.3f}" if pd.notna(row["std r"]) else ""
+    interval = f" [{row['mean r low']:.2f}, {row['mean r high']:.2f}]" if pd.notna(row["mean r low"]) else ""
+    spread = f", std {row['std r']:.3f}" if pd.notna(row["std r"]) else ""
     return (
-        f"{source}: mean per-projection r = {row['mean r']:.3f}{spread} ({row['projections']} projections)"
+        f"{source}: mean per-projection r = {row['mean r']:.3f}{interval} (95% CI; "
+        f"{row['projections']} projections, {row['neurons']} neurons{spread})"
         f"\npooled r = {row[POOLED]:.3f} (not the thesis statistic)"
     )
 
 
-def save_figure(fig: Figure, stem: str | Path, data: pd.DataFrame, dpi: int = 90) -> dict[str, Path]:
+def save_figure(fig: Figure, stem: str | Path, data: pd.DataFrame, dpi: int = DPI) -> dict[str, Path]:
     """Write the figure as ``stem.png`` and ``stem.svg`` and the numbers it plots as ``stem.csv``."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
@@ -279,10 +456,17 @@ def save_figure(fig: Figure, stem: str | Path, data: pd.DataFrame, dpi: int = 90
 def mean_over_seeds(curves: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Curves averaged over seeds (sources), as the thesis reports means over runs: each source's mean
     accuracy per ``keys`` first (over the attributes of a group, say), then per ``keys`` the mean over
-    sources, ``seeds`` (how many) and, where some point has several, ``std`` over them (the shaded band)."""
-    per_seed = curves.groupby([*keys, "source"], sort=False, dropna=False)["accuracy"].mean().reset_index()
-    grouped = per_seed.groupby(keys, sort=False, dropna=False)["accuracy"]
-    table = grouped.agg(accuracy="mean", std="std", seeds="size").reset_index()
+    sources, ``seeds`` (how many) and, where some point has several, ``std`` over them (the error bars).
+
+    ``n_eval``, where the curves have it, becomes the images behind each mean (summed over what it
+    averages): its Wilson interval is the sampling error of the evaluation images, not the spread of seeds.
+    """
+    counted = "n_eval" in curves
+    aggregate = {"accuracy": ("accuracy", "mean")} | ({"n_eval": ("n_eval", "sum")} if counted else {})
+    per_seed = curves.groupby([*keys, "source"], sort=False, dropna=False).agg(**aggregate).reset_index()
+    grouped = per_seed.groupby(keys, sort=False, dropna=False)
+    spec = {"accuracy": ("accuracy", "mean"), "std": ("accuracy", "std"), "seeds": ("accuracy", "size")}
+    table = grouped.agg(**spec, **({"n_eval": ("n_eval", "sum")} if counted else {})).reset_index()
     return table if (table["seeds"] > 1).any() else table.drop(columns="std")
 
 

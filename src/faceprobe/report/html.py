@@ -1,46 +1,60 @@
-"""The report: one self-contained HTML page (figures inline, no scripts, no network) plus files to reuse.
+"""The report: one self-contained HTML page (figures inline, no network) plus files to reuse.
 
 ``build_report`` writes ``index.html`` with every figure embedded as a PNG data URI, and beside it
 ``figures/`` (PNG, SVG and the CSV of plotted numbers) and ``tables/`` (CSV and Markdown). Given several
-runs it overlays them (``faceprobe compare``). Every name from the data is escaped, and a Content Security
-Policy forbids scripts and remote loads, so an attribute called ``<script>`` stays text.
+runs it overlays them (``faceprobe compare``). The page opens with a summary: every warning of the run in
+one box, an attribute x layer heat map, the best layer per attribute with its 95% interval, and how high the
+random-label control reaches. Every name from the data is escaped, and a Content Security Policy forbids
+remote loads and every script but the page's own (by its hash: the few lines that sort and filter tables),
+so an attribute called ``<script>`` stays text.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
+import itertools
 import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from faceprobe.atomic import atomic_write_text
 from faceprobe.report.figures import (
     REPRESENTATION_STYLE,
     depth_curves,
+    draw_heatmap,
     draw_panels,
     draw_vip,
+    layer_positions,
     mean_over_seeds,
     save_figure,
 )
 from faceprobe.report.groups import DEFAULT_GROUPS
 from faceprobe.report.run import Run, combine_runs
+from faceprobe.report.stats import MIN_EVAL, too_few, wilson_interval
 from faceprobe.report.tables import (
     CONTROL,
+    HIGH,
+    LOW,
     ablation_drops,
     best_units,
     representation_averages,
+    row_classes,
     table_html,
     vip_correlations,
     vip_projections,
     write_table,
 )
+from faceprobe.report.training import training_section
+from faceprobe.run.summary import run_warnings
 
-__all__ = ["build_report"]
+__all__ = ["build_report", "coinciding_runs"]
 
 #: Table 5.2's note when a run scored no test split.
 _NO_TEST_NOTE = (
@@ -50,7 +64,49 @@ _NO_TEST_NOTE = (
 #: What Table 5.2's best channel means (the runner writes channel rows for layers with spatial extent only).
 _CHANNEL_NOTE = "best channel: convolutional layers only (1-D outputs have no channels; thesis 5.2)"
 
-_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+#: Sorting (click a column's head) and filtering (type in the box above) of every table. The page's
+#: Content Security Policy allows this script by its hash and no other.
+_SCRIPT = """
+function key(cell) {
+  var v = cell.getAttribute("data-v");
+  return v === null ? cell.textContent.toLowerCase() : parseFloat(v);
+}
+document.querySelectorAll("table.sortable").forEach(function (table) {
+  var body = table.tBodies[0];
+  var box = document.createElement("input");
+  box.type = "search";
+  box.className = "filter";
+  box.placeholder = "filter rows";
+  box.setAttribute("aria-label", "filter the rows of the table below");
+  table.parentNode.insertBefore(box, table);
+  box.addEventListener("input", function () {
+    var text = box.value.toLowerCase();
+    Array.prototype.forEach.call(body.rows, function (row) {
+      row.hidden = text !== "" && row.textContent.toLowerCase().indexOf(text) < 0;
+    });
+  });
+  Array.prototype.forEach.call(table.tHead.rows[0].cells, function (head, column) {
+    head.tabIndex = 0;
+    head.title = "sort by this column";
+    function sort() {
+      var up = head.getAttribute("aria-sort") !== "ascending";
+      Array.prototype.forEach.call(head.parentNode.cells, function (c) { c.removeAttribute("aria-sort"); });
+      head.setAttribute("aria-sort", up ? "ascending" : "descending");
+      var rows = Array.prototype.slice.call(body.rows);
+      rows.sort(function (a, b) {
+        var x = key(a.cells[column]), y = key(b.cells[column]);
+        var order = typeof x === typeof y ? (x < y ? -1 : x > y ? 1 : 0) : typeof x === "number" ? -1 : 1;
+        return up ? order : -order;
+      });
+      rows.forEach(function (row) { body.appendChild(row); });
+    }
+    head.addEventListener("click", sort);
+    head.addEventListener("keydown", function (e) { if (e.key === "Enter") { sort(); } });
+  });
+});
+"""
+_SCRIPT_HASH = base64.b64encode(hashlib.sha256(_SCRIPT.encode()).digest()).decode()
+_CSP = f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{_SCRIPT_HASH}'"
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5rem auto;max-width:1500px;padding:0 1rem;color:#222}
 h1{font-size:1.5rem}h2{border-bottom:1px solid #ccc;padding-bottom:.2rem;margin-top:2.5rem}
@@ -58,12 +114,25 @@ figure{margin:1rem 0}img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.85rem;color:#555}
 .missing{background:#fff4e0;padding:.4rem .8rem;border-left:4px solid #E69F00}
 .note{background:#eef5fb;padding:.4rem .8rem;border-left:4px solid #0072B2}
+.warnings{background:#fff4e0;padding:.4rem .8rem .4rem 1.6rem;border:1px solid #E69F00}
+.warnings h3{margin:.3rem 0 .3rem -.8rem;font-size:1rem}.warnings li{margin:.15rem 0}
+.ok{background:#eef8f0;padding:.4rem .8rem;border-left:4px solid #009E73}
 details{margin:.5rem 0 1rem}summary{cursor:pointer;font-size:.9rem}
-table{border-collapse:collapse;font-size:.8rem;margin:.5rem 0 1rem}
-td,th{border:1px solid #ddd;padding:2px 6px}
-th{background:#f3f3f3;position:sticky;top:0}tbody tr:nth-child(even){background:#fafafa}
-pre{background:#f6f6f6;padding:.6rem;overflow:auto;font-size:.8rem}nav a{margin-right:1rem}
+table{border-collapse:collapse;font-size:.8rem;margin:.2rem 0 1rem;max-width:100%}
+td,th{border:1px solid #ddd;padding:2px 6px;overflow-wrap:anywhere;vertical-align:top}
+th{background:#f3f3f3;position:sticky;top:0;cursor:pointer}tbody tr:nth-child(even){background:#fafafa}
+th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
+tr.few td{color:#999}tr.optimistic td:first-child::before{content:"\\2020 "}
+input.filter{margin:.3rem 0;font-size:.8rem;padding:2px 4px}
+.legend{font-size:.8rem;color:#555}
+nav a{margin-right:1rem}
 """
+#: What greyed and marked rows mean, below the tables that have some.
+_ROW_LEGEND = {
+    "few": f"grey rows: fewer than {MIN_EVAL} images scored; their 95% interval is about ±10 points or wider",
+    "optimistic": "† optimistic: chosen and reported on the same validation images (no test split), which "
+    "flatters the winner",
+}
 
 
 @dataclass
@@ -98,9 +167,12 @@ class _Page:
 
     def table(self, parts: list[str], name: str, frame: pd.DataFrame, caption: str) -> None:
         csv, md = write_table(frame, self.stem("tables", name))
+        classes = row_classes(frame)
+        legend = [text for key, text in _ROW_LEGEND.items() if any(key in c.split() for c in classes)]
+        legend_html = "".join(f'<p class="legend">{html.escape(text)}</p>' for text in legend)
         parts.append(
             f"<h3>{html.escape(caption)}</h3><p><a href='tables/{csv.name}'>CSV</a> · "
-            f"<a href='tables/{md.name}'>Markdown</a></p>{table_html(frame)}"
+            f"<a href='tables/{md.name}'>Markdown</a></p>{table_html(frame, classes)}{legend_html}"
         )
 
 
@@ -118,7 +190,8 @@ def build_report(
     """Write the report of one run, or the overlay of several, into ``out``; returns ``out/index.html``.
 
     Views are averaged over the seeds of each variant (the thesis reports means over runs), with the spread
-    over seeds shaded or in ``std`` columns; where a variant has several seeds its per-seed views follow.
+    over seeds as error bars or ``std`` columns and the 95% interval of each accuracy (Wilson, from the
+    images scored) shaded or as ``±``; where a variant has several seeds its per-seed views follow.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -126,25 +199,170 @@ def build_report(
     compare = len(runs) > 1
     page = _Page(out)
     results = run.table("results")
+    summary = page.section("Summary")
     sections = page.section("Accuracy over depth"), page.section("Attribute groups")
     sections += page.section("Residual blocks"), page.section("Weight origins")
-    if results is None:
+    groups, other = _with_other(groups, results)
+    val = None if results is None else results[results["split"] == "val"].dropna(subset=["accuracy"])
+    coincide = _coinciding(val) if compare and val is not None else []
+    _warnings_box(summary, run, groups.get(other, ()), coincide)
+    if results is None or val is None:
         for parts in sections:
             _missing(parts, "results.parquet is missing from this run: no depth views.")
     else:
-        val = results[results["split"] == "val"].dropna(subset=["accuracy"])
+        _summary(page, summary, run, results, val)
         for text in _setting_notes(run)[1]:
+            _note(sections[0], text)
+        for text in coincide:
             _note(sections[0], text)
         _depth_section(page, sections[0], val, compare)
         _group_section(page, sections[1], val, groups, compare)
         _residual_section(page, sections[2], val)
         _weights_section(page, sections[3], val, compare)
+        training_section(page, val)  # only for runs that probed several epochs of a network
     _vip_section(page, page.section("VIP scores"), run.table("vip_study"))
     _table_section(page, page.section("Tables"), run)
     _manifest_section(page.section("Manifest"), run)
     index = out / "index.html"
     atomic_write_text(index, _render(run, page))  # a report killed mid-write keeps the previous page
     return index
+
+
+#: The group of the attributes that no group names: every attribute is in some figure.
+OTHER = "Other"
+
+
+def _with_other(
+    groups: Mapping[str, tuple[str, ...]], results: pd.DataFrame | None
+) -> tuple[dict[str, tuple[str, ...]], str | None]:
+    """``groups`` plus :data:`OTHER`, holding the run's attributes outside every group (not the control),
+    and the name that group got (None when every attribute has a group)."""
+    groups = dict(groups)
+    if results is None:
+        return groups, None
+    named = {a for members in groups.values() for a in members}
+    rest = sorted(set(results["attribute"].astype(str)) - named - {CONTROL})
+    if not rest:
+        return groups, None
+    other = OTHER if OTHER not in groups else f"{OTHER} (not in any group)"
+    groups[other] = tuple(rest)
+    return groups, other
+
+
+def _warnings_box(parts: list[str], run: Run, ungrouped: tuple[str, ...], coincide: list[str]) -> None:
+    """Every warning of the run(s) in one box (those the end of a run prints, from the same code), plus the
+    report's own: accuracies on too few images, attributes no group names, curves that coincide."""
+    results = run.table("results")
+    items: list[str] = []
+    for name in run.runs:
+        mine = results if results is None or "run" not in results else results[results["run"] == name]
+        tables = [t for t, frame in run.tables.items() if "run" not in frame or (frame["run"] == name).any()]
+        prefix = f"{name}: " if len(run.runs) > 1 else ""
+        items += [prefix + text for text in run_warnings(mine, run.manifests.get(name), tables)]
+    if results is not None and "n_eval" in results:
+        few = results[too_few(results["n_eval"].astype(float)) & results["accuracy"].notna()]
+        if len(few):
+            least = int(few["n_eval"].min())
+            items.append(
+                f"{few['attribute'].nunique()} attribute(s) scored on fewer than {MIN_EVAL} images (as few "
+                f"as {least}): their 95% intervals are about ±10 points or wider; rows greyed"
+            )
+    if ungrouped:
+        items.append(f"attributes in no group, shown as {OTHER}: {', '.join(ungrouped)}")
+    items += coincide
+    if not items:
+        parts.append('<p class="ok">No warnings: full draws, every probe scored, every study run.</p>')
+        return
+    listed = "".join(f"<li>{html.escape(text)}</li>" for text in items)
+    parts.append(f'<div class="warnings" role="note"><h3>Warnings ({len(items)})</h3><ul>{listed}</ul></div>')
+
+
+def coinciding_runs(runs: list[Run]) -> list[str]:
+    """One sentence per pair of the compared runs' variants whose validation curves coincide (see the
+    compare page's warnings); empty for a single run or one without results."""
+    if len(runs) < 2:
+        return []
+    results = combine_runs(runs).table("results")
+    if results is None:
+        return []
+    return _coinciding(results[results["split"] == "val"].dropna(subset=["accuracy"]))
+
+
+def _coinciding(val: pd.DataFrame) -> list[str]:
+    """Compared runs whose validation curves are the same numbers at every shared point: drawn on top of
+    each other, one hides the other, so the page says so (two copies of one run, a seed that changed
+    nothing)."""
+    keys = [k for k in ("attribute", "layer", "depth", "representation", "unit") if k in val]
+    curves = val.set_index([*keys, "variant"])["accuracy"].groupby(level=list(range(len(keys) + 1))).mean()
+    wide = curves.unstack("variant")
+    found = []
+    for a, b in itertools.combinations(wide.columns, 2):
+        shared = wide[[a, b]].dropna()
+        if len(shared) and np.allclose(shared[a], shared[b], rtol=0, atol=1e-12):
+            found.append(
+                f"{a} and {b} give the same accuracy at all {len(shared)} points they share: their curves "
+                "coincide, one hidden under the other"
+            )
+    return found
+
+
+def _summary(page: _Page, parts: list[str], run: Run, results: pd.DataFrame, val: pd.DataFrame) -> None:
+    """What a reader came for: the control's ceiling, the heat map, the best layer per attribute."""
+    layer = _layer_curves(val)
+    for variant, sub in layer.groupby("variant", sort=False):
+        control = sub[sub["attribute"] == CONTROL]
+        if control.empty:
+            continue
+        mean = control.groupby(["depth", "layer"], as_index=False).agg(
+            accuracy=("accuracy", "mean"), n_eval=("n_eval", "sum")
+        )
+        top = mean.loc[mean["accuracy"].idxmax()]
+        low, high = wilson_interval(top["accuracy"], top["n_eval"])
+        _note(
+            parts,
+            f"{variant}: the control (Control_Random, random labels) reaches at most "
+            f"{100 * top['accuracy']:.1f}% (95% CI {100 * low:.1f}-{100 * high:.1f}, layer {top['layer']}, "
+            f"{int(top['n_eval'])} images): whole-layer accuracies up to that are what a probe finds in "
+            "noise.",
+        )
+    for variant, sub in layer.groupby("variant", sort=False):
+        real = sub[sub["attribute"] != CONTROL]
+        if real.empty:
+            continue
+        means = real.groupby(["attribute", "depth", "layer"], as_index=False)["accuracy"].mean()
+        at = layer_positions(means)
+        matrix = means.pivot_table(index="attribute", columns="depth", values="accuracy", aggfunc="mean")
+        names = means.drop_duplicates("depth").set_index("depth")["layer"]
+        matrix = matrix.reindex(columns=sorted(at))
+        matrix.columns = [f"{d} {names[d]}" for d in matrix.columns]
+        matrix = matrix.loc[matrix.max(axis=1).sort_values(ascending=False).index]  # best-encoded first
+        few = bool(too_few(real["n_eval"].astype(float)).any())
+        title = f"{variant}: whole-layer validation accuracy per attribute and layer (%)"
+        page.figure(
+            parts, f"heatmap-{variant}", draw_heatmap(matrix, title, few), matrix.reset_index(), title
+        )
+    best = best_units(results, run.table("baseline"), over_seeds=True)
+    keep = ["source", "seeds", "attribute", "best layer", "layer accuracy", "layer accuracy std"]
+    keep += [
+        "layer accuracy" + LOW,
+        "layer accuracy" + HIGH,
+        "split",
+        "n_eval",
+        "optimistic",
+        "baseline",
+        "gap",
+    ]
+    best = best[[c for c in keep if c in best]]
+    best = best.rename(columns={"source": "model"}).sort_values(
+        ["model", "layer accuracy"], ascending=[True, False]
+    )
+    page.table(
+        parts,
+        "summary-best-layer",
+        best.reset_index(drop=True),
+        "Best layer per attribute: chosen on validation, reported on test where the run scored it, with its "
+        "95% interval (± half its width)",
+    )
 
 
 def _note(parts: list[str], text: str) -> None:
@@ -181,7 +399,7 @@ def _seeds(frame: pd.DataFrame) -> pd.Series:
 
 
 def _over(seeds: int) -> str:
-    return f", mean ± std over {seeds} seeds (shaded)" if seeds > 1 else ""
+    return f", mean ± std over {seeds} seeds (bars)" if seeds > 1 else ""
 
 
 def _layer_curves(val: pd.DataFrame) -> pd.DataFrame:
@@ -207,7 +425,7 @@ def _depth_section(page: _Page, parts: list[str], val: pd.DataFrame, compare: bo
             if curves.empty:
                 continue
             curves = mean_over_seeds(curves, ["variant", *_DEPTH_KEYS]).assign(series=lambda f: f["variant"])
-            over = ", mean ± std over seeds (shaded)" if several else ""
+            over = ", mean ± std over seeds (bars)" if several else ""
             title = f"Accuracy over depth, {style['label']}: runs overlaid{over}"
             page.figure(
                 parts, f"depth-{representation}", draw_panels(curves, title, _control(val)), curves, title
@@ -247,7 +465,7 @@ def _group_section(
     if compare:  # one curve per run and variant: the group's mean (per seed, then over seeds)
         curves = mean_over_seeds(curves, ["panel", "variant", "depth", "layer"])
         curves = curves.assign(series=curves["variant"])
-        over = ", mean ± std over seeds (shaded)" if (curves["seeds"] > 1).any() else ""
+        over = ", mean ± std over seeds (bars)" if (curves["seeds"] > 1).any() else ""
         title = (
             f"Whole-layer accuracy, mean over each group's attributes: runs overlaid{over} "
             "(thesis Figs 5.5-5.7)"
@@ -296,7 +514,7 @@ def _weights_section(page: _Page, parts: list[str], val: pd.DataFrame, compare: 
     control = layer["attribute"] == CONTROL
     curves = mean_over_seeds(layer[~control], ["panel", "series", "depth", "layer"])
     reference = _control(layer[control], "series")
-    over = ", mean ± std over the models of an origin (shaded)" if (curves["seeds"] > 1).any() else ""
+    over = ", mean ± std over the models of an origin (bars)" if (curves["seeds"] > 1).any() else ""
     title = f"Mean whole-layer accuracy over attributes per weight origin{over} (thesis Fig. 5.4)"
     page.figure(parts, "weight-origins", draw_panels(curves, title, reference, columns=3), curves, title)
 
@@ -337,14 +555,16 @@ def _table_section(page: _Page, parts: list[str], run: Run) -> None:
             "vip-correlations",
             vip_correlations(vip, by="variant"),
             "Mean over PLS projections (model, layer, attribute) of the Pearson r between single-neuron "
-            "accuracy and VIP (thesis 0.93) or mean activation on positives (thesis 0.38), Control_Random "
-            "excluded (thesis 5.3, Fig. 5.9); the pooled r is not the thesis statistic",
+            "accuracy and VIP (thesis 0.93) or mean activation on positives (thesis 0.38), with its 95% "
+            "interval (Fisher z, from the spread of the projections) and n (projections, neurons), "
+            "Control_Random excluded (thesis 5.3, Fig. 5.9); the pooled r is not the thesis statistic",
         )
         page.table(
             parts,
             "vip-projections",
             vip_projections(vip),
-            "Pearson r with single-neuron accuracy, per PLS projection (Fig. 5.9)",
+            "Pearson r with single-neuron accuracy, per PLS projection in depth order, with its 95% interval "
+            "(Fisher z over the projection's neurons) (Fig. 5.9)",
         )
 
 
@@ -357,7 +577,10 @@ def _best_tables(
     several = bool((_seeds(results) > 1).any())
     split = "test" if (best["split"] == "test").all() else "val where the run has no test rows"
     over = ", mean over seeds" if several else ""
-    caption = f"Best layer and units per attribute, chosen on val, reported on {split}{over} (Table 5.2)"
+    caption = (
+        f"Best layer and units per attribute, chosen on val, reported on {split}{over}, each accuracy ± half "
+        "its 95% Wilson interval (Table 5.2)"
+    )
     page.table(parts, "best-units", best, caption)
     _note(parts, _CHANNEL_NOTE)
     no_test, one_seed = _setting_notes(run)
@@ -365,7 +588,10 @@ def _best_tables(
         _note(parts, text)
     if several:
         page.table(parts, "best-units-per-seed", per_seed, "Table 5.2 for each seed (model)")
-    caption = f"Mean best accuracy per representation{over}, Control_Random excluded (Table 5.3)"
+    caption = (
+        f"Mean best accuracy per representation{over}, ± half its 95% interval (all its attributes' images), "
+        "Control_Random excluded (Table 5.3)"
+    )
     page.table(parts, "representation-averages", representation_averages(per_seed, over_seeds=True), caption)
     if several:
         page.table(
@@ -394,7 +620,20 @@ def _manifest_section(parts: list[str], run: Run) -> None:
                 table_html(pd.DataFrame({"key": list(facts), "value": [str(v) for v in facts.values()]}))
             )
         if manifest.get("config"):
-            parts.append(f"<pre>{html.escape(json.dumps(manifest['config'], indent=2, default=str))}</pre>")
+            config = dict(_flatten(manifest["config"]))
+            parts.append("<h4>configuration</h4>")
+            parts.append(table_html(pd.DataFrame({"key": list(config), "value": list(config.values())})))
+
+
+def _flatten(value: object, key: str = "") -> list[tuple[str, str]]:
+    """A nested configuration as (dotted key, value) rows: ``data.spec``, ``models[0].architecture``;
+    lists of plain values stay one row."""
+    if isinstance(value, dict) and value:
+        return [row for k, v in value.items() for row in _flatten(v, f"{key}.{k}" if key else str(k))]
+    if isinstance(value, list) and any(isinstance(v, dict | list) for v in value):
+        return [row for i, v in enumerate(value) for row in _flatten(v, f"{key}[{i}]")]
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return [(key, text)]
 
 
 def _render(run: Run, page: _Page) -> str:
@@ -410,5 +649,6 @@ def _render(run: Run, page: _Page) -> str:
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
         f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{title}</title>'
-        f"<style>{_CSS}</style></head><body><h1>{title}</h1>{missing}<nav>{nav}</nav>{body}</body></html>\n"
+        f"<style>{_CSS}</style></head><body><h1>{title}</h1>{missing}<nav>{nav}</nav>{body}"
+        f"<script>{_SCRIPT}</script></body></html>\n"
     )

@@ -18,14 +18,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from faceprobe.report.stats import fisher_interval, mean_r_interval, too_few, wilson_interval
+
 __all__ = [
     "CONTROL",
+    "HIGH",
+    "LOW",
     "POOLED",
     "STD",
     "ablation_drops",
     "baseline_accuracy",
     "best_units",
     "representation_averages",
+    "row_classes",
     "table_html",
     "vip_correlations",
     "vip_projections",
@@ -36,6 +41,9 @@ __all__ = [
 CONTROL = "Control_Random"
 #: Suffix of a column holding the standard deviation over seeds of the column it follows.
 STD = " std"
+#: Suffixes of the columns holding the 95% interval of the column they follow (Wilson for accuracies, Fisher
+#: z for correlations); the page and Markdown show them as ``value ± half-width`` or ``value [low, high]``.
+LOW, HIGH = " low", " high"
 #: The column of :func:`vip_correlations` holding the pooled r, which is not the thesis's statistic.
 POOLED = "pooled r (not the thesis statistic)"
 _KEY = ["source", "layer", "attribute", "representation", "unit"]
@@ -68,7 +76,10 @@ def best_units(
 
     Columns: source, variant (per seed only), attribute, then per representation present ``best layer`` and
     ``layer accuracy`` for the whole layer, ``REP layer`` and ``REP accuracy`` for the others, with
-    ``REP unit`` for the single channel and neuron; ``split`` (where the accuracies were measured); with a
+    ``REP unit`` for the single channel and neuron, and after each accuracy its 95% Wilson interval
+    (``... low``, ``... high``); ``split`` (where the accuracies were measured), ``n_eval`` (the images of
+    that split behind each accuracy, per model) and ``optimistic``: True where no test split was scored, so
+    the units were chosen and reported on the same validation images, which flatters the winner. With a
     baseline, ``baseline`` and ``gap``: the baseline minus the best whole-layer accuracy, by which rows are
     ordered (the attributes the network encodes closest to a supervised model first), as in thesis Table
     5.2. Best channels come from convolutional layers only: 1-D outputs (fc, embedding) have no channels.
@@ -76,20 +87,36 @@ def best_units(
     ``over_seeds``: one row per variant (``source`` is the variant) holding the mean over its seeds of each
     seed's best accuracy, as the thesis reports means over runs; layers and units list each seed's choice,
     most common first. Where a variant has several seeds, ``seeds`` counts them and ``REP accuracy std``
-    is the standard deviation over seeds.
+    is the standard deviation over seeds; the interval of a mean takes the images of all its seeds.
     """
     table = _best_per_seed(results)
+    table["_n"] = table["n_eval"]
     if over_seeds:
         texts = [c for c in table.columns if c.endswith((" layer", " unit"))]
         means = [c for c in table.columns if c.endswith(" accuracy")]
-        others = {**dict.fromkeys(texts, _choices), "split": "first"}
+        others = {**dict.fromkeys(texts, _choices), "split": "first", "n_eval": "min", "_n": "sum"}
         table = _mean_over_seeds(table, ["attribute"], means, others)
+    table = _with_intervals(table, [c for c in table.columns if c.endswith(" accuracy")], table.pop("_n"))
+    table["n_eval"] = table["n_eval"].astype("Int64")
+    table["optimistic"] = table["split"] == "val"
     ceiling = baseline_accuracy(baseline)
     if ceiling is not None and "layer accuracy" in table:
         table["baseline"] = table["attribute"].map(ceiling)
         table["gap"] = table["baseline"] - table["layer accuracy"]
         return table.sort_values(["source", "gap", "attribute"], na_position="last").reset_index(drop=True)
     return table.sort_values(["source", "attribute"]).reset_index(drop=True)
+
+
+def _with_intervals(table: pd.DataFrame, columns: list[str], n: pd.Series) -> pd.DataFrame:
+    """``table`` with the 95% Wilson interval of each accuracy column (measured on ``n`` images) after it
+    (or after its ``std`` column)."""
+    out = table.copy()
+    for column in columns:
+        low, high = wilson_interval(out[column].to_numpy(float), n.to_numpy(float))
+        at = out.columns.get_loc(column + STD if column + STD in out else column) + 1
+        out.insert(at, column + LOW, low)
+        out.insert(at + 1, column + HIGH, high)
+    return out
 
 
 def _best_per_seed(results: pd.DataFrame) -> pd.DataFrame:
@@ -101,17 +128,22 @@ def _best_per_seed(results: pd.DataFrame) -> pd.DataFrame:
         scored = scored.assign(variant=scored["source"])
     val = scored[scored["split"] == "val"]
     if val.empty:
-        return pd.DataFrame(columns=["source", "variant", "attribute", "split"])
+        return pd.DataFrame(columns=["source", "variant", "attribute", "split", "n_eval"])
     best = val.loc[val.groupby(["source", "attribute", "representation"])["accuracy"].idxmax()]
-    test = scored[scored["split"] == "test"][[*_KEY, "accuracy"]]
-    best = best[[*_KEY, "variant", "accuracy"]].rename(columns={"accuracy": "val_accuracy"})
-    best = best.merge(test.rename(columns={"accuracy": "test_accuracy"}), on=_KEY, how="left")
+    test = scored[scored["split"] == "test"][[*_KEY, "accuracy", "n_eval"]]
+    best = best[[*_KEY, "variant", "accuracy", "n_eval"]].rename(
+        columns={"accuracy": "val_accuracy", "n_eval": "val_n"}
+    )
+    best = best.merge(
+        test.rename(columns={"accuracy": "test_accuracy", "n_eval": "test_n"}), on=_KEY, how="left"
+    )
     best["split"] = np.where(best["test_accuracy"].notna(), "test", "val")
     best["accuracy"] = best["test_accuracy"].fillna(best["val_accuracy"])
+    best["n_eval"] = best["test_n"].where(best["test_accuracy"].notna(), best["val_n"])
     wide = best.pivot_table(
         index=["source", "variant", "attribute"],
         columns="representation",
-        values=["layer", "unit", "accuracy", "split"],
+        values=["layer", "unit", "accuracy", "split", "n_eval"],
         aggfunc="first",
     )
     order = [r for r in _REPRESENTATIONS if r in set(best["representation"])]
@@ -125,6 +157,8 @@ def _best_per_seed(results: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(columns).reset_index()
     # a 1-D layer has no channel rows: take the split of whichever representation an attribute has
     table["split"] = wide[[("split", rep) for rep in order]].bfill(axis=1).iloc[:, 0].to_numpy()
+    # every representation of an attribute is scored on the same images; the fewest if they differ
+    table["n_eval"] = wide[[("n_eval", rep) for rep in order]].astype(float).min(axis=1).to_numpy()
     return table
 
 
@@ -160,8 +194,11 @@ def representation_averages(best: pd.DataFrame, *, over_seeds: bool = False) -> 
     ``best`` is :func:`best_units`' table. ``over_seeds`` takes the per-seed one and averages each seed's
     mean over the seeds of its variant (with ``seeds`` and ``accuracy std`` where a variant has several).
     Representations a source has no row for (no channels in a network of 1-D layers) are left out.
+    ``accuracy low``/``high``: the 95% Wilson interval of the mean, from the images of every attribute
+    (and seed) in it; ``optimistic``: some of its accuracies were chosen and reported on validation.
     """
     real = best[best["attribute"] != CONTROL]
+    has_n = "n_eval" in real
     rows = [
         {
             "source": source,
@@ -169,21 +206,27 @@ def representation_averages(best: pd.DataFrame, *, over_seeds: bool = False) -> 
             "representation": column.removesuffix(" accuracy"),
             "attributes": int(group[column].notna().sum()),
             "accuracy": group[column].mean(),
+            "_n": group.loc[group[column].notna(), "n_eval"].astype(float).sum() if has_n else np.nan,
+            "optimistic": bool(group.get("optimistic", pd.Series(False)).any()),
         }
         for source, group in real.groupby("source")
         for column in group.columns
         if column.endswith(" accuracy") and group[column].notna().any()
     ]
-    table = pd.DataFrame(rows, columns=["source", "variant", "representation", "attributes", "accuracy"])
+    columns = ["source", "variant", "representation", "attributes", "accuracy", "_n", "optimistic"]
+    table = pd.DataFrame(rows, columns=columns)
     if over_seeds:
-        table = _mean_over_seeds(table, ["representation"], ["accuracy"], {"attributes": "max"})
+        others = {"attributes": "max", "_n": "sum", "optimistic": "any"}
+        table = _mean_over_seeds(table, ["representation"], ["accuracy"], others)
     else:
         table = table.drop(columns="variant")
+    table = _with_intervals(table, ["accuracy"], table.pop("_n"))
     if "baseline" in real:
         base = real.drop_duplicates("attribute")["baseline"]
         row = {"source": "multitask baseline", "representation": "baseline"}
-        row |= {"attributes": int(base.notna().sum()), "accuracy": base.mean()}
+        row |= {"attributes": int(base.notna().sum()), "accuracy": base.mean(), "optimistic": False}
         table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
+    table["optimistic"] = table["optimistic"].astype(bool)
     return table.astype({c: "Int64" for c in ("seeds", "attributes") if c in table})
 
 
@@ -221,26 +264,32 @@ def ablation_drops(ablation: pd.DataFrame, *, over_seeds: bool = False) -> pd.Da
 
 
 def _projection_r(vip: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Per PLS projection (``keys``): its neurons and the Pearson r of their accuracy with each measure."""
+    """Per PLS projection (``keys``): its neurons and the Pearson r of their accuracy with each measure, each
+    r followed by its 95% Fisher z interval over that many neurons."""
 
     def correlations(group: pd.DataFrame) -> pd.Series:
         r = {name: group[m].corr(group["accuracy"]) for m, name in _MEASURES.items()}
         return pd.Series({"neurons": len(group), **r})
 
-    columns = [*keys, "neurons", *_MEASURES.values()]
+    columns = [*keys, "neurons", *(n + s for n in _MEASURES.values() for s in ("", LOW, HIGH))]
     if vip.empty:
         return pd.DataFrame(columns=columns)
     table = vip.groupby(keys, sort=False)[["vip", "mean_positive", "accuracy"]].apply(correlations)
     table = table.reset_index()
     table["neurons"] = table["neurons"].astype(int)
+    for name in _MEASURES.values():
+        table[name + LOW], table[name + HIGH] = fisher_interval(table[name], table["neurons"])
     return table[columns]
 
 
 def vip_projections(vip: pd.DataFrame) -> pd.DataFrame:
-    """One row per PLS projection (source, layer, attribute; Control_Random included, as a reference): its
-    sampled neurons and the Pearson r of their single-neuron validation accuracy with VIP and with mean
-    activation on positives. :func:`vip_correlations` averages these rs."""
-    return _projection_r(vip, ["source", "layer", "attribute"])
+    """One row per PLS projection (source, layer, attribute; Control_Random included, as a reference),
+    ordered by depth: its sampled neurons and the Pearson r of their single-neuron validation accuracy with
+    VIP and with mean activation on positives, each with its 95% interval (Fisher z over the neurons).
+    :func:`vip_correlations` averages these rs."""
+    keys = ["source", "depth", "layer", "attribute"] if "depth" in vip else ["source", "layer", "attribute"]
+    table = _projection_r(vip, keys)
+    return table.sort_values(keys[:2], kind="stable").reset_index(drop=True)
 
 
 def vip_correlations(vip: pd.DataFrame, by: str = "source") -> pd.DataFrame:
@@ -253,8 +302,9 @@ def vip_correlations(vip: pd.DataFrame, by: str = "source") -> pd.DataFrame:
     labels: no relevant neuron) is left out.
 
     One row per ``by`` value (``source``; ``variant`` pools the projections of a variant's seeds) and
-    measure (vip, mean_positive): projections (those with a defined r), their neurons, mean r, std r (over
-    projections) and :data:`POOLED`.
+    measure (vip, mean_positive): projections (those with a defined r), their neurons, mean r with its 95%
+    interval (``mean r low``/``high``: from the spread of the projections' Fisher z, see
+    :func:`~faceprobe.report.stats.mean_r_interval`), std r (over projections) and :data:`POOLED`.
     """
     real = vip[vip["attribute"] != CONTROL]
     projections = _projection_r(real, list(dict.fromkeys([by, "source", "layer", "attribute"])))
@@ -263,6 +313,7 @@ def vip_correlations(vip: pd.DataFrame, by: str = "source") -> pd.DataFrame:
         each = projections[projections[by] == label]
         for measure, name in _MEASURES.items():
             r = each[name].dropna()
+            low, high = mean_r_interval(r, each.loc[r.index, "neurons"])
             rows.append(
                 {
                     "source": label,
@@ -270,30 +321,62 @@ def vip_correlations(vip: pd.DataFrame, by: str = "source") -> pd.DataFrame:
                     "projections": len(r),
                     "neurons": int(each.loc[r.index, "neurons"].sum()),
                     "mean r": r.mean(),
+                    "mean r" + LOW: low,
+                    "mean r" + HIGH: high,
                     "std r": r.std(),
                     POOLED: group[measure].corr(group["accuracy"]),
                 }
             )
-    columns = ["source", "measure", "projections", "neurons", "mean r", "std r", POOLED]
-    return pd.DataFrame(rows, columns=columns)
+    columns = ["source", "measure", "projections", "neurons", "mean r", "mean r" + LOW, "mean r" + HIGH]
+    return pd.DataFrame(rows, columns=[*columns, "std r", POOLED])
 
 
 def _is_percent(column: str) -> bool:
     return column.removesuffix(STD).endswith(_PERCENT)
 
 
+def _intervals(frame: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    """Columns with a 95% interval beside them: column -> (its low column, its high column)."""
+    return {c: (c + LOW, c + HIGH) for c in frame.columns if c + LOW in frame and c + HIGH in frame}
+
+
 def _display(frame: pd.DataFrame) -> pd.DataFrame:
-    """Cells as text: fractions as percentages with one decimal, r with three, missing as an en dash."""
-    shown = frame.astype(object).copy()
+    """Cells as text: fractions as percentages with one decimal, r with three, missing as an en dash; an
+    interval beside a column joins it, as ``± half-width`` for accuracies (the Wilson interval is nearly
+    symmetric away from 0 and 1) and ``[low, high]`` for r."""
+    intervals = _intervals(frame)
+    hidden = {c for pair in intervals.values() for c in pair}
+    shown = pd.DataFrame(index=frame.index)
     for column in frame.columns:
+        if column in hidden:
+            continue
         values = frame[column]
-        if pd.api.types.is_float_dtype(values):
-            text = [f"{100 * v:.1f}" if _is_percent(column) else f"{v:.3f}" for v in values]
-            shown[column] = [t if pd.notna(v) else "–" for t, v in zip(text, values, strict=True)]
+        percent = _is_percent(column)
+        name = f"{column} (%)" if percent else str(column)
+        if column in intervals:
+            low, high = (frame[c].to_numpy(float) for c in intervals[column])
+            text = [
+                _with_interval(v, lo, hi, percent)
+                for v, lo, hi in zip(values.to_numpy(float), low, high, strict=True)
+            ]
+            name = f"{column} (%, ± 95% CI)" if percent else f"{column} [95% CI]"
+        elif pd.api.types.is_bool_dtype(values):
+            text = ["yes" if v else "no" for v in values]
+        elif pd.api.types.is_float_dtype(values):
+            text = [f"{100 * v:.1f}" if percent else f"{v:.3f}" for v in values]
+            text = [t if pd.notna(v) else "–" for t, v in zip(text, values, strict=True)]
         else:
-            shown[column] = ["–" if pd.isna(v) else str(v) for v in values]
-    shown.columns = [f"{c} (%)" if _is_percent(c) else str(c) for c in frame.columns]
+            text = ["–" if pd.isna(v) else str(v) for v in values]
+        shown[name] = text
     return shown
+
+
+def _with_interval(value: float, low: float, high: float, percent: bool) -> str:
+    if np.isnan(value):
+        return "–"
+    if percent:
+        return f"{100 * value:.1f}" + (f" ± {50 * (high - low):.1f}" if not np.isnan(low) else "")
+    return f"{value:.3f}" + (f" [{low:.3f}, {high:.3f}]" if not np.isnan(low) else "")
 
 
 def _markdown_cell(text: str) -> str:
@@ -316,12 +399,43 @@ def write_table(frame: pd.DataFrame, stem: str | Path) -> tuple[Path, Path]:
     return csv, md
 
 
-def table_html(frame: pd.DataFrame) -> str:
-    """An HTML table of ``frame`` with every cell escaped: attribute names are data, never markup."""
+def table_html(frame: pd.DataFrame, classes: list[str] | None = None) -> str:
+    """An HTML table of ``frame`` with every cell escaped: attribute names are data, never markup.
+
+    Numeric cells carry their raw value (``data-v``) so the page's sorting orders them as numbers;
+    ``classes`` gives each row a CSS class (:func:`row_classes`: greyed, marked optimistic).
+    """
     shown = _display(frame)
+    numeric = {
+        name: pd.to_numeric(frame[column], errors="coerce").astype(float).to_numpy()
+        for name, column in zip(shown.columns, _shown_columns(frame), strict=True)
+        if pd.api.types.is_numeric_dtype(frame[column]) and not pd.api.types.is_bool_dtype(frame[column])
+    }
     head = "".join(f"<th>{html.escape(c)}</th>" for c in shown.columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>"
-        for row in shown.itertuples(index=False)
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    rows = []
+    for i, row in enumerate(shown.itertuples(index=False)):
+        cells = []
+        for name, text in zip(shown.columns, row, strict=True):
+            value = numeric[name][i] if name in numeric else np.nan
+            sort = f' data-v="{float(value)!r}"' if np.isfinite(value) else ""
+            cells.append(f"<td{sort}>{html.escape(text)}</td>")
+        klass = f' class="{classes[i]}"' if classes and classes[i] else ""
+        rows.append(f"<tr{klass}>{''.join(cells)}</tr>")
+    return f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _shown_columns(frame: pd.DataFrame) -> list[str]:
+    """The columns of ``frame`` that :func:`_display` keeps (interval bounds join their column)."""
+    hidden = {c for pair in _intervals(frame).values() for c in pair}
+    return [c for c in frame.columns if c not in hidden]
+
+
+def row_classes(frame: pd.DataFrame) -> list[str]:
+    """Per row: ``few`` where its accuracies rest on too few images to read a difference from, and
+    ``optimistic`` where they were chosen and reported on the same split."""
+    few = too_few(frame["n_eval"].astype(float)) if "n_eval" in frame else np.zeros(len(frame), bool)
+    hopeful = frame["optimistic"].to_numpy(bool) if "optimistic" in frame else np.zeros(len(frame), bool)
+    return [
+        " ".join(name for name, on in (("few", f), ("optimistic", o)) if on)
+        for f, o in zip(few, hopeful, strict=True)
+    ]

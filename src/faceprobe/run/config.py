@@ -15,6 +15,8 @@ Example (every key but ``data.spec`` and one model is optional)::
     name = "arcface-r50"              # display name (default: ARCHITECTURE/ORIGIN); ids add a digest
     architecture = "resnet50"         # a registry name, or package.module:factory (code: see allow_code)
     weights = ["random", "imagenet", "checkpoint:runs/face/model.safetensors"]
+                                      # "epochs:runs/face": each epoch a training run kept (train
+                                      #   recognition --save-every), one model per epoch
     seeds = [0]
     layers = "auto"                   # auto | all | names or glob patterns, comma-separated
     input_size = "112x96"             # HxW or one number (default: the architecture's); preprocessing:
@@ -39,22 +41,23 @@ Example (every key but ``data.spec`` and one model is optional)::
     executor = "local"                # local | dask
     scheduler = ""                    # dask scheduler address; empty: a local cluster of `workers`
     workers = 2
-    layers_per_unit = 4               # a work unit is (model, group of layers)
+    layers_per_unit = 0               # a work unit is (model, group of layers); 0: as many as fit
     batch_size = 64
     device = "auto"
-    memory_gb = 4.0                   # a unit whose layers outgrow this streams them through the store
+    memory_gb = 4.0                   # RAM a unit may hold its layers in (default: half the free RAM)
     store = "store"                   # activation store folder, inside the run folder
     store_dtype = "float32"           # float32 | float16 (half the disk; mind overflow in wide layers)
     precision = "float32"             # float32 | bfloat16 (autocast forward passes; for GPUs)
     allow_code = false                # true: a package.module:factory architecture may run its code
     keep_store = false                # true: keep the activation store once the run is finished
+    disk_gb = 0.0                     # disk the run may fill; 0: the free space of its disk less 10%
 
     [baseline]                        # the multitask ceiling of Table 5.2 (faceprobe train attributes)
     path = "runs/attributes/baseline.parquet"
 
-Relative paths (data, checkpoints, baseline) are read against the study file's folder, once, and recorded as
-absolute paths; a study file that names a ``package.module:factory`` runs that code, so it needs
-``allow_code = true`` (or ``faceprobe run --allow-code``).
+Relative paths (data, checkpoints, training folders, baseline) are read against the study file's folder,
+once, and recorded as absolute paths; a study file that names a ``package.module:factory`` runs that code,
+so it needs ``allow_code = true`` (or ``faceprobe run --allow-code``).
 """
 
 from __future__ import annotations
@@ -133,15 +136,16 @@ class RunnerConfig:
     executor: str = "local"
     scheduler: str = ""
     workers: int = 2
-    layers_per_unit: int = 4
+    layers_per_unit: int = 0
     batch_size: int = 64
     device: str = "auto"
-    memory_gb: float = 4.0
+    memory_gb: float | None = None
     store: str = "store"
     store_dtype: str = "float32"
     precision: str = "float32"
     allow_code: bool = False
     keep_store: bool = False
+    disk_gb: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -165,7 +169,17 @@ class RunConfig:
 
 #: Settings that change how a run goes, never what it computes: a resume may change them.
 RESUMABLE = {
-    "run": ("executor", "scheduler", "workers", "batch_size", "device", "memory_gb", "store", "keep_store")
+    "run": (
+        "executor",
+        "scheduler",
+        "workers",
+        "batch_size",
+        "device",
+        "memory_gb",
+        "store",
+        "keep_store",
+        "disk_gb",
+    )
 }
 #: Files and folders of a run folder that faceprobe writes; the activation store may not be one of them.
 RESERVED = (
@@ -327,9 +341,13 @@ def _check(config: RunConfig, problems: list[str]) -> None:
         problems.append("probe.components and probe.top_k must be positive, probe.vip_study 0 or more")
     if run.executor not in ("local", "dask"):
         problems.append(f"run.executor must be local or dask, not {run.executor!r}")
-    if run.layers_per_unit < 1 or run.batch_size < 1 or run.workers < 1:
-        problems.append("run.layers_per_unit, run.batch_size and run.workers must be positive")
-    if run.memory_gb < 0:
+    if run.layers_per_unit < 0:
+        problems.append("run.layers_per_unit must be 0 (as many layers as fit in a unit) or positive")
+    if run.batch_size < 1 or run.workers < 1:
+        problems.append("run.batch_size and run.workers must be positive")
+    if run.disk_gb < 0:
+        problems.append("run.disk_gb must be 0 (the free space of the run's disk) or more")
+    if run.memory_gb is not None and run.memory_gb < 0:
         problems.append("run.memory_gb must be 0 or more (0 streams every layer through the store)")
     if run.store_dtype not in ("float32", "float16"):
         problems.append(f"run.store_dtype must be float32 or float16, not {run.store_dtype!r}")
@@ -367,12 +385,13 @@ def _check(config: RunConfig, problems: list[str]) -> None:
 
 
 def _resolved(config: RunConfig, base: Path) -> RunConfig:
-    """``config`` with its data, checkpoint and baseline paths made absolute against ``base``."""
+    """``config`` with its data, checkpoint, training-folder and baseline paths made absolute against
+    ``base``."""
     from faceprobe.data.registry import absolute_spec
 
     def weights(spec: str) -> str:
         kind, _, path = spec.partition(":")
-        return f"{kind}:{_absolute(path, base)}" if kind == "checkpoint" and path else spec
+        return f"{kind}:{_absolute(path, base)}" if kind in ("checkpoint", "epochs") and path else spec
 
     return replace(
         config,

@@ -5,6 +5,11 @@ else ``ARCHITECTURE/ORIGIN``), a short digest of everything that makes it a diff
 the weights file's content, preprocessing, layers, strictness) and its seed, e.g.
 ``resnet50/imagenet#3fa2b1c0/s0``. Two face-trained checkpoints of one architecture thus never share an id,
 and two entries that would compute the same thing are refused when the study is read.
+
+The origin ``epochs:DIR`` (a training folder of ``faceprobe train recognition --save-every``) stands for
+every epoch that folder keeps: each becomes an entry of its own, loaded as ``checkpoint:`` its epoch's folder,
+with its ``epoch`` recorded and in its name (``small/face/epoch-5#...``), so probing across training is
+probing one model per epoch.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from faceprobe.errors import FaceprobeError
-from faceprobe.models.checkpoint import METADATA_FILE, WEIGHTS_FILE
+from faceprobe.models.checkpoint import EPOCHS_DIR, METADATA_FILE, WEIGHTS_FILE, kept_epochs
 from faceprobe.run.config import ModelConfig, RunConfig
 
 __all__ = ["ModelEntry", "model_entries"]
@@ -24,13 +29,18 @@ __all__ = ["ModelEntry", "model_entries"]
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One network of a study: a model table's architecture with one weight origin and one seed."""
+    """One network of a study: a model table's architecture with one weight origin and one seed.
+
+    ``epoch`` is the training epoch the weights are from, for an entry of an ``epochs:DIR`` origin; -1 for
+    every other origin (as in the results' ``epoch`` column).
+    """
 
     table: ModelConfig
     weights: str
     seed: int
     label: str
     digest: str
+    epoch: int = -1
 
     @property
     def architecture(self) -> str:
@@ -57,7 +67,7 @@ class ModelEntry:
     def to_dict(self) -> dict[str, Any]:
         settings = {k: v for k, v in asdict(self.table).items() if k not in ("weights", "seeds", "name")}
         identity = {"id": self.id, "variant": self.variant, "name": self.label}
-        return {**identity, **settings, "weights": self.weights, "seed": self.seed}
+        return {**identity, **settings, "weights": self.weights, "seed": self.seed, "epoch": self.epoch}
 
     def load(self) -> Any:
         """The network with its weights and preprocessing (:class:`faceprobe.models.LoadedModel`)."""
@@ -83,10 +93,11 @@ def model_entries(config: RunConfig) -> list[ModelEntry]:
     entries: list[ModelEntry] = []
     seen: dict[str, int] = {}
     for i, model in enumerate(config.models):
-        for weights in model.weights:
+        where = f"{config.source or 'config'}: [[models]] #{i + 1}"
+        for weights, epoch in (pair for origin in model.weights for pair in _origins(origin, where)):
             digest = _digest(model, weights)
             for seed in model.seeds:
-                entry = _entry(model, weights, seed, digest)
+                entry = _entry(model, weights, seed, digest, epoch)
                 if entry.id in seen:
                     raise FaceprobeError(
                         f"{config.source or 'config'}: [[models]] #{i + 1} repeats the model {entry.id} of "
@@ -98,8 +109,34 @@ def model_entries(config: RunConfig) -> list[ModelEntry]:
     return entries
 
 
-def _entry(model: ModelConfig, weights: str, seed: int, digest: str) -> ModelEntry:
+def _origins(origin: str, where: str) -> list[tuple[str, int]]:
+    """The ``(weights, epoch)`` an origin stands for: itself (epoch -1), or for ``epochs:DIR`` the checkpoint
+    of every epoch ``DIR`` keeps, in epoch order."""
+    kind, _, path = origin.partition(":")
+    if kind != "epochs":
+        return [(origin, -1)]
+    if not path:
+        raise FaceprobeError(f"{where}: weights {origin!r} need a training folder, e.g. epochs:runs/face")
+    folder = Path(path)
+    if not folder.is_dir():
+        raise FaceprobeError(
+            f"{where}: weights {origin}: no training folder at {folder}; give the --out folder of "
+            "faceprobe train recognition"
+        )
+    kept = kept_epochs(folder)
+    if not kept:
+        raise FaceprobeError(
+            f"{where}: weights {origin}: {folder} keeps no epochs (no {EPOCHS_DIR}/epoch-NNNN checkpoints); "
+            "train it with faceprobe train recognition --save-every N to keep every Nth epoch"
+        )
+    return [(f"checkpoint:{checkpoint}", epoch) for epoch, checkpoint in kept]
+
+
+def _entry(model: ModelConfig, weights: str, seed: int, digest: str, epoch: int = -1) -> ModelEntry:
     kind, _, path = weights.partition(":")
+    if epoch >= 0:  # DIR/epochs/epoch-NNNN: named after its training folder DIR, then its epoch
+        label = model.name or f"{model.architecture}/{Path(path).parent.parent.name}"
+        return ModelEntry(model, weights, seed, f"{label}/epoch-{epoch}", digest, epoch)
     origin = Path(path).name if kind == "checkpoint" and path else kind
     return ModelEntry(model, weights, seed, model.name or f"{model.architecture}/{origin}", digest)
 

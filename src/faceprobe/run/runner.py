@@ -39,6 +39,7 @@ from faceprobe.errors import FaceprobeError
 from faceprobe.extract.catalogue import select_layers
 from faceprobe.results import read_baseline, to_frame, write_results
 from faceprobe.run.config import CONTROL, RESUMABLE, RunConfig, parse_config
+from faceprobe.run.cost import UnitCost, calibrate, check_budgets, memory_budget, unit_costs
 from faceprobe.run.entries import ModelEntry, model_entries
 from faceprobe.run.folder import reclaim_held
 from faceprobe.run.lock import hold
@@ -46,20 +47,32 @@ from faceprobe.run.summary import failed_attributes
 from faceprobe.run.tables import read_table
 from faceprobe.run.work import Ablation, Draws, Forward, Storage, ablation_rows, probe_rows
 
-__all__ = ["RunStatus", "Unit", "plan_units", "run_status", "run_study", "study_settings"]
+__all__ = ["RunStatus", "Unit", "plan_units", "run_status", "run_study", "study_costs", "study_settings"]
 
 
 @dataclass(frozen=True)
 class Unit:
-    """One work unit: which model, and either a group of layers to probe or a layer to ablate."""
+    """One work unit: which model, and either a group of layers to probe or a layer to ablate.
+
+    An ablation unit comes ``after`` its model's probe units: it compares with their rows (and reads their
+    stored layers), so every executor runs those first.
+    """
 
     id: str
     model: ModelEntry
     layers: tuple[str, ...]
     ablated: str | None = None
+    features: tuple[int, ...] = ()  # per layer, per image
+    after: tuple[str, ...] = ()  # units whose results this one reads: they run first
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "model": self.model.id, "layers": list(self.layers), "ablated": self.ablated}
+        return {
+            "id": self.id,
+            "model": self.model.id,
+            "layers": list(self.layers),
+            "ablated": self.ablated,
+            "after": list(self.after),
+        }
 
 
 # --- sources: datasets and models, through the library's loaders -------------------------------------------
@@ -146,10 +159,19 @@ def plan_units(config: RunConfig, dataset: Any) -> list[Unit]:
         except FaceprobeError as err:
             problems.append(f"{entry.label}: {err}")
             continue
-        names = [info.name for info in selected]
-        size = config.run.layers_per_unit
-        for g in range(0, len(names), size):
-            units.append(Unit(f"{entry.slug}__layers{g:03d}", entry, tuple(names[g : g + size])))
+        start = 0
+        for size in _group_sizes(selected, config, len(known) if wanted == "all" else len(wanted) + 1):
+            group = selected[start : start + size]
+            units.append(
+                Unit(
+                    f"{entry.slug}__layers{start:03d}",
+                    entry,
+                    tuple(info.name for info in group),
+                    features=tuple(info.features for info in group),
+                )
+            )
+            start += size
+        probe_ids = tuple(u.id for u in units if u.model == entry)
         ablated_ids = set()
         for depth in ablation.depths if ablation else ():
             ablated = _ablated_layer(depth, layers, selected)
@@ -159,11 +181,52 @@ def plan_units(config: RunConfig, dataset: Any) -> list[Unit]:
             if ablated.depth in ablated_ids:  # a depth and a layer name may name one layer
                 continue
             ablated_ids.add(ablated.depth)
-            later = tuple(info.name for info in selected if info.depth > ablated.depth)
-            units.append(Unit(f"{entry.slug}__ablate{ablated.depth:03d}", entry, later, ablated.name))
+            later = [info for info in selected if info.depth > ablated.depth]
+            units.append(
+                Unit(
+                    f"{entry.slug}__ablate{ablated.depth:03d}",
+                    entry,
+                    tuple(info.name for info in later),
+                    ablated.name,
+                    tuple(info.features for info in later),
+                    probe_ids,
+                )
+            )
     if problems:
         raise FaceprobeError(f"{config.source or 'config'}: " + "; ".join(problems))
     return units
+
+
+#: ``progress(description, total)`` starts a task and returns its ``advance(k)``.
+Progress = Callable[[str, int | None], Callable[[int], None]]
+
+#: Bytes of fitted state one probe unit may hold for the evaluation pass (the PLS rotations and VIP of its
+#: layers, per attribute). A constant, not ``run.memory_gb``: the units of a run must not change on resume.
+_UNIT_STATE_BYTES = 2 * 2**30
+
+
+def _group_sizes(selected: Sequence, config: RunConfig, n_attributes: int) -> list[int]:
+    """How many consecutive layers each probe unit of a model takes.
+
+    ``run.layers_per_unit`` when set; by default (0) as many as the unit's fitted state allows, so that a
+    model is usually one unit: its train images go through the network once, and its evaluation images
+    once, after every layer is fitted.
+    """
+    fixed = config.run.layers_per_unit
+    if fixed:
+        return [min(fixed, len(selected) - g) for g in range(0, len(selected), fixed)]
+    per_feature = n_attributes * (config.probe.components + 2) * 4  # rotations and VIP, float32
+    sizes: list[int] = []
+    held = 0
+    for info in selected:
+        cost = info.features * per_feature
+        if sizes and held + cost <= _UNIT_STATE_BYTES:
+            sizes[-1] += 1
+            held += cost
+        else:
+            sizes.append(1)
+            held = cost
+    return sizes
 
 
 #: Images of each class an attribute needs in the train + val pool for its probe to be fitted at all.
@@ -208,11 +271,28 @@ def _ablated_layer(depth: int | str, layers: Sequence, selected: Sequence) -> An
     )
 
 
+def study_costs(config: RunConfig, run_dir: Path | None = None) -> list[UnitCost]:
+    """What each unit of the study will cost (:mod:`faceprobe.run.cost`), planned and drawn, nothing run.
+
+    With ``run_dir`` the time of each unit is estimated too, from rates measured on this machine there.
+    """
+    dataset = _dataset(config)
+    units = plan_units(config, dataset)
+    draws = make_draws(dataset, config)[0]
+    rates = None if run_dir is None else calibrate(units, config, len(draws.attributes), run_dir)
+    return unit_costs(units, draws, config, rates)
+
+
 # --- one unit ----------------------------------------------------------------------------------------------
 
 
-def execute_unit(run_dir: str | Path, unit: Unit, later: Sequence[Unit] = ()) -> str:
+def execute_unit(
+    run_dir: str | Path, unit: Unit, later: Sequence[Unit] = (), progress: Progress | None = None
+) -> str:
     """Run one unit and write its parts, then its done marker; returns the unit id. Safe to rerun.
+
+    ``progress(description, total)`` (see :func:`run_study`) gets one task per unit, advanced by the
+    images its passes run through the network.
 
     ``later`` are units that will run after this one and not at the same time (the local executor). When
     this unit streams its layers through the activation store, the store-bound layers of the later probe
@@ -226,27 +306,33 @@ def execute_unit(run_dir: str | Path, unit: Unit, later: Sequence[Unit] = ()) ->
     config = parse_config(json.loads((run_dir / "manifest.json").read_text())["config"], str(run_dir))
     _log(run_dir, {"event": "start", "unit": unit.id})
     dataset = _dataset(config)
-    draws = Draws(
-        pd.read_parquet(run_dir / "draws.parquet"),
-        pd.read_parquet(run_dir / "labels.parquet").set_index("image_id"),
-    )
+    draws = read_draws(run_dir)
     entry = unit.model
     loaded = entry.load()
     infos = {info.name: info for info in _catalogue(loaded)}
+    advance = None
+    if progress is not None:
+        what = f"ablation of {unit.ablated}" if unit.ablated else f"{unit.layers[0]} .. {unit.layers[-1]}"
+        advance = progress(f"{entry.label}: {what}: images", None if unit.ablated else len(draws.images()))
     forward = Forward(
         loaded.module,
         loaded.preprocessing.transform(),
         dataset,
-        tuple(draws.images()),
+        tuple(draws.train_images()),
         config.run.batch_size,
         _device(config.run.device),
         config.run.precision,
+        advance,
     )
     model_keys = {"model": entry.id, "variant": entry.variant}
     if unit.ablated and config.ablation is not None:
         attributes = draws.attributes if config.ablation.attributes == "all" else config.ablation.attributes
         ablation = Ablation(
-            config.ablation.fractions, tuple(attributes), config.probe.top_k, config.probe.components
+            config.ablation.fractions,
+            tuple(attributes),
+            config.probe.top_k,
+            config.probe.components,
+            _baseline(run_dir, unit),
         )
         layers = [infos[unit.ablated], *(infos[n] for n in unit.layers if n in infos)]
         storage = _storage(run_dir, config, loaded, forward.images, layers)
@@ -274,6 +360,7 @@ def execute_unit(run_dir: str | Path, unit: Unit, later: Sequence[Unit] = ()) ->
             "architecture": entry.architecture,
             "weights": entry.weights,
             "seed": entry.seed,
+            "epoch": entry.epoch,
         }
         _write_part(run_dir, "results", unit.id, to_frame([{**identity, **r} for r in results]))
         if vip:
@@ -286,6 +373,27 @@ def execute_unit(run_dir: str | Path, unit: Unit, later: Sequence[Unit] = ()) ->
     atomic_write_text(done, time.strftime("%Y-%m-%dT%H:%M:%S"))
     _log(run_dir, {"event": "finish", "unit": unit.id})
     return unit.id
+
+
+def _baseline(run_dir: Path, unit: Unit) -> dict[tuple[str, str, str, str], float]:
+    """The unablated accuracies an ablation unit compares with: its model's probe rows, by (layer,
+    attribute, representation, split). Probe and ablation units share the probe settings (top-k,
+    components), so these are the rows the ablated passes would repeat."""
+    parts = [pd.read_parquet(run_dir / "results.parquet" / f"{uid}.parquet") for uid in unit.after]
+    rows = (
+        pd.concat(parts) if parts else pd.DataFrame(columns=["layer", "attribute", "representation", "split"])
+    )
+    rows = rows[rows["layer"].isin(unit.layers)]
+    keys = zip(rows["layer"], rows["attribute"], rows["representation"], rows["split"], strict=True)
+    return dict(zip(keys, rows["accuracy"].astype(float), strict=True))
+
+
+def read_draws(run_dir: Path) -> Draws:
+    """The draws a run folder holds (written once, before any unit)."""
+    return Draws(
+        pd.read_parquet(run_dir / "draws.parquet"),
+        pd.read_parquet(run_dir / "labels.parquet").set_index("image_id"),
+    )
 
 
 def _storage(
@@ -316,8 +424,8 @@ def _storage(
 
 
 def _outgrows(config: RunConfig, n_images: int, layers: Sequence) -> bool:
-    """Whether a unit's layers, held as float32 for ``n_images`` images, exceed ``run.memory_gb``."""
-    return n_images * sum(info.features for info in layers) * 4 > config.run.memory_gb * 2**30
+    """Whether a unit's layers, held as float32 for ``n_images`` images, exceed its RAM budget."""
+    return n_images * sum(info.features for info in layers) * 4 > memory_budget(config)
 
 
 def _device(name: str) -> Any:
@@ -335,7 +443,7 @@ def run_study(
     executor: str | None = None,
     scheduler: str | None = None,
     workers: int | None = None,
-    progress: Callable[[str, int | None], Callable[[int], None]] | None = None,
+    progress: Progress | None = None,
 ) -> RunStatus:
     """Run (or resume) the study into ``run_dir``; returns the status once every unit is finished.
 
@@ -350,9 +458,12 @@ def run_study(
         raise FaceprobeError(f"{run_dir} is a file; give a folder for the run")
     dataset = _dataset(config)
     units = plan_units(config, dataset)  # first: a bad name fails before the run folder is written
+    made = None if (run_dir / "manifest.json").exists() else make_draws(dataset, config)
+    draws = read_draws(run_dir) if made is None else made[0]
+    check_budgets(unit_costs(units, draws, config), config, run_dir)  # and a study the disk cannot hold
     run_dir.mkdir(parents=True, exist_ok=True)
     with hold(run_dir):
-        _prepare(config, run_dir, dataset)
+        _prepare(config, run_dir, dataset, made)
         (run_dir / "units").mkdir(exist_ok=True)
         atomic_write_text(run_dir / "units" / "plan.json", json.dumps([u.to_dict() for u in units], indent=1))
         todo = [u for u in units if not (run_dir / "units" / f"{u.id}.done").exists()]
@@ -360,7 +471,7 @@ def run_study(
         advance(len(units) - len(todo))
         if executor == "local":
             for k, unit in enumerate(todo):
-                execute_unit(run_dir, unit, later=todo[k + 1 :])
+                execute_unit(run_dir, unit, todo[k + 1 :], progress)
                 advance(1)
         else:
             _run_dask(
@@ -385,7 +496,8 @@ def run_study(
 
 
 def _run_dask(run_dir: Path, units: Sequence[Unit], scheduler: str, workers: int, advance: Callable) -> None:
-    """Each unit is one Dask task; a task whose worker dies is retried on another (``retries``).
+    """Each unit is one Dask task, depending on the tasks of the units it comes ``after``; a task whose
+    worker dies is retried on another (``retries``).
 
     A problem of the user's (a :class:`FaceprobeError`) would fail the same way on every worker, so it
     is not retried: the task returns it, the other tasks are cancelled and it is raised here once.
@@ -402,14 +514,16 @@ def _run_dask(run_dir: Path, units: Sequence[Unit], scheduler: str, workers: int
                 "it, or check the address (tcp://HOST:PORT)"
             ) from None
         with client:
-            futures = [
-                client.submit(_dask_task, str(run_dir), unit, key=unit.id, retries=3, pure=False)
-                for unit in units
-            ]
-            for future in as_completed(futures):
+            futures: dict[str, Any] = {}
+            for unit in units:  # plan order: a unit's dependencies are submitted before it
+                needs = [futures[uid] for uid in unit.after if uid in futures]
+                futures[unit.id] = client.submit(
+                    _dask_task, str(run_dir), unit, *needs, key=unit.id, retries=3, pure=False
+                )
+            for future in as_completed(list(futures.values())):
                 problem = future.result()
                 if problem is not None:
-                    client.cancel(futures)
+                    client.cancel(list(futures.values()))
                     raise FaceprobeError(problem)
                 advance(1)
     finally:
@@ -421,8 +535,11 @@ def _run_dask(run_dir: Path, units: Sequence[Unit], scheduler: str, workers: int
 _SCHEDULER_TIMEOUT = 30
 
 
-def _dask_task(run_dir: str, unit: Unit) -> str | None:
-    """:func:`execute_unit` as a Dask task: a user's problem comes back as its message, not as a retry."""
+def _dask_task(run_dir: str, unit: Unit, *after: str | None) -> str | None:
+    """:func:`execute_unit` as a Dask task: a user's problem comes back as its message, not as a retry.
+
+    ``after`` are the results of the tasks of ``unit.after``: passing them makes Dask run those first.
+    """
     try:
         execute_unit(run_dir, unit)
     except FaceprobeError as err:
@@ -450,7 +567,7 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix.rstrip(".")]
 
 
-def _prepare(config: RunConfig, run_dir: Path, dataset: Any) -> None:
+def _prepare(config: RunConfig, run_dir: Path, dataset: Any, made: tuple | None) -> None:
     """Write the manifest, the draws and the baseline once; a resumed run must compute the same study.
 
     A resume may change how the run goes (device, batch size, executor, memory: :data:`RESUMABLE`), which
@@ -477,7 +594,7 @@ def _prepare(config: RunConfig, run_dir: Path, dataset: Any) -> None:
             manifest["config"] = config.to_dict()
             atomic_write_text(manifest_path, json.dumps(manifest, indent=2, default=str))
         return
-    draws, protocol, dropped = make_draws(dataset, config)
+    draws, protocol, dropped = made if made is not None else make_draws(dataset, config)
     write_results(draws.table, run_dir / "draws.parquet")
     write_results(draws.labels.rename_axis("image_id").reset_index(), run_dir / "labels.parquet")
     if config.baseline is not None:

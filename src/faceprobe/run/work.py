@@ -1,13 +1,16 @@
 """What one work unit computes: probes for a group of layers of one model, or an ablation study.
 
-A unit is self-contained: it gets the network, the preprocessing, the images and the draws, and returns
-tidy rows. One forward pass per batch serves every layer of the group (the forward stops right after the
-group's last layer), and every attribute shares that layer's activations: the union of all draws is
-extracted once, and each attribute's train/validation/test draws are row sets of it.
+A unit gets the network, the preprocessing, the images and the draws (and an ablation unit the rows it
+compares with), and returns tidy rows. One forward pass per batch serves every layer of the group (the
+forward stops right after the group's last layer), and every attribute shares that layer's activations:
+the union of the train draws is extracted once and fitted on, each attribute's train draw a row set of
+it; then the validation and test images outside it go through the network once, reduced on the spot to
+what scoring needs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import math
@@ -22,13 +25,24 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from faceprobe.extract import LayerInfo, extract
+from faceprobe.errors import ProbeInputError
+from faceprobe.extract import LayerInfo, extract, stream_outputs
 from faceprobe.extract.ablation import ablate
-from faceprobe.extract.store import ActivationStore, CorruptStoreError, extract_to_store
+from faceprobe.extract.store import ActivationStore, CorruptStoreError, extract_to_store, store_key
 from faceprobe.run.config import ProbeConfig
-from faceprobe.studies.layerwise import AttributeRows, probe_layer
+from faceprobe.studies.layerwise import AttributeRows, LayerFit, LayerProbes, Readout, fit_layer
 
-__all__ = ["Ablation", "Draws", "Forward", "Storage", "ablation_rows", "attribute_rows", "probe_rows"]
+__all__ = [
+    "Ablation",
+    "Draws",
+    "Forward",
+    "Settings",
+    "Storage",
+    "ablation_rows",
+    "attribute_rows",
+    "probe_group",
+    "probe_rows",
+]
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,20 @@ class Draws:
 
     def images(self) -> list[str]:
         return sorted(set(self.table["image_id"]))
+
+    def train_images(self, attributes: Sequence[str] | None = None) -> list[str]:
+        """The union of the train draws of ``attributes`` (default: all): the images probes are fitted on."""
+        table = self.table[self.table["split"] == "train"]
+        if attributes is not None:
+            table = table[table["attribute"].isin(list(attributes))]
+        return sorted(set(table["image_id"]))
+
+    def evaluation_images(self, attributes: Sequence[str] | None, outside: Sequence[str]) -> list[str]:
+        """The validation and test images of ``attributes`` (default: all) that are not in ``outside``."""
+        table = self.table[self.table["split"] != "train"]
+        if attributes is not None:
+            table = table[table["attribute"].isin([*attributes, "*"])]
+        return sorted(set(table["image_id"]) - set(outside))
 
     @property
     def attributes(self) -> list[str]:
@@ -82,8 +110,10 @@ def attribute_rows(draws: Draws, images: Sequence[str], attributes: Sequence[str
 class Forward:
     """A unit's network over its images: what every extraction of the unit shares.
 
-    ``images`` are the union of the draws (each image once); ``progress`` is called with the number of
-    images each batch finishes.
+    ``images`` are the images probes are fitted on (the union of the train draws, each image once): the
+    only ones held in RAM or stored. Evaluation images go through the network once more, after the fits,
+    and leave only their readouts (:class:`faceprobe.studies.layerwise.Readout`). ``progress`` is called
+    with the number of images each batch finishes.
     """
 
     model: nn.Module
@@ -99,6 +129,10 @@ class Forward:
         images = self.dataset.torch_dataset(self.images, transform=self.transform)
         return DataLoader(images, batch_size=self.batch_size, shuffle=False)
 
+    def over(self, images: Sequence[str]) -> Forward:
+        """The same network over other images."""
+        return dataclasses.replace(self, images=tuple(images))
+
 
 @dataclass(frozen=True)
 class Storage:
@@ -112,12 +146,14 @@ class Storage:
 
 @dataclass(frozen=True)
 class Ablation:
-    """What an ablation unit zeroes and re-probes: the top ``fractions`` of VIP neurons, per attribute."""
+    """What an ablation unit zeroes and re-probes (the top ``fractions`` of VIP neurons, per attribute),
+    and the unablated accuracies it compares with, by (layer, attribute, representation, split)."""
 
     fractions: tuple[float, ...]
     attributes: tuple[str, ...]
     top_k: int = 8
     components: int = 8
+    baseline: Mapping[tuple[str, str, str, str], float] = dataclasses.field(default_factory=dict)
 
 
 class _InMemory:
@@ -193,33 +229,96 @@ def probe_rows(
 ) -> tuple[list[dict], list[dict]]:
     """Probe every layer of ``layers`` for every attribute: (result rows, VIP-study rows).
 
-    Without ``storage`` the layers are held in memory; with it (a store keyed by this model and the
-    draws' images) they are extracted into the store, batches already there are not recomputed, and each
-    layer is probed straight from disk, so memory no longer grows with the layer width. ``seed`` draws the
-    VIP study's neurons.
+    Without ``storage`` the layers of the train images are held in memory; with it (a store keyed by this
+    model and those images) they are extracted into the store, batches already there are not recomputed,
+    and each layer is fitted straight from disk, so memory no longer grows with the layer width. ``seed``
+    draws the VIP study's neurons.
     """
-    rows_by_attribute = attribute_rows(draws, forward.images)
-
-    def layer_probes(info: LayerInfo) -> Callable[[Any], Any]:
-        return lambda X: probe_layer(
-            X,
-            info.shape,
-            rows_by_attribute,
-            k=probe.top_k,
-            n_components=probe.components,
-            single_units=probe.single_units,
-            vip_study=probe.vip_study,
-            seed=seed,
-        )
-
-    source = _activations(forward, layers, storage)
-    outputs = [source.probe(info, layer_probes(info)) for info in layers]
+    settings = Settings(probe.top_k, probe.components, probe.single_units, probe.vip_study, seed)
+    outputs = probe_group(forward, draws, draws.attributes, layers, settings, storage)
     results, vip_rows = [], []
-    for info, out in zip(layers, outputs, strict=True):
+    for info in layers:
+        out = outputs[info.name]
         layer_keys = {"layer": info.name, "depth": info.depth, "kind": info.kind, "n_features": info.features}
         results += [{**layer_keys, **row} for row in out.rows]
         vip_rows += [{"layer": info.name, "depth": info.depth, **row} for row in out.vip_rows]
     return results, vip_rows
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How each layer is probed (:func:`faceprobe.studies.layerwise.fit_layer`'s settings)."""
+
+    k: int = 8
+    n_components: int = 8
+    single_units: bool = False
+    vip_study: int = 0
+    seed: int = 0
+
+
+def probe_group(
+    forward: Forward,
+    draws: Draws,
+    attributes: Sequence[str],
+    layers: Sequence[LayerInfo],
+    settings: Settings,
+    storage: Storage | None = None,
+) -> dict[str, LayerProbes]:
+    """Fit every layer's probes on the train images, then score them on the evaluation images.
+
+    The train images (``forward.images``) are extracted once, into RAM or the store, and each layer is
+    fitted from there. The validation and test images outside them then go through the network once, the
+    pass stopping after the last layer, and each layer's output batch is reduced on the spot to its
+    readouts: evaluation images are never held or stored.
+    """
+    evaluation = draws.evaluation_images(attributes, forward.images)
+    rows = attribute_rows(draws, [*forward.images, *evaluation], attributes)
+
+    def fit(info: LayerInfo) -> Callable[[Any], LayerFit]:
+        return lambda X: fit_layer(X, info.shape, rows, **dataclasses.asdict(settings))
+
+    source = _activations(forward, layers, storage)
+    fits = {info.name: source.probe(info, fit(info)) for info in layers}
+    del source
+    later = _readouts(forward.over(evaluation), {name: fit.readout for name, fit in fits.items()})
+    return {name: fit.score(later.get(name)) for name, fit in fits.items()}
+
+
+class _ReadoutSink:
+    """Consumes an evaluation pass: each layer's output batch becomes its readout rows, on its device."""
+
+    def __init__(self, readouts: Mapping[str, Readout], capacity: int) -> None:
+        self.readouts = readouts
+        self.out = {name: np.empty((capacity, r.width), dtype=np.float32) for name, r in readouts.items()}
+        self.rows = slice(0, 0)
+
+    def start(self, n: int) -> None:
+        self.rows = slice(self.rows.stop, self.rows.stop + n)
+
+    def __call__(self, name: str, output: torch.Tensor) -> None:
+        self.out[name][self.rows] = self.readouts[name](output).cpu().numpy()
+
+
+def _readouts(forward: Forward, readouts: Mapping[str, Readout]) -> dict[str, np.ndarray]:
+    """The readouts of ``forward``'s images for each layer, from one forward pass (none without images)."""
+    if not forward.images:
+        return {}
+    sinks: list[_ReadoutSink] = []
+
+    def sink(features: dict[str, int], capacity: int) -> _ReadoutSink:
+        sinks.append(_ReadoutSink(readouts, capacity))
+        return sinks[0]
+
+    stream_outputs(
+        forward.model,
+        forward.loader(),
+        list(readouts),
+        sink,
+        forward.device,
+        forward.progress,
+        precision=forward.precision,
+    )
+    return sinks[0].out
 
 
 def ablation_rows(
@@ -232,52 +331,42 @@ def ablation_rows(
 ) -> list[dict]:
     """Thesis Table 5.4: zero the top-VIP neurons of ``ablated`` and re-probe every later layer.
 
-    For each attribute the ablated layer's VIP comes from its own layer probe (fitted on the train draw);
-    the top ``fraction`` of its neurons are zeroed inside the forward pass, the later layers re-extracted
-    and probed again (whole layer, top-k channels, top-k neurons) and compared with the unablated probes
-    of the same split: a validation row with the validation baseline, a test row with the test baseline
-    (thesis section 5.3: the drop is measured where the probe is scored). Without ``storage`` the layers
-    are held in RAM. With it, the clean layers are read from its store (the probe units of the same model
-    usually wrote them already) and each ablated pass goes through a store of its own next to it, keyed by
-    the zeroed neurons and deleted once probed, so memory stays bounded by the batch however many later
-    layers there are.
+    For each attribute the ablated layer's VIP comes from its own layer probe, fitted on the train draw
+    (the layer alone is extracted, or read from the store the model's probe units wrote); the top
+    ``fraction`` of its neurons are zeroed inside the forward pass, the later layers re-extracted for that
+    attribute's images and probed again (whole layer, top-k channels, top-k neurons) and compared with the
+    unablated accuracy of the same probe on the same split (``ablation.baseline``, the probe units' rows): a
+    validation row with the validation baseline, a test row with the test baseline (thesis section 5.3: the
+    drop is measured where the probe is scored). Without ``storage`` the layers are held in RAM; with it
+    each ablated pass goes through a store of its own next to the clean one, keyed by the zeroed neurons
+    and the attribute's train images and deleted once probed, so memory stays bounded by the batch however
+    many later layers there are.
     """
-    rows_by_attribute = attribute_rows(draws, forward.images, ablation.attributes)
-    settings = {"k": ablation.top_k, "n_components": ablation.components}
-
-    def probes(info: LayerInfo, selected: Mapping[str, AttributeRows], **kwargs: Any) -> Callable[[Any], Any]:
-        return lambda X: probe_layer(X, info.shape, selected, **settings, **kwargs)
-
-    store = storage.store if storage is not None else None
-    clean = _activations(forward, [ablated, *later], storage)
-    ablated_probe = clean.probe(ablated, probes(ablated, rows_by_attribute))
-    baseline = {  # each split's rows are compared with the same split's unablated probe
-        (info.name, row["attribute"], row["representation"], row["split"]): row["accuracy"]
-        for info in later
-        for row in clean.probe(info, probes(info, rows_by_attribute)).rows
-    }
-    del clean
+    settings = Settings(ablation.top_k, ablation.components)
+    evaluation = draws.evaluation_images(ablation.attributes, forward.images)
+    fitted_rows = attribute_rows(draws, [*forward.images, *evaluation], ablation.attributes)
+    source = _activations(forward, [ablated], storage)
+    clean = source.probe(
+        ablated, lambda X: fit_layer(X, ablated.shape, fitted_rows, settings.k, settings.n_components)
+    )
+    del source
     rows = []
-    for attribute, vip in ablated_probe.vips.items():
-        selected = {attribute: rows_by_attribute[attribute]}
+    vips = {a: fit.vip for a, fit in clean.fits.items() if not isinstance(fit, ProbeInputError)}
+    for attribute, vip in vips.items():
         order = np.argsort(-vip, kind="stable")
+        mine = forward.over(draws.train_images([attribute]))
         for fraction in ablation.fractions:
             neurons = order[: max(1, math.ceil(fraction * vip.size))]
-            hit_storage = None
-            if storage is not None and store is not None:
-                zeroed = {"layer": ablated.name, "neurons": hashlib.sha256(neurons.tobytes()).hexdigest()}
-                hit_store = ActivationStore.open(
-                    store.path.parent / "ablated", {**store.key, "ablated": zeroed}, store.batch_size
-                )
-                hit_storage = Storage(hit_store, storage.dtype)
+            hit_storage = _ablated_storage(storage, ablated, neurons, mine.images)
             with ablate(forward.model, ablated.name, neurons=neurons):  # also for a re-extraction
-                hit = _activations(forward, later, hit_storage)
-                probed = {info.name: hit.probe(info, probes(info, selected)) for info in later}
+                probed = probe_group(mine, draws, [attribute], later, settings, hit_storage)
             if hit_storage is not None:
                 shutil.rmtree(hit_storage.store.path)
             for info in later:
                 for row in probed[info.name].rows:
-                    before = baseline[(info.name, attribute, row["representation"], row["split"])]
+                    before = ablation.baseline.get(
+                        (info.name, attribute, row["representation"], row["split"]), np.nan
+                    )
                     rows.append(
                         {
                             "ablated_layer": ablated.name,
@@ -295,3 +384,16 @@ def ablation_rows(
                         }
                     )
     return rows
+
+
+def _ablated_storage(
+    storage: Storage | None, ablated: LayerInfo, neurons: np.ndarray, images: Sequence[str]
+) -> Storage | None:
+    """A store of its own for one ablated pass, next to the clean one, keyed by what it zeroes."""
+    if storage is None:
+        return None
+    key = storage.store.key
+    zeroed = {"layer": ablated.name, "neurons": hashlib.sha256(neurons.tobytes()).hexdigest()}
+    hit_key = {**store_key(key["model"], key["weights"], key["preprocessing"], images), "ablated": zeroed}
+    store = ActivationStore.open(storage.store.path.parent / "ablated", hit_key, storage.store.batch_size)
+    return Storage(store, storage.dtype)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 from numpy.typing import NDArray
 
 from faceprobe.errors import ProbeInputError
@@ -31,12 +32,20 @@ from faceprobe.pls import (
     fit_shared,
     top_k_channels,
     top_k_neurons,
-    transform_shared,
 )
 from faceprobe.probe import Probe
 from faceprobe.studies.units import sample_by_vip, single_unit_accuracies
 
-__all__ = ["AttributeRows", "LayerProbes", "has_channels", "probe_layer", "split_rows"]
+__all__ = [
+    "AttributeRows",
+    "LayerFit",
+    "LayerProbes",
+    "Readout",
+    "fit_layer",
+    "has_channels",
+    "probe_layer",
+    "split_rows",
+]
 
 _EMPTY = np.zeros(0, dtype=np.intp)
 #: Largest matrix of units read from a stored layer in one pass (the units of several attributes).
@@ -85,58 +94,286 @@ def probe_layer(
     vip_study: int = 0,
     seed: int = 0,
 ) -> LayerProbes:
-    """Probe one layer output X (union images x features, C,H,W order) for every attribute.
+    """Probe one layer output X (images x features, C,H,W order) for every attribute: fit, then score.
 
-    X may be an in-memory array or an on-disk one (a zarr array of the activation store): the whole layer is
-    only ever read in row blocks. The layer probes of all attributes share each pass over X
-    (:func:`faceprobe.pls.fit_shared`, each attribute's train draw a row mask) and one more pass projects
-    every evaluation image; the units each attribute's VIP picks are then read once into a small in-memory
-    matrix, and every finer probe runs on that.
-
-    Result rows have keys attribute, representation ("layer", "channels", "neurons", and with
-    ``single_units`` "channel"/"neuron" with their ``unit``), k, split, accuracy, n_train, n_eval, note. A
-    probe that cannot run (constant output, too few samples) gets NaN accuracy and the reason in ``note``
-    instead of stopping the run. With ``vip_study`` > 0 that many neurons per attribute are sampled
-    uniformly over the VIP range and probed alone. The :class:`LayerProbes` also keeps each attribute's VIP
-    (the ablation study zeroes by it).
+    Every row an attribute uses (train and evaluation) is a row of X here; :func:`fit_layer` and
+    :meth:`LayerFit.score` split the same work for callers whose evaluation images are not in X.
     """
-    out = LayerProbes()
+    return fit_layer(X, shape, attributes, k, n_components, single_units, vip_study, seed).score()
+
+
+def fit_layer(
+    X: Any,
+    shape: tuple[int, ...],
+    attributes: Mapping[str, AttributeRows],
+    k: int = 8,
+    n_components: int = 8,
+    single_units: bool = False,
+    vip_study: int = 0,
+    seed: int = 0,
+) -> LayerFit:
+    """Fit every probe of one layer on the train rows of X, for every attribute (thesis sections 4.1-4.2).
+
+    X may be an in-memory array or an on-disk one (a zarr array of the activation store): it is only ever
+    read in row blocks. The layer PLS of all attributes share each pass over X
+    (:func:`faceprobe.pls.fit_shared`, each attribute's train draw a row mask); the units each attribute's
+    VIP picks (top-k channels and neurons, the VIP study's sample) are then read once into a small matrix
+    and their probes fitted on it. One last pass reads, for every row of X, what scoring needs (the
+    :class:`Readout`): PLS scores and the picked neurons.
+
+    Rows of ``attributes`` index X's rows, then rows that follow them: evaluation images outside X, whose
+    readouts come later (:meth:`LayerFit.score`). Every train row must be a row of X.
+    """
+    n_rows = int(X.shape[0])
+    beyond = [a for a, sel in attributes.items() if len(sel.train) and sel.train.max() >= n_rows]
+    if beyond:
+        raise ProbeInputError(f"train rows of {', '.join(beyond)} lie outside X ({n_rows} rows)")
     layer_fits = _layer_pls(X, attributes, n_components)
-    projections = _project(X, layer_fits)
+    readout = Readout()
+    fits: dict[str, _AttributeFit | ProbeInputError] = {}
     picks = {
         attribute: _Picks.of(
             pls.vip_, shape, k, vip_study, np.random.default_rng([seed, zlib.crc32(attribute.encode())])
         )
-        for attribute in attributes
-        if isinstance(pls := layer_fits[attribute], PLS)
+        for attribute, pls in layer_fits.items()
+        if isinstance(pls, PLS)
     }
     units: dict[str, tuple[NDArray, Sequence[NDArray]]] = {}
     for attribute, sel in attributes.items():
         pls = layer_fits[attribute]
         if isinstance(pls, ProbeInputError):  # no fitted layer probe, so no VIP to pick units by
-            failed = {split: {"accuracy": np.nan, "note": str(pls)} for split in sel.evaluations()}
-            for representation in ("layer", "channels", "neurons"):
-                if representation != "channels" or has_channels(shape):
-                    out.rows += _rows(attribute, sel, representation, 0, failed)
+            fits[attribute] = pls
             continue
-        out.vips[attribute] = pls.vip_
         if attribute not in units:
             units |= _read_units(X, shape, picks, attribute)
         values, positions = units.pop(attribute)
-        rows, vip_rows = _attribute_probes(
+        fits[attribute] = _AttributeFit.fitted(
             attribute,
             sel,
             pls,
-            projections[attribute],
             picks[attribute],
-            values,
-            positions,
-            n_components,
-            single_units,
+            (values, positions),
+            shape,
+            (n_components, single_units),
+            readout,
         )
-        out.rows += rows
-        out.vip_rows += vip_rows
-    return out
+    return LayerFit(shape, dict(attributes), fits, readout, readout.read(X))
+
+
+class Readout:
+    """What scoring one layer's fitted probes needs from an image: a few PLS scores and a few neurons.
+
+    Each entry is a block of output columns under a key: the PLS scores ``(x[columns] - mean) @ rotations``
+    of a fitted PLS, or raw neurons ``x[columns]``. A batch of a layer's outputs (a torch tensor, on
+    whatever device produced it) becomes its few readout columns there, so evaluation images never need to
+    be kept whole: the layer PLS of all attributes share one product with the batch.
+    """
+
+    def __init__(self) -> None:
+        self.slices: dict[tuple, slice] = {}
+        self._whole: list[tuple[NDArray, NDArray, slice]] = []  # PLS over every column of the layer
+        self._parts: list[tuple[NDArray, NDArray | None, NDArray | None, slice]] = []
+        self._cache: tuple[Any, ...] | None = None
+
+    @property
+    def width(self) -> int:
+        return max((s.stop for s in self.slices.values()), default=0)
+
+    def _add(self, key: tuple, width: int) -> slice:
+        where = self.slices[key] = slice(self.width, self.width + width)
+        self._cache = None
+        return where
+
+    def project(self, key: tuple, pls: PLS, columns: NDArray | None = None) -> None:
+        """Add ``pls``'s scores of the layer's ``columns`` (None: the whole layer) under ``key``."""
+        rotations = pls.x_rotations_.astype(np.float32)
+        offset = pls.x_mean_.astype(np.float32) @ rotations
+        where = self._add(key, rotations.shape[1])
+        if columns is None:
+            self._whole.append((rotations, offset, where))
+        else:
+            self._parts.append((np.asarray(columns, dtype=np.int64), rotations, offset, where))
+
+    def gather(self, key: tuple, columns: NDArray) -> None:
+        """Add the layer's ``columns`` themselves under ``key``."""
+        self._parts.append((np.asarray(columns, dtype=np.int64), None, None, self._add(key, len(columns))))
+
+    def _tensors(self, device: torch.device) -> tuple[Any, ...]:
+        if self._cache is None or self._cache[0] != device:
+            whole = None
+            if self._whole:
+                rotations = np.concatenate([r for r, _, _ in self._whole], axis=1)
+                offsets = np.concatenate([o for _, o, _ in self._whole])
+                at = np.concatenate([np.arange(s.start, s.stop) for _, _, s in self._whole])
+                whole = tuple(torch.from_numpy(a).to(device) for a in (rotations, offsets, at))
+            parts = [
+                (*(None if a is None else torch.from_numpy(a).to(device) for a in part[:3]), part[3])
+                for part in self._parts
+            ]
+            self._cache = (device, whole, parts)
+        return self._cache
+
+    def __call__(self, block: torch.Tensor) -> torch.Tensor:
+        """The readout of a batch (images x layer features) as (images x width) float32, on its device."""
+        block = block.flatten(1).float()
+        _, whole, parts = self._tensors(block.device)
+        out = torch.empty((block.shape[0], self.width), dtype=torch.float32, device=block.device)
+        if whole is not None:
+            rotations, offsets, at = whole
+            out[:, at] = block @ rotations - offsets
+        for columns, rotations, offset, where in parts:
+            picked = block[:, columns]
+            out[:, where] = picked if rotations is None else picked @ rotations - offset
+        return out
+
+    def read(self, X: Any) -> NDArray[np.float32]:
+        """The readout of every row of X (an array or a stored layer), in one pass of row blocks."""
+        out = np.empty((int(X.shape[0]), self.width), dtype=np.float32)
+        for rows, block in _RowBlocks(X, _DEFAULT_BLOCK_BYTES):
+            out[rows] = self(torch.from_numpy(np.ascontiguousarray(block))).numpy()
+        return out
+
+
+@dataclass
+class _AttributeFit:
+    """One attribute's probes of a layer, fitted on its train rows, waiting for its evaluation rows.
+
+    ``probes`` are (representation, k, unit, fitted QDA probe or why none, readout key); the single-neuron
+    probes and the VIP study keep their train columns, since their 1-D QDA fits are vectorised at scoring.
+    """
+
+    probes: list[tuple[str, int, int, Probe | ProbeInputError, tuple]]
+    vip: NDArray
+    neurons: NDArray
+    neuron_train: NDArray | None
+    sampled: NDArray
+    sampled_train: NDArray
+
+    @classmethod
+    def fitted(
+        cls,
+        attribute: str,
+        sel: AttributeRows,
+        pls: PLS,
+        picks: _Picks,
+        units: tuple[NDArray, Sequence[NDArray]],
+        shape: tuple[int, ...],
+        settings: tuple[int, bool],
+        readout: Readout,
+    ) -> _AttributeFit:
+        """Fit the attribute's unit probes on the units read for it (``values`` and their ``positions``:
+        channel, neuron and sampled columns) and register what scoring will need in ``readout``."""
+        n_components, single_units = settings
+        values, (channel_at, neuron_at, sampled_at) = units
+        channel_cols = picks.columns(shape)[0]
+        U_train = values[sel.train]
+        readout.project(("layer", attribute), pls)
+        probes = [("layer", 0, -1, _qda(pls.x_scores_, _train_labels(sel)), ("layer", attribute))]
+
+        def through_pls(key: tuple, at: NDArray, columns: NDArray) -> Probe | ProbeInputError:
+            """PLS + QDA on some units: the PLS read out by its scores, QDA fitted on the train scores."""
+            try:
+                fitted = PLS(min(n_components, len(at))).fit(U_train[:, at], sel.y_train)
+            except ProbeInputError as err:
+                return err
+            readout.project(key, fitted, columns)
+            return _qda(fitted.x_scores_, sel.y_train)
+
+        channels = picks.channels
+        if len(channels):
+            key = ("channels", attribute)
+            probes.append(("channels", len(channels), -1, through_pls(key, channel_at, channel_cols), key))
+        key = ("neurons", attribute)
+        readout.gather(key, picks.neurons)
+        probes.append(("neurons", len(picks.neurons), -1, _qda(U_train[:, neuron_at], sel.y_train), key))
+        if single_units:
+            per_channel = len(channel_at) // max(1, len(channels))
+            for i, channel in enumerate(channels):
+                part = slice(i * per_channel, (i + 1) * per_channel)
+                key = ("channel", attribute, i)
+                probes.append(
+                    ("channel", 1, int(channel), through_pls(key, channel_at[part], channel_cols[part]), key)
+                )
+        if len(picks.sampled):
+            readout.gather(("sampled", attribute), picks.sampled)
+        return cls(
+            probes,
+            pls.vip_,
+            picks.neurons,
+            U_train[:, neuron_at] if single_units else None,
+            picks.sampled,
+            U_train[:, sampled_at],
+        )
+
+    def rows(self, attribute: str, sel: AttributeRows, evaluated: NDArray, readout: Readout) -> LayerProbes:
+        """Score every probe on the attribute's evaluation rows of ``evaluated`` (readouts, one row per
+        image of the layer's row order): result rows in the thesis's order, and the VIP study's rows."""
+        evals = sel.evaluations()
+        out = LayerProbes(vips={attribute: self.vip})
+
+        def inputs(key: tuple) -> dict[str, tuple[NDArray, NDArray]]:
+            return {split: (evaluated[rows, readout.slices[key]], y) for split, (rows, y) in evals.items()}
+
+        for representation, k, unit, probe, key in self.probes:
+            fitted = not isinstance(probe, ProbeInputError)  # an unfitted probe has no readout to score
+            scores = _score(probe, inputs(key) if fitted else evals)
+            out.rows += _rows(attribute, sel, representation, k, scores, unit)
+        if self.neuron_train is not None:
+            singles = _singles(self.neuron_train, sel.y_train, inputs(("neurons", attribute)))
+            for i, neuron in enumerate(self.neurons):
+                scores = {split: {"accuracy": acc[i], "note": ""} for split, acc in singles.items()}
+                out.rows += _rows(attribute, sel, "neuron", 1, scores, unit=int(neuron))
+        if len(self.sampled):
+            accuracy = _singles(
+                self.sampled_train, sel.y_train, {"val": inputs(("sampled", attribute))["val"]}
+            )
+            positives = self.sampled_train[sel.y_train == 1]
+            out.vip_rows = [
+                {
+                    "attribute": attribute,
+                    "neuron": int(neuron),
+                    "vip": float(self.vip[neuron]),
+                    "accuracy": float(accuracy["val"][i]),
+                    "mean_positive": float(positives[:, i].mean()),
+                    "n_train": len(sel.train),
+                    "n_eval": len(sel.val),
+                }
+                for i, neuron in enumerate(self.sampled)
+            ]
+        return out
+
+
+@dataclass
+class LayerFit:
+    """One layer's probes fitted on the train rows, with the readouts of X's rows; scored by :meth:`score`.
+
+    ``fits`` holds each attribute's fitted probes, or why its layer PLS could not be fitted.
+    """
+
+    shape: tuple[int, ...]
+    attributes: dict[str, AttributeRows]
+    fits: dict[str, _AttributeFit | ProbeInputError]
+    readout: Readout
+    known: NDArray[np.float32]
+
+    def score(self, later: NDArray | None = None) -> LayerProbes:
+        """Every probe's accuracy on its evaluation rows: X's rows from :attr:`known`, the rows after
+        them from ``later`` (the readouts of evaluation images outside X, in row order)."""
+        evaluated = self.known if later is None else np.concatenate([self.known, later])
+        out = LayerProbes()
+        for attribute, sel in self.attributes.items():
+            fit = self.fits[attribute]
+            if isinstance(fit, ProbeInputError):
+                failed = {split: {"accuracy": np.nan, "note": str(fit)} for split in sel.evaluations()}
+                for representation in ("layer", "channels", "neurons"):
+                    if representation != "channels" or has_channels(self.shape):
+                        out.rows += _rows(attribute, sel, representation, 0, failed)
+                continue
+            scored = fit.rows(attribute, sel, evaluated, self.readout)
+            out.rows += scored.rows
+            out.vip_rows += scored.vip_rows
+            out.vips |= scored.vips
+        return out
 
 
 @dataclass(frozen=True)
@@ -179,76 +416,6 @@ def _rows(
     ]
 
 
-def _attribute_probes(
-    attribute: str,
-    sel: AttributeRows,
-    pls: PLS,
-    projection: NDArray,
-    picks: _Picks,
-    values: NDArray,
-    positions: Sequence[NDArray],
-    n_components: int,
-    single_units: bool,
-) -> tuple[list[dict], list[dict]]:
-    """One attribute's probes once its layer PLS is fitted and its units read: the layer, its top units,
-    the VIP study. ``values`` holds the units of X read for it (and maybe for others); ``positions`` are its
-    channel, neuron and sampled columns there."""
-    evals = sel.evaluations()
-    layer_scores = _fit_and_score(
-        Probe(None),
-        pls.x_scores_,
-        _train_labels(sel),
-        {split: (projection[rows], y) for split, (rows, y) in evals.items()},
-    )
-    rows = _rows(attribute, sel, "layer", 0, layer_scores)
-    vip = pls.vip_
-    channels, neurons, sampled = picks.channels, picks.neurons, picks.sampled
-    channel_cols, neuron_cols, sampled_cols = positions
-    U_train = values[sel.train]
-    U_evals = {split: (values[r], y) for split, (r, y) in evals.items()}
-
-    def probe_units(columns: NDArray, n: int | None) -> dict[str, dict]:
-        picked = {split: (U[:, columns], y) for split, (U, y) in U_evals.items()}
-        return _fit_and_score(Probe(n), U_train[:, columns], sel.y_train, picked)
-
-    if len(channels):
-        rows += _rows(
-            attribute,
-            sel,
-            "channels",
-            len(channels),
-            probe_units(channel_cols, min(n_components, len(channel_cols))),
-        )
-    rows += _rows(attribute, sel, "neurons", len(neurons), probe_units(neuron_cols, None))
-    if single_units:
-        per_channel = len(channel_cols) // max(1, len(channels))
-        for i, channel in enumerate(channels):
-            cols = channel_cols[i * per_channel : (i + 1) * per_channel]
-            scores = probe_units(cols, min(n_components, len(cols)))
-            rows += _rows(attribute, sel, "channel", 1, scores, unit=int(channel))
-        singles = _singles(U_train, sel.y_train, U_evals, neuron_cols)
-        for i, neuron in enumerate(neurons):
-            scores = {split: {"accuracy": acc[i], "note": ""} for split, acc in singles.items()}
-            rows += _rows(attribute, sel, "neuron", 1, scores, unit=int(neuron))
-    vip_rows = []
-    if len(sampled):
-        accuracy = _singles(U_train, sel.y_train, {"val": U_evals["val"]}, sampled_cols)["val"]
-        positives = U_train[:, sampled_cols][sel.y_train == 1]
-        vip_rows = [
-            {
-                "attribute": attribute,
-                "neuron": int(neuron),
-                "vip": float(vip[neuron]),
-                "accuracy": float(accuracy[i]),
-                "mean_positive": float(positives[:, i].mean()),
-                "n_train": len(sel.train),
-                "n_eval": len(sel.val),
-            }
-            for i, neuron in enumerate(sampled)
-        ]
-    return rows, vip_rows
-
-
 def _layer_pls(
     X: Any, attributes: Mapping[str, AttributeRows], n_components: int
 ) -> dict[str, PLS | ProbeInputError]:
@@ -280,12 +447,6 @@ def _layer_pls(
 def _train_labels(sel: AttributeRows) -> NDArray:
     """The train labels in union-row order, the order in which :func:`_layer_pls` saw the rows."""
     return np.asarray(sel.y_train)[np.argsort(sel.train, kind="stable")]
-
-
-def _project(X: Any, fits: Mapping[str, PLS | ProbeInputError]) -> dict[str, NDArray]:
-    """Every fitted attribute's PLS scores for all rows of X, in one pass."""
-    fitted = {a: pls for a, pls in fits.items() if isinstance(pls, PLS)}
-    return dict(zip(fitted, transform_shared(X, list(fitted.values())), strict=True)) if fitted else {}
 
 
 def _read_units(
@@ -325,26 +486,28 @@ def _read_columns(X: Any, columns: NDArray[np.intp]) -> NDArray[np.float32]:
     return out
 
 
-def _fit_and_score(
-    probe: Probe, X_train: NDArray, y_train: NDArray, evals: dict[str, tuple[NDArray, NDArray]]
-) -> dict[str, dict]:
+def _qda(Z: NDArray, y: NDArray) -> Probe | ProbeInputError:
+    """QDA on a few inputs (PLS scores or units), fitted on the train rows, or why it cannot be."""
     try:
-        probe.fit(X_train, y_train)
+        return Probe(None).fit(Z, y)
+    except ProbeInputError as err:
+        return err
+
+
+def _score(probe: Probe | ProbeInputError, evals: dict[str, tuple[NDArray, NDArray]]) -> dict[str, dict]:
+    """A fitted probe's accuracy per evaluation split; NaN with the reason where it cannot score."""
+    if isinstance(probe, ProbeInputError):
+        return {split: {"accuracy": np.nan, "note": str(probe)} for split in evals}
+    try:
         return {split: {"accuracy": probe.score(X, y), "note": ""} for split, (X, y) in evals.items()}
     except ProbeInputError as err:
         return {split: {"accuracy": np.nan, "note": str(err)} for split in evals}
 
 
-def _singles(X_train: NDArray, y_train: NDArray, evals: dict, neurons: NDArray) -> dict[str, NDArray]:
-    """Accuracy of each neuron probed alone (1-D QDA), per evaluation split."""
-    cols = np.asarray(neurons)
-    return dict(
-        zip(
-            evals,
-            single_unit_accuracies(X_train[:, cols], y_train, [(X[:, cols], y) for X, y in evals.values()]),
-            strict=True,
-        )
-    )
+def _singles(X_train: NDArray, y_train: NDArray, evals: dict) -> dict[str, NDArray]:
+    """Accuracy of each column probed alone (1-D QDA), per evaluation split."""
+    accuracies = single_unit_accuracies(X_train, y_train, list(evals.values()))
+    return dict(zip(evals, accuracies, strict=True))
 
 
 def split_rows(y: NDArray, val_fraction: float, seed: int = 0) -> tuple[NDArray[np.intp], NDArray[np.intp]]:

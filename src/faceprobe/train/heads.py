@@ -21,7 +21,7 @@ from torch import nn
 from faceprobe.errors import FaceprobeError
 from faceprobe.train.loop import Forward
 
-__all__ = ["DEFAULT_MARGINS", "HEADS", "MarginHead", "final_linear", "margin_training"]
+__all__ = ["DEFAULT_MARGINS", "HEADS", "MarginHead", "final_linear", "fold_margin", "margin_training"]
 
 HEADS = ("softmax", "arcface", "cosface")
 #: The margins of the ArcFace (Deng et al., 2019) and CosFace (Wang et al., 2018) papers.
@@ -103,7 +103,15 @@ def margin_training(model: nn.Module, head: MarginHead) -> Iterator[Forward]:
         yield forward
     finally:
         handle.remove()
-        with torch.no_grad():
-            classifier.weight.copy_(F.normalize(classifier.weight))
-            if classifier.bias is not None:
-                classifier.bias.zero_()
+        fold_margin(model)
+
+
+@torch.no_grad()
+def fold_margin(model: nn.Module) -> None:
+    """Make the final linear layer rank identities by cosine, as a margin head trained it to: unit-norm
+    class weights and no bias. Applied on leaving :func:`margin_training`, and to every epoch kept on the way
+    (a copy), so each checkpoint is a plain classifier."""
+    classifier = final_linear(model)
+    classifier.weight.copy_(F.normalize(classifier.weight))
+    if classifier.bias is not None:
+        classifier.bias.zero_()

@@ -6,10 +6,16 @@ baseline and writes its per-attribute test accuracy. Both write ``DIR/model.safe
 ``DIR/metadata.json`` (a :mod:`faceprobe.models.checkpoint` folder, so the network loads back to be probed)
 and keep their resumable state in ``DIR/last/``: rerunning the same command after an interruption continues
 from the last finished epoch, and rerunning it with more ``--epochs`` trains on.
+
+``run_recognition(save_every=N)`` also keeps the network of epochs N, 2N, ... as checkpoints of their own
+(``DIR/epochs/epoch-NNNN``), which a study probes with ``weights = "epochs:DIR"``. A resumed run keeps the
+epochs its state records and adds the later ones; epoch folders past what the state records (left by a run
+that was started over) are removed first, so a folder never mixes the epochs of two runs.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,12 +32,12 @@ from faceprobe.data.dataset import FaceDataset
 from faceprobe.data.lfw import lfw_verification_accuracy, load_lfw, load_lfw_pairs
 from faceprobe.errors import FaceprobeError
 from faceprobe.models import LoadedModel, load_model
-from faceprobe.models.checkpoint import save_checkpoint
+from faceprobe.models.checkpoint import EPOCHS_DIR, epoch_checkpoint, save_checkpoint
 from faceprobe.results import to_frame, write_results
 from faceprobe.train.attributes import attribute_accuracy, train_attributes
 from faceprobe.train.data import LabelledFaces, held_out_split, load_faces
-from faceprobe.train.heads import final_linear
-from faceprobe.train.loop import TrainResult, is_main_process
+from faceprobe.train.heads import final_linear, fold_margin
+from faceprobe.train.loop import TrainResult, finished_epochs, is_main_process
 from faceprobe.train.recognition import train_recognition, train_transform
 
 __all__ = ["BASELINE_FILE", "STATE_DIR", "Recipe", "lfw_score", "run_attributes", "run_recognition"]
@@ -70,6 +76,7 @@ def run_recognition(
     uniform_identities: bool = True,
     held_out: float = 0.2,
     lfw: str | Path | None = None,
+    save_every: int = 0,
     device: str | torch.device = "cpu",
     amp: bool | None = None,
     workers: int = 0,
@@ -80,7 +87,10 @@ def run_recognition(
     A ``held_out`` share of each identity's images is kept out of training; the epoch kept is the one with
     the best LFW verification accuracy when ``lfw`` (a folder with ``lfw/`` and ``pairs.txt``) is given,
     else the best held-out identity accuracy. ``amp`` (mixed precision) defaults to on for CUDA only.
+    ``save_every`` > 0 keeps a checkpoint of every ``save_every``-th epoch in ``out/epochs/``.
     """
+    if save_every < 0:
+        raise FaceprobeError(f"save_every must be 0 (keep no epochs) or a number of epochs, not {save_every}")
     faces = load_faces(data)
     if faces.identities is None:
         raise FaceprobeError(f"{data} has no identity labels; recognition training needs them")
@@ -92,6 +102,31 @@ def run_recognition(
     loaded = _model(architecture, len(names), recipe)
     train_set, val_set = _image_sets(faces, loaded, recipe, train, val)
     score = None if lfw is None else lfw_score(lfw, loaded.preprocessing.transform(), device=device)
+    recognition = {
+        "head": head,
+        "scale": scale,
+        "margin": margin,
+        "uniform_identities": uniform_identities,
+        "held_out": held_out,
+        "lfw": None if lfw is None else str(lfw),
+        "save_every": save_every,
+    }
+    extra = {"identities": [int(i) for i in names], "n_train": len(train), "n_held_out": len(val)}
+    base = _metadata(loaded, len(names), "recognition", data, recipe, recognition, extra)
+
+    def keep_epoch(model: nn.Module, history: list[dict[str, Any]]) -> None:
+        epoch = len(history)
+        if save_every and epoch % save_every == 0:
+            snapshot = _model(architecture, len(names), recipe).module
+            snapshot.load_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            if head != "softmax":  # what leaving the margin head does to the final network
+                fold_margin(snapshot)
+            metrics = _recognition_metrics(history[-1], lfw)
+            metadata = {**base, "epoch": epoch, "metrics": metrics, "history": list(history)}
+            save_checkpoint(snapshot, epoch_checkpoint(out, epoch), metadata)
+
+    if is_main_process():
+        _drop_unrecorded_epochs(Path(out))
     result = train_recognition(
         loaded.module,
         train_set,
@@ -103,20 +138,39 @@ def run_recognition(
         margin=margin,
         uniform_identities=uniform_identities,
         score=score,
+        epoch_end=keep_epoch,
     )
-    metrics = {"held_out_identity_accuracy": result.val_acc, **_kept(result, "train_acc", "loss")}
-    if lfw is not None:
-        metrics["lfw_verification_accuracy"] = result.history[result.best_epoch - 1]["score"]
-    recognition = {
-        "head": head,
-        "scale": scale,
-        "margin": margin,
-        "uniform_identities": uniform_identities,
-        "held_out": held_out,
-        "lfw": None if lfw is None else str(lfw),
-    }
-    extra = {"identities": [int(i) for i in names], "n_train": len(train), "n_held_out": len(val)}
+    metrics = _recognition_metrics(result.history[result.best_epoch - 1], lfw)
     return _save(out, loaded, len(names), "recognition", data, recipe, recognition, result, metrics, extra)
+
+
+def _recognition_metrics(record: dict[str, Any], lfw: str | Path | None) -> dict[str, Any]:
+    """A recognition epoch's metrics, from its history record, as its checkpoint's metadata names them."""
+    metrics = {
+        "held_out_identity_accuracy": record["val_acc"],
+        "train_acc": record["train_acc"],
+        "loss": record["loss"],
+    }
+    if lfw is not None:
+        metrics["lfw_verification_accuracy"] = record["score"]
+    return metrics
+
+
+def _drop_unrecorded_epochs(out: Path) -> None:
+    """Remove the epoch checkpoints of ``out`` past the epochs its training state has finished.
+
+    They come from a run that was started over (its state deleted) or from an epoch whose state was never
+    saved; either way the run about to start makes them again or never, and a study must not probe them
+    beside this run's own.
+    """
+    finished = finished_epochs(out / STATE_DIR)
+    holder = out / EPOCHS_DIR
+    if not holder.is_dir():
+        return
+    for folder in holder.glob("epoch-*"):
+        number = folder.name.removeprefix("epoch-")
+        if number.isdigit() and int(number) > finished:
+            shutil.rmtree(folder)
 
 
 def run_attributes(
@@ -263,6 +317,30 @@ def _kept(result: TrainResult, *keys: str) -> dict[str, Any]:
     return {key: record[key] for key in keys}
 
 
+def _metadata(
+    loaded: LoadedModel,
+    num_classes: int,
+    task: str,
+    data: str,
+    recipe: Recipe,
+    options: dict[str, Any],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """What every checkpoint of a training job records, whichever epoch it holds."""
+    return {
+        "architecture": loaded.architecture,
+        "num_classes": num_classes,
+        "preprocessing": loaded.preprocessing.to_dict(),
+        "input_size": recipe.input_size,
+        "task": task,
+        "data": data,
+        "recipe": {**asdict(recipe), **options},
+        "epochs": recipe.epochs,
+        "seed": recipe.seed,
+        **extra,
+    }
+
+
 def _save(
     out: str | Path,
     loaded: LoadedModel,
@@ -276,19 +354,10 @@ def _save(
     extra: dict[str, Any],
 ) -> dict[str, Any]:
     metadata = {
-        "architecture": loaded.architecture,
-        "num_classes": num_classes,
-        "preprocessing": loaded.preprocessing.to_dict(),
-        "input_size": recipe.input_size,
-        "task": task,
-        "data": data,
-        "recipe": {**asdict(recipe), **options},
-        "epochs": recipe.epochs,
-        "seed": recipe.seed,
+        **_metadata(loaded, num_classes, task, data, recipe, options, extra),
         "best_epoch": result.best_epoch,
         "metrics": metrics,
         "history": result.history,
-        **extra,
     }
     if is_main_process():
         save_checkpoint(loaded.module.cpu(), out, metadata)

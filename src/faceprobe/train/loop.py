@@ -5,7 +5,9 @@ training loss (``ReduceLROnPlateau``). A run is reproducible from its seed: the 
 generator and the augmentation from torch's global one, seeded for the run and restored afterwards. With
 ``state_dir`` the whole state (model, optimizer, scheduler, loss scaler, generators, history) is saved after
 every epoch, and a run started again with the same arguments continues from the last finished epoch exactly
-as if it had never stopped.
+as if it had never stopped. ``epoch_end`` sees the model after every epoch, before that epoch's state is
+saved: whatever it writes (a checkpoint of the epoch) is written again, identically, by a run resumed after a
+crash between the two.
 
 Mixed precision (``amp``): float16 with loss scaling on CUDA, bfloat16 (same range as float32, so no
 scaling) on the CPU; the weights stay float32. Several GPUs, or several CPU processes: start the command
@@ -28,12 +30,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from faceprobe.errors import FaceprobeError
-from faceprobe.train.state import load_state, save_state
+from faceprobe.train.state import load_info, load_state, save_state
 
 __all__ = [
     "AMP_DTYPES",
     "EpochSampler",
     "TrainResult",
+    "finished_epochs",
     "fit",
     "init_distributed",
     "is_main_process",
@@ -158,6 +161,7 @@ def fit(
     state_dir: str | Path | None = None,
     keep_best: bool = False,
     score: Callable[[nn.Module], float] | None = None,
+    epoch_end: Callable[[nn.Module, list[dict[str, Any]]], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``(image, target)`` pairs by SGD for ``epochs`` epochs; returns the history.
 
@@ -165,7 +169,9 @@ def fit(
     ``loss(outputs, y)`` the batch loss and ``hits`` the accuracy. ``sample_weights`` makes each epoch a
     weighted draw (see :class:`EpochSampler`); ``score(model)`` (e.g. LFW verification accuracy) is recorded
     every epoch and, with ``keep_best``, picks the epoch whose weights are kept. ``amp`` trains in mixed
-    precision on CUDA or the CPU (ignored elsewhere). ``state_dir`` makes the run resumable. ``progress``
+    precision on CUDA or the CPU (ignored elsewhere). ``state_dir`` makes the run resumable;
+    ``epoch_end(model, history)`` runs on the main process after each epoch (``history[-1]`` is its record),
+    before the state is saved. ``progress``
     gets ``{"event": "step", "epoch", "step", "steps", "loss", "acc"}`` after every batch (running means over
     the epoch) and ``{"event": "epoch", **record}`` after every epoch. The model is moved to ``device`` and
     left in eval mode.
@@ -278,6 +284,8 @@ def fit(
             if keep_best and value is not None and value > best_value:
                 best_epoch, best_value = epoch, value
                 best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            if epoch_end is not None and is_main_process():
+                epoch_end(model, history)
             if state_dir is not None and is_main_process():
                 optimizer_state = optimizer.state_dict()
                 rng = {"torch": torch.get_rng_state(), "sampler": sampler.generator.get_state()}
@@ -311,6 +319,13 @@ def fit(
         best_epoch = len(history)
     model.eval()
     return TrainResult(history, history[best_epoch - 1]["val_acc"], best_epoch)
+
+
+def finished_epochs(state_dir: str | Path) -> int:
+    """How many epochs the run resumable from ``state_dir`` has finished (0 when none was saved there)."""
+    info = load_info(state_dir)
+    history = None if info is None else info.get("history")
+    return len(history) if isinstance(history, list) else 0
 
 
 def _flatten_optimizer(state: dict[int, dict[str, Any]]) -> dict[str, Any]:

@@ -89,13 +89,15 @@ def train_recognition(
     state_dir: str | Path | None = None,
     keep_best: bool = False,
     score: Callable[[nn.Module], float] | None = None,
+    epoch_end: Callable[[nn.Module, list[dict[str, Any]]], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` (logits over identities) on ``(image, target)`` pairs; returns the per-epoch history.
 
     ``head`` is ``softmax`` (the thesis), ``arcface`` or ``cosface`` (:mod:`faceprobe.train.heads`, with
     ``scale`` and ``margin``); ``uniform_identities`` draws every identity equally often (the thesis), which
     needs the dataset's ``targets``. The other arguments are those of :func:`faceprobe.train.loop.fit`:
-    resuming from ``state_dir``, mixed precision, keeping the best epoch by ``score`` or held-out accuracy.
+    resuming from ``state_dir``, mixed precision, keeping the best epoch by ``score`` or held-out accuracy,
+    ``epoch_end`` after every epoch (with a margin head, it sees the network before the final fold).
     """
     if head not in HEADS:
         raise FaceprobeError(f"unknown head {head!r}; choose one of: {', '.join(HEADS)}")
@@ -126,6 +128,7 @@ def train_recognition(
             state_dir=state_dir,
             keep_best=keep_best,
             score=score,
+            epoch_end=epoch_end,
         )
 
 

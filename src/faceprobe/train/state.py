@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from faceprobe.errors import FaceprobeError
 
-__all__ = ["STATE_JSON", "STATE_TENSORS", "load_state", "save_state"]
+__all__ = ["STATE_JSON", "STATE_TENSORS", "load_info", "load_state", "save_state"]
 
 STATE_TENSORS = "state.safetensors"
 STATE_JSON = "state.json"
@@ -56,21 +57,44 @@ def save_state(folder: str | Path, tensors: dict[str, dict[str, Any]], info: dic
     return folder
 
 
-def load_state(folder: str | Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any]] | None:
-    """The ``(groups, info)`` saved by :func:`save_state`, or None when no state was saved there."""
-    folder = Path(folder)
+def _saved(folder: Path) -> Path | None:
+    """The folder holding the last saved state: ``folder``, or its ``.old`` copy where a save was
+    interrupted between its two renames; None when neither holds one."""
     old = folder.with_name(folder.name + ".old")
     if not (folder / STATE_JSON).is_file() and (old / STATE_JSON).is_file():
-        folder = old  # interrupted between the two renames of save_state
-    if not (folder / STATE_JSON).is_file():
+        return old
+    return folder if (folder / STATE_JSON).is_file() else None
+
+
+def _unreadable(folder: Path, path: Path, why: object) -> FaceprobeError:
+    return FaceprobeError(f"{path}: unreadable training state ({why}); delete {folder} to start over")
+
+
+def load_info(folder: str | Path) -> dict[str, Any] | None:
+    """The JSON part of the state saved in ``folder`` (without its tensors), or None when none was saved:
+    what a job needs to know how far a run got, without reading the weights."""
+    saved = _saved(Path(folder))
+    if saved is None:
         return None
     try:
-        info = json.loads((folder / STATE_JSON).read_text())
-        flat = load_file(str(folder / STATE_TENSORS))
+        info = json.loads((saved / STATE_JSON).read_text())
     except (OSError, ValueError) as e:
-        raise FaceprobeError(
-            f"{folder} holds an unreadable training state ({e}); delete it to train from the start"
-        ) from e
+        raise _unreadable(saved, saved / STATE_JSON, e) from None
+    if not isinstance(info, dict) or not isinstance(info.get("values"), dict):
+        raise _unreadable(saved, saved / STATE_JSON, 'not an object with "values"')
+    return info
+
+
+def load_state(folder: str | Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any]] | None:
+    """The ``(groups, info)`` saved by :func:`save_state`, or None when no state was saved there."""
+    info = load_info(folder)
+    saved = _saved(Path(folder))
+    if info is None or saved is None:
+        return None
+    try:
+        flat = load_file(str(saved / STATE_TENSORS))  # safetensors only: a pickle there is never run
+    except (OSError, SafetensorError) as e:
+        raise _unreadable(saved, saved / STATE_TENSORS, e) from None
     groups: dict[str, dict[str, Any]] = {g: dict(v) for g, v in info.pop("values").items()}
     for key, tensor in flat.items():
         group, name = key.split(".", 1)

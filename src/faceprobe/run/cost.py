@@ -1,0 +1,250 @@
+"""What a study will cost before it runs: per work unit its images, features, mode, RAM and disk.
+
+The figures follow from the plan and the draws alone (no image is read): a probe unit holds its layers of
+the train images in RAM while they fit in ``run.memory_gb`` (default: half the free RAM), else writes them
+to the activation store; either way it keeps its fitted state (PLS rotations and VIP per attribute) for the
+evaluation pass, whose images are never stored. Stores stay until the run is finished, so the run's peak
+disk is the sum of its models' stores plus the largest ablated pass. :func:`check_budgets` refuses a study
+whose peak disk exceeds ``run.disk_gb`` (default: the free space of the run folder's disk less 10%) before
+any work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from faceprobe.errors import FaceprobeError
+from faceprobe.run.config import RunConfig
+
+__all__ = [
+    "Rates",
+    "UnitCost",
+    "calibrate",
+    "check_budgets",
+    "disk_budget",
+    "memory_budget",
+    "peak_disk",
+    "unit_costs",
+]
+
+#: Share of the free disk a run may fill when ``run.disk_gb`` is 0.
+_FREE_SHARE = 0.9
+#: Share of the free memory a unit may hold its layers in when ``run.memory_gb`` is not set.
+_FREE_SHARE_RAM = 0.5
+
+
+@dataclass(frozen=True)
+class UnitCost:
+    """One work unit's size: images through the network, features, where its train layers live, peaks."""
+
+    unit: str
+    model: str
+    layers: int
+    features: int
+    train_images: int
+    evaluation_images: int
+    mode: str  # "ram" or "store"
+    ram_bytes: int
+    disk_bytes: int
+    passes: int = 1  # passes over its images (an ablation unit: one per attribute and fraction)
+    seconds: float = float("nan")  # estimated from measured rates (:func:`calibrate`), NaN without them
+
+
+@dataclass(frozen=True)
+class Rates:
+    """This machine's measured speeds, from a short calibration (:func:`calibrate`).
+
+    ``forward``: seconds per image through each unit's network up to its last layer; ``setup``: seconds to
+    load each model and list its layers; ``pass_bytes``: bytes of a layer a PLS pass reads per second
+    for the study's number of attributes; ``layer``: seconds of every probe of a small layer for all the
+    study's attributes (the fixed cost of a layer: QDA fits, single units, the VIP study, whatever its
+    width); ``disk_bytes``: bytes per second written and read back on the run folder's disk.
+    """
+
+    forward: Mapping[str, float]
+    setup: Mapping[str, float]
+    pass_bytes: float
+    layer: float
+    disk_bytes: float
+
+
+def unit_costs(
+    units: Sequence[Any], draws: Any, config: RunConfig, rates: Rates | None = None
+) -> list[UnitCost]:
+    """The cost of each unit of ``units`` (runner Units, with their layers' ``features``) on ``draws``;
+    with ``rates``, also its estimated time."""
+    stored_bytes = np.dtype(config.run.store_dtype).itemsize
+    n_attributes = len(draws.attributes)
+    state_per_feature = n_attributes * (config.probe.components + 2) * 4
+    budget = memory_budget(config)
+    train = len(draws.train_images())
+    evaluation = len(draws.evaluation_images(None, draws.train_images()))
+    costs = []
+    for unit in units:
+        features = int(sum(unit.features))
+        held = train * features * 4
+        mode = "ram" if held <= budget else "store"
+        disk = 0 if mode == "ram" else train * features * stored_bytes
+        ram = features * state_per_feature + (held if mode == "ram" else 0)
+        images, passes = (train, evaluation), 1
+        if unit.ablated:  # later layers again, over one attribute's own images at a time
+            attributes = _ablated_attributes(config, draws)
+            train_a = max(len(draws.train_images([a])) for a in attributes)
+            evaluation_a = max(len(draws.evaluation_images([a], draws.train_images([a]))) for a in attributes)
+            disk = 0 if mode == "ram" else train_a * features * stored_bytes
+            images, passes = (train_a, evaluation_a), len(attributes) * len(config.ablation.fractions)
+        cost = UnitCost(
+            unit.id, unit.model.label, len(unit.layers), features, *images, mode, ram, disk, passes
+        )
+        if rates is not None:
+            cost = dataclasses.replace(cost, seconds=_seconds(cost, unit, config, rates))
+        costs.append(cost)
+    return costs
+
+
+def _ablated_attributes(config: RunConfig, draws: Any) -> list[str]:
+    wanted = config.ablation.attributes if config.ablation is not None else "all"
+    return list(draws.attributes) if wanted == "all" else list(wanted)
+
+
+def _seconds(cost: UnitCost, unit: Any, config: RunConfig, rates: Rates) -> float:
+    """Setup, then per pass: the images through the network, the fits' passes over the train layers
+    (components + 1 for the PLS, one to read the picked units, one for the readouts), and the store's
+    writes and reads."""
+    forward = rates.forward[unit.id] * (cost.train_images + cost.evaluation_images)
+    layer_bytes = cost.train_images * cost.features * 4
+    fits = layer_bytes * (config.probe.components + 3) / rates.pass_bytes
+    store = 2 * cost.disk_bytes / rates.disk_bytes
+    probes = cost.layers * rates.layer * (1 if unit.ablated is None else 1 / len(config.ablation.fractions))
+    return rates.setup[unit.model.id] + cost.passes * (forward + fits + store + probes)
+
+
+#: Images timed per unit to measure its forward rate, and the size of the matrix that times a PLS pass.
+_CALIBRATION_IMAGES = 8
+_CALIBRATION_SHAPE = (512, 32768)
+
+
+def calibrate(units: Sequence[Any], config: RunConfig, n_attributes: int, folder: Path) -> Rates:
+    """Measure this machine's rates for ``units`` (a few seconds): each model loaded once and a batch of
+    random images run up to each unit's last layer, a PLS fit of ``n_attributes`` targets on a random
+    matrix, and a file written and read back where the run folder will be."""
+    import time
+
+    import torch
+
+    from faceprobe.devices import resolve_device
+    from faceprobe.extract import catalogue, extract
+    from faceprobe.pls import fit_shared
+
+    device = resolve_device(config.run.device)
+    forward: dict[str, float] = {}
+    setup: dict[str, float] = {}
+    for entry in {unit.model.id: unit.model for unit in units}.values():
+        start = time.perf_counter()
+        loaded = entry.load()
+        images = torch.rand(_CALIBRATION_IMAGES, 3, *loaded.preprocessing.input_size)
+        catalogue(loaded.module, images[:2])  # as a unit does before its passes
+        setup[entry.id] = time.perf_counter() - start
+        for unit in (u for u in units if u.model.id == entry.id):
+            last = [unit.layers[-1]]
+            extract(loaded.module, images[:2], last, device=device, precision=config.run.precision)  # warm
+            start = time.perf_counter()
+            extract(loaded.module, images, last, device=device, precision=config.run.precision)
+            forward[unit.id] = (time.perf_counter() - start) / len(images)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal(_CALIBRATION_SHAPE, dtype=np.float32)
+    Y = rng.integers(0, 2, (X.shape[0], n_attributes)).astype(float)
+    masks = rng.random(Y.shape) < 0.5
+    start = time.perf_counter()
+    fit_shared(X, Y, masks, config.probe.components)
+    pass_bytes = X.nbytes * (config.probe.components + 1) / (time.perf_counter() - start)
+    return Rates(forward, setup, pass_bytes, _layer_seconds(config, n_attributes), _disk_rate(folder))
+
+
+def _layer_seconds(config: RunConfig, n_attributes: int) -> float:
+    """Seconds to probe a small layer (8 channels of 2x2, 256 images) for ``n_attributes`` attributes."""
+    import time
+
+    from faceprobe.studies.layerwise import AttributeRows, probe_layer
+
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((256, 32), dtype=np.float32)
+    half = np.arange(128)
+    rows = {}
+    for a in range(n_attributes):
+        y = rng.integers(0, 2, 256)
+        rows[str(a)] = AttributeRows(half, half + 128, y[:128], y[128:])
+    probe = config.probe
+    start = time.perf_counter()
+    probe_layer(X, (8, 2, 2), rows, probe.top_k, probe.components, probe.single_units, probe.vip_study)
+    return time.perf_counter() - start
+
+
+def _disk_rate(folder: Path) -> float:
+    """Bytes per second written (and synced) then read back in the nearest existing folder of ``folder``."""
+    import os
+    import tempfile
+    import time
+
+    while not folder.exists():
+        folder = folder.parent
+    data = os.urandom(32 * 2**20)
+    start = time.perf_counter()
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".faceprobe-disk-rate-") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+        handle.seek(0)
+        handle.read()
+    return 2 * len(data) / (time.perf_counter() - start)
+
+
+def memory_budget(config: RunConfig) -> int:
+    """Bytes a work unit may hold its layers in: ``run.memory_gb``, or by default half the memory this
+    machine has free, shared by the workers of a local Dask cluster. Holding in RAM is the fast path; the
+    store takes what does not fit."""
+    if config.run.memory_gb is not None:
+        return int(config.run.memory_gb * 2**30)
+    import psutil
+
+    workers = config.run.workers if config.run.executor == "dask" else 1
+    return int(psutil.virtual_memory().available * _FREE_SHARE_RAM / workers)
+
+
+def disk_budget(config: RunConfig, run_dir: Path) -> int:
+    """Bytes the run may fill: ``run.disk_gb``, or the free space of the run folder's disk less 10%."""
+    if config.run.disk_gb:
+        return int(config.run.disk_gb * 2**30)
+    place = run_dir
+    while not place.exists():
+        place = place.parent
+    return int(shutil.disk_usage(place).free * _FREE_SHARE)
+
+
+def peak_disk(costs: Sequence[UnitCost]) -> int:
+    """Stores stay until the run ends: every probe unit's store, plus the largest ablated pass's."""
+    ablated = [c.disk_bytes for c in costs if "__ablate" in c.unit]
+    return sum(c.disk_bytes for c in costs if "__ablate" not in c.unit) + max(ablated, default=0)
+
+
+def check_budgets(costs: Sequence[UnitCost], config: RunConfig, run_dir: Path) -> None:
+    """Refuse, in one line, a study whose activation stores would not fit its disk budget."""
+    budget, peak = disk_budget(config, run_dir), peak_disk(costs)
+    if peak > budget:
+        hint = '; store_dtype = "float16" halves it' if config.run.store_dtype == "float32" else ""
+        raise FaceprobeError(
+            f"the study needs {_gib(peak)} of activation store but run.disk_gb allows {_gib(budget)} "
+            f"({_gib(peak - budget)} too many); probe fewer layers, draw fewer train images, raise "
+            f"run.memory_gb to hold more in RAM, or free disk{hint}"
+        )
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB"

@@ -1,0 +1,124 @@
+"""Passes over X run their products with one BLAS thread, split between faceprobe's own threads.
+
+Multithreaded BLAS products on row blocks this small collapse when another process holds a core; these
+tests fail if a pass runs its products with more than one BLAS thread, if the limit outlives the fit, or
+if the result depends on how many threads shared the pass.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from faceprobe import pls
+from faceprobe.pls import PLS, fit_shared, transform_shared
+
+CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _blas_threads() -> int:
+    """What threadpoolctl itself reads from the loaded BLAS libraries (not faceprobe's bookkeeping)."""
+    return max((lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"), default=0)
+
+
+@pytest.fixture
+def blocks_seen(monkeypatch):
+    """Records, for every block a pass reads, the reading thread and BLAS's thread limit at that moment."""
+    seen: list[tuple[int, int]] = []
+    original = pls._RowBlocks.reader
+
+    def reader(self):
+        read = original(self)
+
+        def spy(span):
+            for rows, block in read(span):
+                seen.append((threading.get_ident(), _blas_threads()))
+                yield rows, block
+
+        return spy
+
+    monkeypatch.setattr(pls._RowBlocks, "reader", reader)
+    return seen
+
+
+@pytest.fixture
+def two_blas_threads():
+    with threadpool_limits(2, user_api="blas"):
+        if _blas_threads() != 2:
+            pytest.skip("no BLAS that threadpoolctl can set to 2 threads")
+        yield
+
+
+def _data(n=512, m=8192):
+    """16 MiB of float32: above the size where passes are split, four 4 MiB blocks."""
+    rng = np.random.default_rng(0)
+    X = rng.random((n, m), dtype=np.float32)
+    y = (X[:, :32].sum(axis=1) > 16).astype(np.float64)
+    return X, y
+
+
+def test_fit_and_transform_products_run_with_one_blas_thread(blocks_seen, two_blas_threads):
+    X, y = _data()
+    model = PLS(4).fit(X, y)
+    fit_reads = len(blocks_seen)
+    transform_shared(X, [model])
+    assert fit_reads == 5 * 4 and len(blocks_seen) == 6 * 4  # 5 passes of 4 blocks, then one more
+    assert {limit for _, limit in blocks_seen} == {1}
+    assert _blas_threads() == 2  # restored after the fit
+
+
+@pytest.mark.skipif(CPUS < 2, reason="one CPU: passes run in the calling thread")
+def test_a_pass_is_split_between_threads_as_many_as_blas_allows(blocks_seen, two_blas_threads):
+    X, y = _data()
+    fit_shared(X, np.column_stack([y, 1 - y]), n_components=2)
+    assert len({thread for thread, _ in blocks_seen}) == 2
+    blocks_seen.clear()
+    with threadpool_limits(1, user_api="blas"):  # a caller's limit of one thread: one thread per pass
+        PLS(2).fit(X, y)
+    assert {thread for thread, _ in blocks_seen} == {threading.get_ident()}
+
+
+def test_results_do_not_depend_on_the_threads_of_a_pass(monkeypatch, two_blas_threads):
+    X, y = _data()
+    split = PLS(4).fit(X, y)
+    with threadpool_limits(1, user_api="blas"):
+        single = PLS(4).fit(X, y)
+    monkeypatch.setenv(pls._PASSES_ENV, "blas")  # the old passes: one thread, BLAS's threads per product
+    old = PLS(4).fit(X, y)
+    for name in ("x_weights_", "x_loadings_", "x_scores_", "x_rotations_", "vip_"):
+        np.testing.assert_array_equal(getattr(split, name), getattr(single, name), err_msg=name)
+        np.testing.assert_allclose(getattr(split, name), getattr(old, name), rtol=1e-5, err_msg=name)
+    np.testing.assert_array_equal(split.transform(X), single.transform(X))
+
+
+class _FailingRead:
+    """A float16 array-like whose reads fail from row ``bad`` on."""
+
+    def __init__(self, X, bad):
+        self.X, self.shape, self.dtype, self.bad = X, X.shape, X.dtype, bad
+
+    def __getitem__(self, rows):
+        if rows.stop > self.bad:
+            raise OSError("disk gone")
+        return self.X[rows]
+
+
+def test_a_failed_read_in_any_thread_raises_and_releases_the_limit(two_blas_threads):
+    X, y = _data(m=16384)
+    with pytest.raises(OSError, match="disk gone"):
+        PLS(2).fit(_FailingRead(X.astype(np.float16), bad=400), y)
+    assert _blas_threads() == 2
+
+
+def test_overlapping_fits_leave_blas_as_they_found_it(two_blas_threads):
+    X, y = _data()
+    fits = [threading.Thread(target=PLS(3).fit, args=(X, y)) for _ in range(3)]
+    for fit in fits:
+        fit.start()
+    for fit in fits:
+        fit.join()
+    assert _blas_threads() == 2
