@@ -52,6 +52,33 @@ def tiny_faces(tmp_path_factory) -> Path:
     )
 
 
+def tiny_study(faces: Path, **tables: dict) -> str:
+    """A study file over the tiny faces: two attributes, the small network at 32 pixels, on the CPU.
+
+    ``tables`` add or override keys per table, e.g. ``probe={"vip_study": 6}, ablation={"depths": [2]}``;
+    values are written as JSON, which TOML reads the same for strings, numbers, booleans and lists.
+    """
+    study = {
+        "data": {
+            "spec": f"synthetic:{faces}",
+            "attributes": ["Eyeglasses", "Wearing_Hat"],
+            "train": 16,
+            "val": 24,
+            "seed": 3,
+        },
+        "models": {"architecture": "small", "weights": ["random"], "layers": "auto", "input_size": 32},
+        "probe": {"components": 3, "top_k": 3},
+        "run": {"batch_size": 16, "device": "cpu"},
+    }
+    for table, keys in tables.items():
+        study[table] = {**study.get(table, {}), **keys}
+    lines = []
+    for table, keys in study.items():
+        lines += ["[[models]]" if table == "models" else f"[{table}]"]
+        lines += [f"{key} = {json.dumps(value)}" for key, value in keys.items()] + [""]
+    return "\n".join(lines)
+
+
 @pytest.fixture(scope="module")
 def extractions():
     """Each call of the store's extraction while the module runs: layers asked for, images run through the

@@ -115,6 +115,21 @@ def test_run_help_shows_the_study_tables_literally():
     assert "[data], [[models]], [probe], [ablation], [run], [baseline]" in text
 
 
+@pytest.mark.parametrize("command", [["demo"], ["train", "recognition"], ["probe"]])
+def test_help_paragraphs_rewrap_to_a_narrow_terminal(command):
+    """Docstrings are hard-wrapped at 110 columns: at 80, breaking each source line again would leave a
+    stub line after every full one. Rewrapped as paragraphs, only a paragraph's last line may be short."""
+    proc = run_cli(*command, "--help", env={"COLUMNS": "80"})
+    assert proc.returncode == 0, proc.stderr
+    prose = [line.strip() for line in proc.stdout.splitlines() if line[:1] not in ("╭", "│", "╰")]
+    paragraphs = "\n".join(prose).split("\n\n")
+    for paragraph in paragraphs:
+        lines = paragraph.strip("\n").splitlines()
+        stubs = [line for line in lines[:-1] if len(line) < 40]
+        assert not stubs, f"ragged: {stubs} in\n{paragraph}"
+    assert sum(len(p.splitlines()) > 2 for p in paragraphs) >= 1, "a paragraph long enough to show it"
+
+
 # --- "did you mean" for layer and model names ---------------------------------------------------------------
 
 
@@ -249,3 +264,65 @@ def test_probe_takes_the_probe_and_ablation_settings_a_study_file_can_set(tiny_f
     results, ablation = read_table(out), read_table(out, "ablation")
     assert set(results.loc[results["representation"] == "neurons", "k"]) == {2}
     assert set(ablation["ablated_layer"]) == {"backbone.stage2.0"} and set(ablation["fraction"]) == {0.5}
+
+
+# --- probe --plan: the plan of a study given as flags -------------------------------------------------------
+
+STUDY = """
+[data]
+spec = "synthetic:{faces}"
+attributes = ["Eyeglasses", "Wearing_Hat"]
+train = 16
+val = 24
+
+[[models]]
+architecture = "small"
+input_size = 32
+
+[probe]
+vip_study = 6
+
+[ablation]
+depths = ["backbone.stage2.0"]
+fractions = [0.5]
+
+[run]
+memory_gb = 0
+device = "cpu"
+batch_size = 16
+"""
+
+
+def _plan_rows(stdout: str) -> list[list[str]]:
+    """The plan table's rows without the time column: the calibration measures a new time on every call."""
+    rows = [
+        [cell.strip() for cell in line.split("│")[1:-1]] for line in stdout.splitlines() if line[:1] == "│"
+    ]
+    return [row[:-1] for row in rows]
+
+
+def test_probe_plan_prints_the_plan_of_the_same_study_file_and_writes_nothing(tiny_faces, tmp_path):
+    study = tmp_path / "study.toml"
+    study.write_text(STUDY.format(faces=tiny_faces))
+    wide = {"COLUMNS": "250"}
+    from_file = run_cli("plan", str(study), "--out", str(tmp_path / "file-run"), env=wide)
+    assert from_file.returncode == 0, from_file.stderr
+    out = tmp_path / "run"
+    flags = [
+        "--model",
+        "small",
+        "--data",
+        f"synthetic:{tiny_faces}",
+        "--attributes",
+        "Eyeglasses,Wearing_Hat",
+    ]
+    flags += ["--train", "16", "--val", "24", "--input-size", "32", "--vip-study", "6", "--device", "cpu"]
+    flags += ["--batch-size", "16", "--memory-gb", "0", "--ablate", "backbone.stage2.0"]
+    flags += ["--ablation-fractions", "0.5", "--out", str(out)]
+    from_flags = run_cli("probe", *flags, "--plan", env=wide)
+    assert from_flags.returncode == 0, from_flags.stderr
+    assert not out.exists() and not (tmp_path / "file-run").exists(), "planning writes nothing"
+    rows = _plan_rows(from_flags.stdout)
+    assert len(rows) == 2 and {row[1] for row in rows} == {"store"}, from_flags.stdout  # probes, ablation
+    assert rows == _plan_rows(from_file.stdout), (from_flags.stdout, from_file.stdout)
+    assert ": fits;" in from_flags.stdout

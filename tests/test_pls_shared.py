@@ -120,36 +120,83 @@ def test_zarr_array_is_read_in_whole_chunks(tmp_path):
     zarr = pytest.importorskip("zarr")
     X, Y, masks = _layer(n=150, m=40, n_targets=4)
     X = X.astype(np.float32)
-    store = zarr.create_array(store=tmp_path / "x.zarr", shape=X.shape, chunks=(7, 40), dtype="float32")
+    store = zarr.create_array(store=tmp_path / "x.zarr", shape=X.shape, chunks=(8, 40), dtype="float32")
     store[:] = X
     counting = _CountingReads(store, chunks=store.chunks)
-    shared = fit_shared(counting, Y, masks, n_components=4, block_bytes=40 * 4 * 24)  # 24 rows -> 21
+    shared = fit_shared(counting, Y, masks, n_components=4, block_bytes=40 * 4 * 24)  # 24 rows -> 16
     assert counting.reads
     for start, stop in counting.reads:
-        assert start % 7 == 0
-        assert stop % 7 == 0 or stop == X.shape[0]
-    assert {stop - start for start, stop in counting.reads} == {21, 150 % 21}
+        assert start % 8 == 0
+        assert stop % 8 == 0 or stop == X.shape[0]
+    assert {stop - start for start, stop in counting.reads} == {16, 150 % 16}
     for a, model in enumerate(shared):
         rows = masks[:, a]
         _assert_same(model, PLS(4).fit(X[rows], Y[rows, a]), 5e-5)
 
 
-def test_row_blocks_are_read_in_chunk_multiples_of_at_least_one_chunk():
-    X = np.arange(1000, dtype=np.float16).reshape(100, 10)
-    one_chunk = _RowBlocks(_CountingReads(X, chunks=(30, 10)), block_bytes=1)  # 16-row blocks
-    assert (one_chunk.piece_rows, one_chunk.rows) == (30, 16)
-    assert _RowBlocks(_CountingReads(X, chunks=(6, 10)), block_bytes=40 * 20).piece_rows == 18
-    assert _RowBlocks(_CountingReads(X), block_bytes=40 * 20).rows == 20
-    # Blocks of 16 rows within each 30-row read, converted to float32 into a reused buffer.
-    counting = _CountingReads(X, chunks=(30, 10))
-    blocks = [(rows, block.copy()) for rows, block in _RowBlocks(counting, block_bytes=1)]
-    assert counting.reads == [(0, 30), (30, 60), (60, 90), (90, 100)]
-    assert [(r.start, r.stop) for r, _ in blocks] == [
-        (0, 16), (16, 30), (30, 46), (46, 60), (60, 76), (76, 90), (90, 100)
-    ]  # fmt: skip
-    for rows, block in blocks:
-        assert block.dtype == np.float32
-        np.testing.assert_array_equal(block, X[rows])
+class _Streamed:
+    """A layer whose rows arrive once per pass, in batches of uneven sizes, as a streamed layer's do."""
+
+    def __init__(self, X, batches=(7, 13, 64)):
+        self.X, self.shape, self.dtype, self.batches, self.passes = (
+            X,
+            X.shape,
+            np.dtype(np.float32),
+            batches,
+            0,
+        )
+
+    def stream_rows(self):
+        self.passes += 1
+        start, i = 0, 0
+        while start < len(self.X):
+            stop = start + self.batches[i % len(self.batches)]
+            yield self.X[start:stop].astype(np.float32)
+            start, i = stop, i + 1
+
+
+def _sources(X):
+    """The same float32 matrix held, read from a chunked array of odd chunk rows, in float16 and streamed."""
+    return {
+        "held": X,
+        "chunked": _CountingReads(X, chunks=(30, X.shape[1])),
+        "float16": X.astype(np.float16).astype(np.float32).astype(np.float16),
+        "streamed": _Streamed(X),
+    }
+
+
+def test_row_blocks_are_the_same_whatever_the_source():
+    X = (np.arange(1000, dtype=np.float32) % 97).reshape(100, 10)  # exact in float16 too
+    partitions = {}
+    for name, source in _sources(X).items():
+        blocks = _RowBlocks(source, block_bytes=1)  # 16-row blocks: at least 16 rows, a power of two
+        assert (blocks.rows, blocks.chunk_rows) == (16, 16)
+        seen = [(rows, block.copy()) for rows, block in blocks]
+        for rows, block in seen:
+            assert block.dtype == np.float32
+            np.testing.assert_array_equal(block, X[rows])
+        partitions[name] = [(rows.start, rows.stop) for rows, _ in seen]
+    assert all(p == partitions["held"] for p in partitions.values()), partitions
+    assert partitions["held"] == [(s, min(s + 16, 100)) for s in range(0, 100, 16)]
+    assert _RowBlocks(X, block_bytes=40 * 20).rows == 16  # 20 rows of 40 bytes, down to a power of two
+
+
+def test_a_layer_fits_to_the_last_bit_the_same_held_read_or_streamed():
+    X, Y, masks = _layer(n=300, m=50)
+    X = X.astype(np.float32)
+    sources = _sources(X)
+    del sources["float16"]  # other values
+    fits = {
+        name: fit_shared(source, Y, masks, n_components=5, block_bytes=50 * 4 * 8)
+        for name, source in sources.items()
+    }
+    assert sources["streamed"].passes == 6  # one pass for the means, one per component
+    for name, fitted in fits.items():
+        for ours, held in zip(fitted, fits["held"], strict=True):
+            for attribute in FITTED:
+                np.testing.assert_array_equal(
+                    getattr(ours, attribute), getattr(held, attribute), err_msg=name
+                )
 
 
 def test_passes_over_x_do_not_grow_with_the_number_of_targets():
@@ -164,8 +211,9 @@ def test_passes_over_x_do_not_grow_with_the_number_of_targets():
         assert sum(start == 0 for start, _ in counting.reads) == 6  # one pass for the means, one a component
         assert sum(stop - start for start, stop in counting.reads) == 6 * 200
         heights[n_targets] = counting.reads[0][1]
-    # 9600 bytes hold 20 rows of 60 float64 features; 12 targets read at least 2 rows per target at once
-    assert heights == {1: 20, 12: 24}
+    # 9600 bytes hold 20 rows of 60 float64 features, 16 as a power of two; 12 targets read at least 2 rows
+    # per target at once, 32 as a power of two
+    assert heights == {1: 16, 12: 32}
 
 
 def test_a_tiny_budget_fits_in_groups_with_the_same_results():
@@ -213,3 +261,31 @@ def test_bad_shapes_are_refused():
     with pytest.raises(ProbeInputError, match="positive integer"):
         fit_shared(X, Y, masks, n_components=0)
     assert fit_shared(X, Y[:, :0]) == []
+
+
+def test_a_pass_multiplies_each_block_by_the_targets_that_fit_on_it_only(monkeypatch):
+    import faceprobe.pls as pls
+
+    # Three targets on disjoint row ranges (train draws grouped by image, as a study's train union is):
+    # a pass costs each target's own rows, not the union's rows times the targets.
+    X, Y, _ = _layer(n=192, m=40, n_targets=3)
+    masks = np.zeros((192, 3), dtype=bool)
+    for a in range(3):
+        masks[64 * a : 64 * (a + 1), a] = True
+    work: list[int] = []
+    accumulate = pls._accumulate_vtx
+
+    def counted(blocks, k, weights, support=None):
+        def spy(rows, block, targets):
+            work.append((rows.stop - rows.start) * (k if targets is None else len(targets)))
+            return weights(rows, block, targets)
+
+        return accumulate(blocks, k, spy, support)
+
+    monkeypatch.setattr(pls, "_accumulate_vtx", counted)
+    shared = fit_shared(X, Y, masks, n_components=3, block_bytes=40 * 8 * 16)  # 16-row blocks
+    means_pass = 192 * 2  # each row: its target's deflated y and its row set's indicator
+    assert sum(work) == means_pass + 3 * 192, work  # then one score per row and component
+    for a, model in enumerate(shared):
+        rows = masks[:, a]
+        _assert_same(model, PLS(3).fit(X[rows], Y[rows, a]), 1e-8)

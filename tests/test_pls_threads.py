@@ -72,14 +72,38 @@ def test_fit_and_transform_products_run_with_one_blas_thread(blocks_seen, two_bl
 
 
 @pytest.mark.skipif(CPUS < 2, reason="one CPU: passes run in the calling thread")
-def test_a_pass_is_split_between_threads_as_many_as_blas_allows(blocks_seen, two_blas_threads):
+def test_a_pass_is_split_between_threads_as_many_as_blas_allows(monkeypatch, two_blas_threads):
     X, y = _data()
+    main, helped, waited = threading.get_ident(), threading.Event(), threading.Event()
+    readers: list[int] = []  # each thread of a pass takes one reader for the pass
+    original = pls._RowBlocks.reader
+
+    def reader(self):
+        read = original(self)
+        readers.append(threading.get_ident())
+
+        def spy(span):
+            for rows, block in read(span):
+                if threading.get_ident() != main:
+                    helped.set()
+                elif split and not waited.is_set():  # hold the first block until another thread reads
+                    waited.set()  # one: on a busy machine this thread could take every chunk itself
+                    helped.wait(timeout=10)
+                yield rows, block
+
+        return spy
+
+    monkeypatch.setattr(pls._RowBlocks, "reader", reader)
+    split = True
     fit_shared(X, np.column_stack([y, 1 - y]), n_components=2)
-    assert len({thread for thread, _ in blocks_seen}) == 2
-    blocks_seen.clear()
+    passes = readers.count(main)
+    assert passes == 3  # the means, then one per component
+    assert helped.is_set() and len(readers) == 2 * passes  # one more thread in each pass
+    readers.clear()
+    split = False
     with threadpool_limits(1, user_api="blas"):  # a caller's limit of one thread: one thread per pass
         PLS(2).fit(X, y)
-    assert {thread for thread, _ in blocks_seen} == {threading.get_ident()}
+    assert set(readers) == {main}
 
 
 def test_results_do_not_depend_on_the_threads_of_a_pass(monkeypatch, two_blas_threads):

@@ -67,19 +67,26 @@ def _compute_dtype(dtype: np.dtype) -> np.dtype:
 
 
 class _RowBlocks:
-    """Reads a 2-D array-like (ndarray, memmap, zarr array, ...) in row blocks of the compute dtype.
+    """Reads a 2-D array-like (ndarray, memmap, zarr array, stored or streamed layer) in row blocks of the
+    compute dtype.
 
-    Blocks are about ``block_bytes`` (at least ``min_rows`` rows, since products with many columns run far
-    below speed on fewer), small enough to stay in cache for the two products of a pass. A block of an
-    ndarray already in the compute dtype is a view. Anything else is read in larger pieces (for a chunked
-    array such as zarr, whole chunk rows, so no chunk is read twice in a pass) into one reused buffer, and
-    each block of a piece is converted into another reused buffer when its dtype is not the compute dtype;
-    fresh buffers per read would be first-touched memory every time. A block is therefore only valid until
-    the next one is read. An array with a ``read_rows(rows, out)`` method (a layer of the activation store)
-    fills the read buffer itself.
+    The blocks, and the chunks a pass is split into, depend only on the matrix's size and the block size
+    asked for, never on where the rows come from: sums of products over blocks are then added in the same
+    order, so a layer held in RAM, read from the store or streamed through the network gives the same fit
+    to the last bit. Blocks are a power of two of rows (about ``block_bytes``, at least ``min_rows``:
+    products with many columns run far below speed on fewer rows), small enough to stay in cache for the
+    two products of a pass; a chunk is a power of two of blocks.
 
-    A pass is split into chunks of whole pieces (a few blocks each) that the pass's threads take in turn;
-    each thread reads its chunks through its own :meth:`reader`, so the buffers above are per thread.
+    A block of an ndarray already in the compute dtype is a view. Anything else is read in larger pieces
+    (whole blocks, at least a chunk row of a chunked array such as zarr) into one reused buffer, and each
+    block of a piece is converted into another reused buffer when its dtype is not the compute dtype; fresh
+    buffers per read would be first-touched memory every time. A block is therefore only valid until the
+    next one is read. An array with a ``read_rows(rows, out)`` method (a layer of the activation store)
+    fills the read buffer itself; one with a ``stream_rows()`` method (a layer streamed through the network,
+    :mod:`faceprobe.extract.lockstep`) yields every row once per pass, in order, in batches of any size.
+
+    A pass is split into chunks that the pass's threads take in turn (a streamed layer's in one thread, in
+    order); each thread reads its chunks through its own :meth:`reader`, so the buffers above are per thread.
     """
 
     def __init__(self, X: Any, block_bytes: int, min_rows: int = _MIN_BLOCK_ROWS) -> None:
@@ -90,16 +97,16 @@ class _RowBlocks:
         self.X = X
         self.n, self.m = (int(s) for s in X.shape)
         self.dtype = _compute_dtype(np.dtype(X.dtype))
-        self.rows = int(min(self.n, max(min_rows, block_bytes // max(1, self.m * self.dtype.itemsize))))
-        self.piece_rows = self.rows
-        chunks = getattr(X, "chunks", None)
-        if chunks and isinstance(chunks[0], (int, np.integer)):
-            height = int(chunks[0])
-            self.piece_rows = int(min(self.n, max(height, self.rows - self.rows % height)))
+        self.streamed = hasattr(X, "stream_rows")
+        fitting = block_bytes // max(1, self.m * self.dtype.itemsize)
+        self.rows = max(1, min(self.n, max(_power_of_two(min_rows, up=True), _power_of_two(fitting))))
         # Chunks small enough that every thread gets several, and the same whatever the number of threads,
         # so that the sums, added chunk by chunk in row order, are too.
-        per_chunk = min(_CHUNK_BLOCKS, max(1, -(-self.n // self.rows) // (2 * _MAX_WORKERS)))
-        self.chunk_rows = max(1, -(-per_chunk * self.rows // self.piece_rows) * self.piece_rows)
+        blocks = -(-self.n // self.rows)
+        self.chunk_rows = self.rows * _power_of_two(min(_CHUNK_BLOCKS, max(1, blocks // (2 * _MAX_WORKERS))))
+        chunks = getattr(X, "chunks", None)
+        height = int(chunks[0]) if chunks and isinstance(chunks[0], (int, np.integer)) else self.rows
+        self.piece_rows = min(self.chunk_rows, self.rows * -(-height // self.rows))
 
     def __iter__(self) -> Iterator[tuple[slice, NDArray]]:
         return self.reader()(slice(0, self.n))
@@ -108,7 +115,7 @@ class _RowBlocks:
         return [slice(s, min(s + self.chunk_rows, self.n)) for s in range(0, self.n, self.chunk_rows)]
 
     def reader(self) -> Callable[[slice], Iterator[tuple[slice, NDArray]]]:
-        """The blocks of a chunk (a range of whole pieces), read into buffers of this reader's own."""
+        """The blocks of a chunk, read into buffers of this reader's own."""
         X, stored = self.X, np.dtype(self.X.dtype)
         if isinstance(X, np.ndarray) and stored == self.dtype:
 
@@ -118,6 +125,8 @@ class _RowBlocks:
                     yield rows, X[rows]
 
             return views
+        if self.streamed:
+            return self._stream_reader()
         read_rows = getattr(X, "read_rows", None)
         raw = np.empty((self.piece_rows, self.m), stored) if read_rows is not None else None
         converted = np.empty((self.rows, self.m), self.dtype) if stored != self.dtype else None
@@ -134,12 +143,53 @@ class _RowBlocks:
 
         return pieces
 
+    def _stream_reader(self) -> Callable[[slice], Iterator[tuple[slice, NDArray]]]:
+        """Blocks cut from the batches of one pass of a streamed layer (started by the first block asked
+        for): a block inside a batch is a view of it, one across batches is copied together."""
+        batches: Iterator[NDArray] | None = None
+        batch = np.empty((0, self.m), self.dtype)
+        at = 0  # rows of ``batch`` already handed out
+        joined = np.empty((self.rows, self.m), self.dtype)
+
+        def take(count: int) -> NDArray:
+            nonlocal batches, batch, at
+            if batches is None:
+                batches = iter(self.X.stream_rows())
+            if at == len(batch):
+                batch, at = np.asarray(next(batches), dtype=self.dtype), 0
+            if len(batch) - at >= count:
+                at += count
+                return batch[at - count : at]
+            filled = 0
+            while filled < count:
+                if at == len(batch):
+                    batch, at = np.asarray(next(batches), dtype=self.dtype), 0
+                part = min(count - filled, len(batch) - at)
+                joined[filled : filled + part] = batch[at : at + part]
+                filled, at = filled + part, at + part
+            return joined[:count]
+
+        def blocks(span: slice) -> Iterator[tuple[slice, NDArray]]:
+            for start in range(span.start, span.stop, self.rows):
+                rows = slice(start, min(start + self.rows, span.stop))
+                yield rows, take(rows.stop - rows.start)
+
+        return blocks
+
+
+def _power_of_two(n: int, up: bool = False) -> int:
+    """The power of two nearest ``n`` from below (from above with ``up``); 1 for n <= 1."""
+    if n <= 1:
+        return 1
+    below = 1 << (int(n).bit_length() - 1)
+    return below * 2 if up and below < n else below
+
 
 def _convert(block: NDArray, out: NDArray) -> NDArray:
     """``block`` converted into ``out``: by torch when it is loaded (SIMD and threaded; NumPy converts
     float16 one value at a time, which took longer than the products of a pass), else by NumPy."""
     torch = sys.modules.get("torch")
-    if torch is None or not block.flags.c_contiguous:
+    if torch is None or not block.flags.c_contiguous or not block.flags.writeable:  # torch wants writable
         np.copyto(out, block)
     else:
         torch.from_numpy(out).copy_(torch.from_numpy(block))
@@ -215,8 +265,9 @@ def _with_one_blas_thread(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def _pass_threads(blocks: _RowBlocks, n_chunks: int | None = None) -> int:
     """Threads for a pass: as many as BLAS may use (so its thread settings still apply), within the CPUs
-    this process may run on and the chunks; one for a small X, where starting threads costs more."""
-    if _legacy_passes() or blocks.n * blocks.m * blocks.dtype.itemsize < _MIN_SPLIT_BYTES:
+    this process may run on and the chunks; one for a small X, where starting threads costs more, and one
+    for a streamed X, whose rows arrive once, in order."""
+    if _legacy_passes() or blocks.streamed or blocks.n * blocks.m * blocks.dtype.itemsize < _MIN_SPLIT_BYTES:
         return 1
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(_BLAS.threads(), cpus, n_chunks or _MAX_WORKERS, _MAX_WORKERS))
@@ -403,9 +454,9 @@ def fit_shared(
     max_bytes : int, optional
         Budget for the working state, about ``(2 n_components + 5 + 4 threads) m`` values of the compute dtype
         per target (weights, loadings, cross-products, means, the sums of a pass, and per thread of a pass its
-        partial sums and two rows of each block of X it reads). Targets
-        are fitted in groups that fit in it, each group costing its own ``n_components + 1`` passes. By
-        default the larger of 1 GiB and half of X (in the compute dtype). Each fitted model keeps
+        partial sums and two rows of each block of X it reads). Targets are fitted in groups that fit in
+        it, each group costing its own ``n_components + 1`` passes. By default the larger of 1 GiB and half
+        of X (in the compute dtype; a streamed X takes no memory, so 1 GiB). Each fitted model keeps
         ``(3 n_components + 2) m`` values (weights, loadings, rotations, VIP and means) after the fit.
 
     Returns
@@ -433,7 +484,8 @@ def fit_shared(
     itemsize = blocks.dtype.itemsize
     per_target = (2 * n_components + 5 + 4 * _pass_threads(blocks)) * blocks.m * itemsize
     per_target += (n_components + 4) * n * 8
-    budget = max(_MIN_STATE_BYTES, n * blocks.m * itemsize // 2) if max_bytes is None else max_bytes
+    held = 0 if blocks.streamed else n * blocks.m * itemsize  # a streamed X is not in memory at all
+    budget = max(_MIN_STATE_BYTES, held // 2) if max_bytes is None else max_bytes
     n_groups = -(-n_targets // max(1, budget // per_target))
     # Blocks of at least 2 rows per target: 40-column products on 16 rows ran at half speed here.
     blocks = _RowBlocks(X, block_bytes, min_rows=max(_MIN_BLOCK_ROWS, 2 * -(-n_targets // n_groups)))
@@ -474,7 +526,7 @@ def transform_shared(
 
         def project(chunk: slice) -> None:
             for rows, block in read(chunk):
-                np.matmul(block, R, out=out[rows])
+                np.dot(block, R, out=out[rows])
                 out[rows] -= offset
 
         return project
@@ -577,8 +629,14 @@ def _fit_lockstep(
 
     # One pass: [Yd, indicators]'X, the cross-products X'Yc = Xc'Yc and the column sums over each row set.
     V = np.column_stack([Yd, indicators]).astype(dtype)
+    rows_of = np.arange(indicators.shape[1])  # the rows each column of V may be nonzero in: its row set
     with np.errstate(invalid="ignore"):  # non-finite X (0 * inf in a product) is reported just below
-        acc = _accumulate_vtx(blocks, V.shape[1], lambda rows, block: V[rows])
+        acc = _accumulate_vtx(
+            blocks,
+            V.shape[1],
+            lambda rows, block, targets: V[rows] if targets is None else V[rows, targets],
+            None if masks is None else indicators[:, np.concatenate([np.repeat(mean_rows, widths), rows_of])],
+        )
     M, means = acc[: Yd.shape[1]], acc[Yd.shape[1] :]
     finite = np.all(np.isfinite(means), axis=0)
     if not np.all(finite):
@@ -664,23 +722,54 @@ def _scores_and_cross(
     blocks: _RowBlocks, W: NDArray, offset: NDArray[np.float64], keep: NDArray[np.bool_] | None
 ) -> tuple[NDArray[np.float64], NDArray]:
     """One pass for the k weight vectors in the rows of W: scores ``X w - offset`` (zero where ``keep`` is
-    False), n x k, and the k x m products ``t'X``, reading each block once."""
-    t = np.empty((blocks.n, W.shape[0]), dtype=np.float64)
+    False), n x k, and the k x m products ``t'X``, reading each block once. A block's products are taken
+    for the targets that keep one of its rows only (see :func:`_accumulate_vtx`)."""
+    t = np.zeros((blocks.n, W.shape[0]), dtype=np.float64)
+    weights = _Subsets(W)
 
-    def scores(rows: slice, block: NDArray) -> NDArray:
-        np.subtract(block @ W.T, offset[rows], out=t[rows])
-        if keep is not None:
-            t[rows] *= keep[rows]
-        return t[rows].astype(blocks.dtype)
+    def scores(rows: slice, block: NDArray, targets: NDArray[np.intp] | None) -> NDArray:
+        if targets is None:
+            np.subtract(np.dot(block, W.T), offset[rows], out=t[rows])
+            if keep is not None:
+                t[rows] *= keep[rows]
+            return t[rows].astype(blocks.dtype)
+        part = np.dot(block, weights.rows(targets).T) - offset[rows, targets]
+        part *= keep[rows][:, targets]  # type: ignore[index]
+        t[rows, targets] = part
+        return part.astype(blocks.dtype)
 
-    return t, _accumulate_vtx(blocks, W.shape[0], scores)
+    return t, _accumulate_vtx(blocks, W.shape[0], scores, keep)
 
 
-def _accumulate_vtx(blocks: _RowBlocks, k: int, weights: Callable[[slice, NDArray], NDArray]) -> NDArray:
-    """``V'X`` (k x m) in one pass, where ``weights(rows, block)`` gives the block's rows of V (rows x k).
+class _Subsets:
+    """Rows of a matrix picked by index, the last pick kept: consecutive blocks mostly serve the same
+    targets, and copying the picked rows of W for every block would cost as much as the products."""
 
-    Each block's product goes into a reused buffer (no fresh m-sized temporary per block, which costs more
-    than the product itself on wide layers).
+    def __init__(self, W: NDArray) -> None:
+        self.W = W
+        self.picked: tuple[NDArray[np.intp], NDArray] | None = None
+
+    def rows(self, index: NDArray[np.intp]) -> NDArray:
+        if self.picked is None or not np.array_equal(self.picked[0], index):
+            self.picked = (index, self.W[index])
+        return self.picked[1]
+
+
+def _accumulate_vtx(
+    blocks: _RowBlocks,
+    k: int,
+    weights: Callable[[slice, NDArray, NDArray[np.intp] | None], NDArray],
+    support: NDArray[np.bool_] | None = None,
+) -> NDArray:
+    """``V'X`` (k x m) in one pass, where ``weights(rows, block, targets)`` gives the block's rows of V
+    (rows x k, or only the columns ``targets`` when that is not None).
+
+    ``support`` (n x k) says which entries of V may be nonzero: each target's rows. A block's product then
+    runs over the targets that have rows in it only, so a pass costs the rows each target fits on, not the
+    union's rows times the targets (the train draws of a study overlap little). Each block's product goes
+    into a reused buffer (no fresh m-sized temporary per block, which costs more than the product itself on
+    wide layers). The products use ``np.dot``, which releases the GIL around BLAS; ``np.matmul`` of one
+    matrix by a vector held it here, so a pass's threads took turns.
     """
     acc = np.zeros((k, blocks.m), dtype=blocks.dtype)
 
@@ -689,10 +778,23 @@ def _accumulate_vtx(blocks: _RowBlocks, k: int, weights: Callable[[slice, NDArra
         partial, buffer = np.empty_like(acc), np.empty_like(acc)
 
         def accumulate(chunk: slice) -> NDArray:
-            for i, (rows, block) in enumerate(read(chunk)):
-                np.matmul(weights(rows, block).T, block, out=buffer if i else partial)
-                if i:
+            partial.fill(0)
+            for rows, block in read(chunk):
+                targets = None
+                if support is not None:
+                    targets = np.flatnonzero(support[rows].any(axis=0))
+                    if len(targets) == k:
+                        targets = None
+                    elif len(targets) == 0:  # rows no target fits on: in no sum
+                        continue
+                if targets is None:
+                    np.dot(weights(rows, block, None).T, block, out=buffer)
                     np.add(partial, buffer, out=partial)
+                    continue
+                out = buffer[: len(targets)]
+                np.dot(weights(rows, block, targets).T, block, out=out)
+                for i, target in enumerate(targets):
+                    np.add(partial[target], out[i], out=partial[target])
             return partial
 
         return accumulate

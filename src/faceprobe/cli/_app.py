@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, NoReturn, TextIO
+from typing import Annotated, Any, Final, NoReturn, TextIO
 
 import typer
 from rich.console import Console
@@ -32,20 +32,31 @@ from faceprobe import __version__
 from faceprobe.atomic import DISK_FULL, disk_full_error
 from faceprobe.errors import FaceprobeError
 
+#: Help is Markdown so that a docstring's hard-wrapped lines join into paragraphs that rewrap to the
+#: terminal's width (Rich markup would keep each line break and wrap every line again in a narrow terminal).
+HELP_MARKUP: Final = "markdown"
+
 app = typer.Typer(
     name="faceprobe",
     help=(
         "Measure where a face-recognition network encodes facial attributes: in which layers, channels and "
         "single neurons, with PLS + QDA probes and VIP scores (Diniz, 2021).\n\n"
-        "Start with [bold]faceprobe demo[/bold]: it runs the whole method offline on synthetic faces."
+        "Start with **faceprobe demo**: it runs the whole method offline on synthetic faces."
     ),
-    rich_markup_mode="rich",
+    rich_markup_mode=HELP_MARKUP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
 console = Console(stderr=True)
 out_console = Console()
+
+
+def command_group(name: str, help: str) -> typer.Typer:
+    """``faceprobe NAME SUBCOMMAND``: a group of commands whose help renders like the others'."""
+    group = typer.Typer(name=name, help=help, rich_markup_mode=HELP_MARKUP, no_args_is_help=True)
+    app.add_typer(group, name=name)
+    return group
 
 
 def _version(value: bool) -> None:

@@ -8,10 +8,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from faceprobe.cli._app import app, out_console, progress_bars, stepper
+from faceprobe.cli._app import command_group, out_console, progress_bars, stepper
 
-data_app = typer.Typer(help="Inspect datasets before a run.", no_args_is_help=True)
-app.add_typer(data_app, name="data")
+data_app = command_group("data", "Inspect datasets before a run.")
 
 _CHUNK = 512
 

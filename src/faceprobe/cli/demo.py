@@ -21,7 +21,8 @@ def demo(
         typer.Option(help="Folder for the data, the networks, the run folder (OUT/run) and the report."),
     ] = Path("faceprobe-demo"),
     quick: Annotated[
-        bool, typer.Option(help="Smaller data, fewer epochs and 8 attributes: about 2 minutes instead of ~5.")
+        bool,
+        typer.Option(help="Smaller data, fewer epochs and 8 attributes: about 2 minutes instead of about 5."),
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed for the data, the draws and the training.")] = 0,
 ) -> None:

@@ -18,7 +18,15 @@ _BASELINE_HELP = (
 )
 
 
-def _write(runs: list[Path], out: Path, groups: Path | None, baseline: Path | None) -> None:
+_SELECTIVITY_HELP = (
+    "Draw the accuracy-over-depth figures as selectivity: each accuracy less the random-label controls' "
+    "mean at the same layer (0: no better than on random labels)."
+)
+
+
+def _write(
+    runs: list[Path], out: Path, groups: Path | None, baseline: Path | None, selectivity: bool = False
+) -> None:
     from faceprobe.report.groups import DEFAULT_GROUPS, read_groups
     from faceprobe.report.html import build_report, coinciding_runs
     from faceprobe.report.run import load_run, with_baseline
@@ -28,7 +36,8 @@ def _write(runs: list[Path], out: Path, groups: Path | None, baseline: Path | No
     if baseline is not None:
         table = read_baseline(baseline)
         loaded = [with_baseline(run, table) for run in loaded]
-    index = build_report(loaded, out, read_groups(groups) if groups else DEFAULT_GROUPS)
+    chosen = read_groups(groups) if groups else DEFAULT_GROUPS
+    index = build_report(loaded, out, chosen, selectivity=selectivity)
     out_console.print(
         f"wrote {index} (figures in {out / 'figures'}, tables in {out / 'tables'})", markup=False
     )
@@ -42,6 +51,7 @@ def report(
     out: Annotated[Path | None, typer.Option(help="Folder to write (default: RUN/report).")] = None,
     groups: Annotated[Path | None, typer.Option(help=_GROUPS_HELP)] = None,
     baseline: Annotated[Path | None, typer.Option(help=_BASELINE_HELP)] = None,
+    selectivity: Annotated[bool, typer.Option("--selectivity", help=_SELECTIVITY_HELP)] = False,
 ) -> None:
     """Write the run's report: OUT/index.html (self-contained, opens from disk), figures and tables.
 
@@ -49,10 +59,10 @@ def report(
     attribute with its 95% interval, and the control's ceiling. Then accuracy over depth per attribute
     (layer, top-8 channels, top-8 neurons; 95% intervals shaded), attribute groups, the
     residual-block view, weight origins, VIP scores, best units against the baseline, representation
-    averages, ablation drops and the manifest, each averaged over the seeds of a model variant; sections
-    whose tables the run lacks say so.
+    averages, selectivity against the random-label controls, ablation drops and the manifest, each averaged
+    over the seeds of a model variant; sections whose tables the run lacks say so.
     """
-    _write([run], out or run / "report", groups, baseline)
+    _write([run], out or run / "report", groups, baseline, selectivity)
 
 
 @app.command(epilog="Example: faceprobe compare runs/resnet50 runs/vgg16 --out /tmp/compare")
@@ -61,6 +71,7 @@ def compare(
     out: Annotated[Path, typer.Option(help="Folder to write.")],
     groups: Annotated[Path | None, typer.Option(help=_GROUPS_HELP)] = None,
     baseline: Annotated[Path | None, typer.Option(help=_BASELINE_HELP)] = None,
+    selectivity: Annotated[bool, typer.Option("--selectivity", help=_SELECTIVITY_HELP)] = False,
 ) -> None:
     """Overlay several runs (architectures, weight origins, seeds) in one report at OUT/index.html."""
-    _write(runs, out, groups, baseline)
+    _write(runs, out, groups, baseline, selectivity)

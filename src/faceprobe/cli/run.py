@@ -102,8 +102,8 @@ def run(
     config: Annotated[
         Path | None,
         typer.Argument(
-            help="A TOML study file: \\[data], \\[\\[models]], \\[probe], \\[ablation], \\[run], "
-            "\\[baseline]. Relative paths in it are read against its folder."
+            help="A TOML study file: [data], [[models]], [probe], [ablation], [run], [baseline]. "
+            "Relative paths in it are read against its folder."
         ),
     ] = None,
     out: Annotated[
@@ -199,6 +199,15 @@ def probe(
     ablation_attributes: Annotated[
         str, typer.Option(help="Attributes of the ablation study, comma-separated, or all.")
     ] = "all",
+    controls: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=20,
+            help="Random-label controls probed like attributes (Control_Random, Control_Random_2, ...): "
+            "each curve's chance-level reference, their spread with more than one.",
+        ),
+    ] = 1,
     skip_bad_images: Annotated[
         bool, typer.Option(help="Leave out missing or corrupt images and list them in the manifest.")
     ] = False,
@@ -207,9 +216,24 @@ def probe(
         typer.Option(
             min=0,
             help="RAM a work unit may hold its layers of the train images in (default: half the free RAM); "
-            "wider ones stream through the on-disk activation store in OUT/store (0: always).",
+            "wider ones go to the on-disk activation store in OUT/store (0: always).",
         ),
     ] = None,
+    disk_gb: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Disk the run may fill (0: the free space of OUT's disk less 10%); the widest layers that "
+            "do not fit are streamed through the network instead, one forward pass per pass of their fits.",
+        ),
+    ] = 0.0,
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="Where the train layers are held: auto (RAM, else the store, else streamed, as the budgets "
+            "allow) | ram | store | stream. Results are the same in every mode.",
+        ),
+    ] = "auto",
     store_dtype: Annotated[
         str, typer.Option(help="float32 | float16 (half the disk; float16 can overflow on some layers).")
     ] = "float32",
@@ -228,11 +252,18 @@ def probe(
     executor: ExecutorOption = None,
     scheduler: SchedulerOption = None,
     workers: WorkersOption = None,
+    plan: Annotated[
+        bool,
+        typer.Option(
+            "--plan",
+            help="Print what the study will cost, as faceprobe plan does, and stop: nothing is written.",
+        ),
+    ] = False,
 ) -> None:
     """Probe one network from flags: a one-off study without a TOML file.
 
     Writes OUT/results.parquet (a folder of Parquet parts) and OUT/manifest.json; the same command on the same
-    OUT resumes a killed run.
+    OUT resumes a killed run. With --plan it prints each work unit's images, mode, RAM, disk and time instead.
     """
     from faceprobe.run.config import parse_config
 
@@ -245,6 +276,7 @@ def probe(
             "test": test,
             "seed": seed,
             "skip_bad_images": skip_bad_images,
+            "controls": controls,
         },
         "models": [
             {
@@ -263,12 +295,17 @@ def probe(
         "probe": {"vip_study": vip_study, "components": components, "top_k": top_k},
         "run": {
             "memory_gb": memory_gb,
+            "disk_gb": disk_gb,
+            "mode": mode,
             "store_dtype": store_dtype,
             "device": device,
             "batch_size": batch_size,
             "precision": precision,
             "allow_code": True,  # a factory typed on the command line is the user's own choice
             "keep_store": keep_store,
+            "executor": executor.value if executor else None,
+            "scheduler": scheduler,
+            "workers": workers,
         },
     }
     if baseline is not None:
@@ -281,7 +318,14 @@ def probe(
             "attributes": "all" if ablation_attributes == "all" else ablation_attributes.split(","),
         }
     raw["models"][0] = {k: v for k, v in raw["models"][0].items() if v is not None}
-    _run(parse_config(raw, "faceprobe probe"), out, executor, scheduler, workers)
+    raw["run"] = {k: v for k, v in raw["run"].items() if v is not None}
+    study = parse_config(raw, "faceprobe probe")
+    if plan:
+        from faceprobe.cli.plan import print_plan
+
+        print_plan(study, out, str(out))
+        return
+    _run(study, out, None, None, None)  # the executor flags are in the study
 
 
 def _number(text: str) -> int | float | str:

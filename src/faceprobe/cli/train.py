@@ -10,21 +10,18 @@ import typer
 from rich.markup import escape
 from rich.progress import Progress
 
-from faceprobe.cli._app import app, out_console, progress_bars
+from faceprobe.cli._app import command_group, out_console, progress_bars
 
-train_app = typer.Typer(
-    name="train",
-    help=(
+train_app = command_group(
+    "train",
+    (
         "Train the networks to probe: identity classifiers by the thesis recipe (softmax over identities, "
         "SGD), and the supervised multitask attribute baseline every probe is compared with.\n\n"
         "Both write DIR/model.safetensors and DIR/metadata.json and keep a resumable state in DIR/last/: run "
         "the same command again after an interruption to continue from the last finished epoch. On several "
         "GPUs start it under torchrun (torchrun --nproc-per-node 4 -m faceprobe.cli train ...)."
     ),
-    rich_markup_mode="rich",
-    no_args_is_help=True,
 )
-app.add_typer(train_app, name="train")
 
 Data = Annotated[
     str,

@@ -27,8 +27,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import LogFormatter, NullFormatter
 
+from faceprobe.controls import control_rows
 from faceprobe.report.stats import wilson_interval
-from faceprobe.report.tables import CONTROL, POOLED, vip_correlations
+from faceprobe.report.tables import POOLED, vip_correlations
 
 __all__ = [
     "DPI",
@@ -134,6 +135,7 @@ def draw_panels(
     panel_legends: bool = False,
     mark_kinds: bool = False,
     ylabel: str = "val. accuracy (%)",
+    selectivity: bool = False,
 ) -> Figure:
     """Accuracy over depth, one panel per ``panel`` value (in order of appearance), a curve per ``series``.
 
@@ -143,6 +145,8 @@ def draw_panels(
     an optional ``std`` column (spread over seeds, see :func:`mean_over_seeds`) is drawn as error bars.
     ``reference`` (series, depth, accuracy) is drawn grey in every panel: the Control_Random curves.
     ``panel_legends`` gives each panel its own legend beside it, for panels whose series differ (groups).
+    ``selectivity``: the values are accuracies less the controls' (fractions, negative too), drawn in points
+    around a line at 0 (where a probe does no better than on random labels) instead of chance at 50%.
 
     Layers are spaced evenly (ticks name their depth and layer). The figure is as wide as the page (half of
     it for one panel), and every text is placed by the layout: nothing is clipped at any number of panels.
@@ -181,9 +185,12 @@ def draw_panels(
         shown = [curves["accuracy"].to_numpy(dtype=float)]
         if reference is not None and not reference.empty:
             shown.append(reference["accuracy"].to_numpy(dtype=float))
-        low = min(40.0, 100 * np.nanmin(np.concatenate(shown)) - 2)
+        values = 100 * np.concatenate(shown)
+        low = min(-10.0, np.nanmin(values) - 2) if selectivity else min(40.0, np.nanmin(values) - 2)
+        high = max(10.0, np.nanmax(values) + 2) if selectivity else 101
         banded = "n_eval" in curves and bool(curves["n_eval"].notna().any())
         spread = "std" in curves and bool(curves["std"].notna().any())
+        references = set(_reference_labels(reference).values())
         for ax, panel in zip(axes.flat, panels, strict=False):
             sub = curves[curves["panel"] == panel]
             _draw_reference(ax, reference, at, colours)
@@ -227,15 +234,15 @@ def draw_panels(
                             edgecolor=style["color"],
                             zorder=3,
                         )
-            ax.axhline(50, color="0.75", linewidth=0.8, linestyle="--")
+            ax.axhline(0 if selectivity else 50, color="0.75", linewidth=0.8, linestyle="--")
             ax.set_title(_fill(panel, panel_width, 9), fontsize=9)
-            ax.set_ylim(low, 101)
+            ax.set_ylim(low, high)
             ax.grid(alpha=0.3)
             if panel_legends:  # the panel's own curves; the reference is in the figure's legend
                 own = [
                     (h, t)
                     for h, t in zip(*ax.get_legend_handles_labels(), strict=True)
-                    if not t.startswith("Control_Random")
+                    if t not in references
                 ]
                 ax.legend(
                     [h for h, _ in own],
@@ -254,7 +261,9 @@ def draw_panels(
             ax.xaxis.set_tick_params(labelbottom=True)
         for ax in axes[:, 0]:
             ax.set_ylabel(ylabel, fontsize=8)
-        handles, labels = _figure_handles(list(axes.flat), mark_kinds, banded, spread, panel_legends)
+        handles, labels = _figure_handles(
+            list(axes.flat), mark_kinds, banded, spread, panel_legends, references
+        )
         if handles:
             fig.set_size_inches(width, height + _figure_legend(fig, handles, labels, width))
         fig.suptitle(_fill(title, width - 0.3, 11), fontsize=11)
@@ -278,28 +287,42 @@ def _figure_legend(fig: Figure, handles: list, labels: list[str], width: float) 
     return lines * size * 1.45 / 72 + 0.15
 
 
+def _reference_labels(reference: pd.DataFrame | None) -> dict[str, str]:
+    """Each reference series' legend label: legends tell the control curves from the others by them."""
+    if reference is None or reference.empty:
+        return {}
+    names = list(pd.unique(reference["series"]))
+    if len(names) == 1:
+        return {names[0]: "Control_Random (random labels)"}
+    return {name: f"Control_Random ({name})" for name in names}
+
+
 def _draw_reference(
     ax: plt.Axes, reference: pd.DataFrame | None, at: dict[int, int], colours: dict[str, str]
 ) -> None:
     """The Control_Random curves, dotted: grey when there is one, else each in the colour of the curve
     of the same series (its weight origin, its run) so that each control can be told apart."""
-    if reference is None or reference.empty:
+    labels = _reference_labels(reference)
+    if reference is None or not labels:
         return
-    several = reference["series"].nunique() > 1
     for name, curve in reference.groupby("series", sort=False):
         curve = curve.sort_values("depth")
-        label = f"Control_Random ({name})" if several else "Control_Random (random labels)"
         style = dict(_REFERENCE)
-        if several and name in colours:
+        if len(labels) > 1 and name in colours:
             style["color"] = colours[name]
-        ax.plot(curve["depth"].map(at), 100 * curve["accuracy"], label=label, **style)
+        ax.plot(curve["depth"].map(at), 100 * curve["accuracy"], label=labels[name], **style)
 
 
 def _figure_handles(
-    axes: list[plt.Axes], mark_kinds: bool, banded: bool, spread: bool, panel_legends: bool
+    axes: list[plt.Axes],
+    mark_kinds: bool,
+    banded: bool,
+    spread: bool,
+    panel_legends: bool,
+    references: set[str],
 ) -> tuple[list, list[str]]:
-    """The shared legend: the curves (unless each panel has its own), the reference, and what bands, bars
-    and markers mean."""
+    """The shared legend: the curves (unless each panel has its own), the ``references`` (labels of the
+    control curves), and what bands, bars and markers mean."""
     handles, labels = [], []
     for one in axes:  # a series may be missing from the first panel
         for handle, label in zip(*one.get_legend_handles_labels(), strict=True):
@@ -307,7 +330,7 @@ def _figure_handles(
                 handles.append(handle)
                 labels.append(label)
     if panel_legends:  # only the reference curves are common to all panels
-        kept = [(h, t) for h, t in zip(handles, labels, strict=True) if t.startswith("Control_Random")]
+        kept = [(h, t) for h, t in zip(handles, labels, strict=True) if t in references]
         handles, labels = [h for h, _ in kept], [t for _, t in kept]
     if banded:
         handles.append(Patch(color="0.5", alpha=0.3))
@@ -382,7 +405,7 @@ def draw_vip(vip: pd.DataFrame, title: str) -> Figure:
         )
         for row, source in zip(axes, sources, strict=True):
             sub = vip[vip["source"] == source]
-            control = sub["attribute"] == CONTROL
+            control = control_rows(sub["attribute"])
             stats = vip_correlations(sub).set_index("measure")
             positive = sub["vip"][sub["vip"] > 0]
             spread = len(positive) > 1 and positive.min() < positive.max()
@@ -474,7 +497,7 @@ def depth_curves(results: pd.DataFrame) -> pd.DataFrame:
     """Validation rows of the three representations as panels per attribute (Control_Random last)."""
     frame = results[(results["split"] == "val") & results["representation"].isin(REPRESENTATION_STYLE)]
     frame = frame.assign(
-        panel=frame["attribute"], series=frame["representation"], last=frame["attribute"] == CONTROL
+        panel=frame["attribute"], series=frame["representation"], last=control_rows(frame["attribute"])
     )
     return frame.sort_values(["last", "attribute", "depth"]).drop(columns="last")
 

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from faceprobe.atomic import atomic_write_text
+from faceprobe.controls import control_rows, is_control
 from faceprobe.report.figures import (
     REPRESENTATION_STYLE,
     depth_curves,
@@ -39,7 +40,6 @@ from faceprobe.report.groups import DEFAULT_GROUPS
 from faceprobe.report.run import Run, combine_runs
 from faceprobe.report.stats import MIN_EVAL, too_few, wilson_interval
 from faceprobe.report.tables import (
-    CONTROL,
     HIGH,
     LOW,
     ablation_drops,
@@ -50,6 +50,9 @@ from faceprobe.report.tables import (
     vip_correlations,
     vip_projections,
     write_table,
+)
+from faceprobe.report.tables import (
+    selectivity as selectivity_table,
 )
 from faceprobe.report.training import training_section
 from faceprobe.run.summary import run_warnings
@@ -185,9 +188,16 @@ def _missing(parts: list[str], text: str) -> None:
 
 
 def build_report(
-    runs: list[Run], out: str | Path, groups: Mapping[str, tuple[str, ...]] = DEFAULT_GROUPS
+    runs: list[Run],
+    out: str | Path,
+    groups: Mapping[str, tuple[str, ...]] = DEFAULT_GROUPS,
+    *,
+    selectivity: bool = False,
 ) -> Path:
     """Write the report of one run, or the overlay of several, into ``out``; returns ``out/index.html``.
+
+    ``selectivity`` draws the accuracy-over-depth figures as selectivity: each accuracy less the
+    random-label controls' mean at the same model, layer and representation.
 
     Views are averaged over the seeds of each variant (the thesis reports means over runs), with the spread
     over seeds as error bars or ``std`` columns and the 95% interval of each accuracy (Wilson, from the
@@ -215,7 +225,7 @@ def build_report(
             _note(sections[0], text)
         for text in coincide:
             _note(sections[0], text)
-        _depth_section(page, sections[0], val, compare)
+        _depth_section(page, sections[0], val, compare, _DepthView(selectivity))
         _group_section(page, sections[1], val, groups, compare)
         _residual_section(page, sections[2], val)
         _weights_section(page, sections[3], val, compare)
@@ -241,7 +251,7 @@ def _with_other(
     if results is None:
         return groups, None
     named = {a for members in groups.values() for a in members}
-    rest = sorted(set(results["attribute"].astype(str)) - named - {CONTROL})
+    rest = sorted(a for a in set(results["attribute"].astype(str)) - named if not is_control(a))
     if not rest:
         return groups, None
     other = OTHER if OTHER not in groups else f"{OTHER} (not in any group)"
@@ -310,7 +320,7 @@ def _summary(page: _Page, parts: list[str], run: Run, results: pd.DataFrame, val
     """What a reader came for: the control's ceiling, the heat map, the best layer per attribute."""
     layer = _layer_curves(val)
     for variant, sub in layer.groupby("variant", sort=False):
-        control = sub[sub["attribute"] == CONTROL]
+        control = sub[control_rows(sub["attribute"])]
         if control.empty:
             continue
         mean = control.groupby(["depth", "layer"], as_index=False).agg(
@@ -318,15 +328,21 @@ def _summary(page: _Page, parts: list[str], run: Run, results: pd.DataFrame, val
         )
         top = mean.loc[mean["accuracy"].idxmax()]
         low, high = wilson_interval(top["accuracy"], top["n_eval"])
+        count = control["attribute"].nunique()
+        who = (
+            "the control (Control_Random, random labels) reaches"
+            if count == 1
+            else f"the {count} random-label controls (Control_Random ...) reach on average"
+        )
         _note(
             parts,
-            f"{variant}: the control (Control_Random, random labels) reaches at most "
+            f"{variant}: {who} at most "
             f"{100 * top['accuracy']:.1f}% (95% CI {100 * low:.1f}-{100 * high:.1f}, layer {top['layer']}, "
             f"{int(top['n_eval'])} images): whole-layer accuracies up to that are what a probe finds in "
             "noise.",
         )
     for variant, sub in layer.groupby("variant", sort=False):
-        real = sub[sub["attribute"] != CONTROL]
+        real = sub[~control_rows(sub["attribute"])]
         if real.empty:
             continue
         means = real.groupby(["attribute", "depth", "layer"], as_index=False)["accuracy"].mean()
@@ -409,7 +425,7 @@ def _layer_curves(val: pd.DataFrame) -> pd.DataFrame:
 def _control(val: pd.DataFrame, series: str = "variant") -> pd.DataFrame:
     """The Control_Random whole-layer curves, one per ``series`` value (mean over the models sharing it)."""
     control = _layer_curves(val)
-    control = control[control["attribute"] == CONTROL]
+    control = control[control_rows(control["attribute"])]
     control = control.groupby([series, "depth"], as_index=False)["accuracy"].mean()
     return control.rename(columns={series: "series"})
 
@@ -417,35 +433,96 @@ def _control(val: pd.DataFrame, series: str = "variant") -> pd.DataFrame:
 _DEPTH_KEYS = ["panel", "series", "attribute", "representation", "depth", "layer"]
 
 
-def _depth_section(page: _Page, parts: list[str], val: pd.DataFrame, compare: bool) -> None:
+def _control_spread(val: pd.DataFrame) -> pd.DataFrame | None:
+    """The selectivity view's reference: per depth, the highest and the lowest control's whole-layer
+    accuracy less the controls' mean (mean over the models), where there are several controls; else None,
+    the line at 0 being the one control."""
+    control = _layer_curves(val)
+    control = control[control_rows(control["attribute"])]
+    if control["attribute"].nunique() < 2:
+        return None
+    accuracy = control.groupby(["source", "depth"])["accuracy"]
+    spread = pd.DataFrame(
+        {
+            "highest control less the controls' mean": accuracy.max() - accuracy.mean(),
+            "lowest control less the controls' mean": accuracy.min() - accuracy.mean(),
+        }
+    )
+    spread = spread.groupby(level="depth").mean().reset_index()
+    return spread.melt(id_vars="depth", var_name="series", value_name="accuracy")
+
+
+@dataclass(frozen=True)
+class _DepthView:
+    """What the depth figures draw: accuracy, with the controls' mean as the reference curve, or
+    (``faceprobe report --selectivity``) selectivity, each accuracy less the controls' mean at its model,
+    layer and representation, around a line at 0, with the controls' spread as the reference."""
+
+    selectivity: bool = False
+
+    @property
+    def prefix(self) -> str:
+        return "selectivity" if self.selectivity else "depth"
+
+    @property
+    def measure(self) -> str:
+        return (
+            "selectivity (accuracy less the random-label controls' mean)" if self.selectivity else "accuracy"
+        )
+
+    def curves(self, val: pd.DataFrame) -> pd.DataFrame:
+        if not self.selectivity:
+            return depth_curves(val)
+        table = selectivity_table(val, tuple(REPRESENTATION_STYLE))
+        return depth_curves(table.assign(accuracy=table["selectivity"]).drop(columns="n_eval"))
+
+    def reference(self, val: pd.DataFrame, series: str = "variant") -> pd.DataFrame | None:
+        return _control_spread(val) if self.selectivity else _control(val, series)
+
+    def figure(
+        self,
+        page: _Page,
+        parts: list[str],
+        name: str,
+        curves: pd.DataFrame,
+        title: str,
+        reference: pd.DataFrame | None,
+    ) -> None:
+        ylabel = "val. selectivity (points)" if self.selectivity else "val. accuracy (%)"
+        fig = draw_panels(curves, title, reference, ylabel=ylabel, selectivity=self.selectivity)
+        data = curves.rename(columns={"accuracy": "selectivity"}) if self.selectivity else curves
+        page.figure(parts, f"{self.prefix}-{name}", fig, data, title)
+
+
+def _depth_section(page: _Page, parts: list[str], val: pd.DataFrame, compare: bool, view: _DepthView) -> None:
     if compare:  # one figure per representation, one curve per run and variant
         several = bool((_seeds(val) > 1).any())
         for representation, style in REPRESENTATION_STYLE.items():
-            curves = depth_curves(val[val["representation"] == representation])
+            curves = view.curves(val[val["representation"] == representation])
             if curves.empty:
                 continue
             curves = mean_over_seeds(curves, ["variant", *_DEPTH_KEYS]).assign(series=lambda f: f["variant"])
             over = ", mean ± std over seeds (bars)" if several else ""
-            title = f"Accuracy over depth, {style['label']}: runs overlaid{over}"
-            page.figure(
-                parts, f"depth-{representation}", draw_panels(curves, title, _control(val)), curves, title
-            )
+            title = f"{view.measure.capitalize()} over depth, {style['label']}: runs overlaid{over}"
+            reference = None if view.selectivity else _control(val)  # runs' controls differ in number
+            view.figure(page, parts, representation, curves, title, reference)
         return
     for variant, sub in val.groupby("variant", sort=False):
-        curves = depth_curves(sub)
+        curves = view.curves(sub)
         if curves.empty:
             continue
         seeds = sub["source"].nunique()
         curves = mean_over_seeds(curves, _DEPTH_KEYS)
-        title = f"{variant}: validation accuracy over depth per attribute{_over(seeds)} (thesis Figs 5.1-5.3)"
-        page.figure(parts, f"depth-{variant}", draw_panels(curves, title, _control(sub)), curves, title)
+        title = (
+            f"{variant}: validation {view.measure} over depth per attribute{_over(seeds)} "
+            "(thesis Figs 5.1-5.3)"
+        )
+        view.figure(page, parts, variant, curves, title, view.reference(sub))
         if seeds > 1:
             each: list[str] = []
             for source, one in sub.groupby("source", sort=False):
-                curves = depth_curves(one)
-                title = f"{source}: validation accuracy over depth per attribute, one seed"
-                fig = draw_panels(curves, title, _control(one, "source"))
-                page.figure(each, f"depth-{source}", fig, curves, title)
+                title = f"{source}: validation {view.measure} over depth per attribute, one seed"
+                view.figure(page, each, source, view.curves(one), title, view.reference(one, "source"))
             summary = html.escape(f"{variant}: each of its {seeds} seeds")
             parts.append(f"<details><summary>{summary}</summary>{''.join(each)}</details>")
 
@@ -491,7 +568,7 @@ def _residual_section(page: _Page, parts: list[str], val: pd.DataFrame) -> None:
         return
     for variant in variants:
         sub = layer[layer["variant"] == variant]
-        real = sub[sub["attribute"] != CONTROL]
+        real = sub[~control_rows(sub["attribute"])]
         mean = mean_over_seeds(real, ["depth", "layer", "kind"]).assign(panel="mean over attributes")
         each = mean_over_seeds(real, ["attribute", "depth", "layer", "kind"])
         curves = pd.concat([mean, each.assign(panel=each["attribute"])], ignore_index=True)
@@ -511,7 +588,7 @@ def _weights_section(page: _Page, parts: list[str], val: pd.DataFrame, compare: 
     origin = layer["run"] + ": " + layer["weights"] if compare else layer["weights"]
     architecture = layer["architecture"].fillna("").replace("", "unknown architecture")
     layer = layer.assign(panel=architecture, series=origin)
-    control = layer["attribute"] == CONTROL
+    control = control_rows(layer["attribute"])
     curves = mean_over_seeds(layer[~control], ["panel", "series", "depth", "layer"])
     reference = _control(layer[control], "series")
     over = ", mean ± std over the models of an origin (bars)" if (curves["seeds"] > 1).any() else ""
@@ -537,6 +614,7 @@ def _table_section(page: _Page, parts: list[str], run: Run) -> None:
         )
     if results is not None:
         _best_tables(page, parts, run, results, baseline)
+        _selectivity_table(page, parts, results)
     if ablation is None:
         _missing(parts, "ablation.parquet is missing from this run: no ablation table (5.4).")
     else:
@@ -599,6 +677,28 @@ def _best_tables(
             "representation-averages-per-seed",
             representation_averages(per_seed),
             "Table 5.3 for each seed (model)",
+        )
+
+
+def _selectivity_table(page: _Page, parts: list[str], results: pd.DataFrame) -> None:
+    """Per model, layer and attribute: whole-layer validation accuracy against the random-label controls'."""
+    if not control_rows(results["attribute"]).any():
+        _missing(parts, "no random-label control (Control_Random) in this run: no selectivity table.")
+        return
+    table = selectivity_table(results)
+    several = "control accuracy min" in table
+    spread = ", their lowest and highest" if several else ""
+    caption = (
+        "Selectivity per model, layer and attribute: whole-layer validation accuracy less the mean of the "
+        f"random-label controls' at that layer{spread}, ± half its 95% interval (Newcombe)"
+    )
+    page.table(parts, "selectivity", table.drop(columns=["representation", "split"]), caption)
+    if not table["same draw sizes"].all():
+        shortened = sorted(set(table.loc[~table["same draw sizes"], "attribute"]))
+        _note(
+            parts,
+            f"{', '.join(shortened)}: draws of other sizes than the controls' (shortened: too few of a "
+            "class), so their selectivity compares probes fitted and scored on different numbers of images",
         )
 
 

@@ -11,7 +11,15 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["MIN_EVAL", "Z95", "fisher_interval", "mean_r_interval", "too_few", "wilson_interval"]
+__all__ = [
+    "MIN_EVAL",
+    "Z95",
+    "difference_interval",
+    "fisher_interval",
+    "mean_r_interval",
+    "too_few",
+    "wilson_interval",
+]
 
 #: The standard normal quantile of a two-sided 95% interval.
 Z95 = 1.959963984540054
@@ -35,6 +43,22 @@ def wilson_interval(accuracy: ArrayLike, n: ArrayLike, z: float = Z95) -> tuple[
         low = np.where(bad, np.nan, np.clip(centre - half, 0.0, 1.0))
         high = np.where(bad, np.nan, np.clip(centre + half, 0.0, 1.0))
     return low, high
+
+
+def difference_interval(
+    p1: ArrayLike, n1: ArrayLike, p2: ArrayLike, n2: ArrayLike, z: float = Z95
+) -> tuple[NDArray, NDArray]:
+    """The 95% interval of ``p1 - p2``, two proportions measured on independent images (``n1``, ``n2``).
+
+    Newcombe's hybrid score interval (method 10 of Newcombe 1998): each proportion's Wilson bounds combined,
+    so it keeps the Wilson interval's coverage near 0 and 1. Used for selectivity, an accuracy less the
+    random-label control's accuracy, each scored on its own draw.
+    """
+    p1, p2 = np.asarray(p1, dtype=float), np.asarray(p2, dtype=float)
+    l1, u1 = wilson_interval(p1, n1, z)
+    l2, u2 = wilson_interval(p2, n2, z)
+    d = p1 - p2
+    return d - np.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + np.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
 
 
 def too_few(n: ArrayLike) -> NDArray[np.bool_]:

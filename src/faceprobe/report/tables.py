@@ -18,7 +18,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from faceprobe.report.stats import fisher_interval, mean_r_interval, too_few, wilson_interval
+from faceprobe.controls import CONTROL, control_rows
+from faceprobe.report.stats import (
+    difference_interval,
+    fisher_interval,
+    mean_r_interval,
+    too_few,
+    wilson_interval,
+)
 
 __all__ = [
     "CONTROL",
@@ -31,14 +38,13 @@ __all__ = [
     "best_units",
     "representation_averages",
     "row_classes",
+    "selectivity",
     "table_html",
     "vip_correlations",
     "vip_projections",
     "write_table",
 ]
 
-#: The random-label attribute: a reference in every view, never part of an average.
-CONTROL = "Control_Random"
 #: Suffix of a column holding the standard deviation over seeds of the column it follows.
 STD = " std"
 #: Suffixes of the columns holding the 95% interval of the column they follow (Wilson for accuracies, Fisher
@@ -49,7 +55,7 @@ POOLED = "pooled r (not the thesis statistic)"
 _KEY = ["source", "layer", "attribute", "representation", "unit"]
 _REPRESENTATIONS = ("layer", "channels", "neurons", "channel", "neuron")
 #: Columns holding fractions of 1 (and their spreads over seeds), shown as percentages.
-_PERCENT = ("accuracy", "baseline", "gap", "drop")
+_PERCENT = ("accuracy", "accuracy min", "accuracy max", "baseline", "gap", "drop", "selectivity")
 #: What single-neuron accuracy is correlated with in the VIP study, and the name of each r column.
 _MEASURES = {"vip": "r(vip, accuracy)", "mean_positive": "r(mean_positive, accuracy)"}
 _SPLIT_ORDER = {"val": 0, "test": 1}
@@ -197,7 +203,7 @@ def representation_averages(best: pd.DataFrame, *, over_seeds: bool = False) -> 
     ``accuracy low``/``high``: the 95% Wilson interval of the mean, from the images of every attribute
     (and seed) in it; ``optimistic``: some of its accuracies were chosen and reported on validation.
     """
-    real = best[best["attribute"] != CONTROL]
+    real = best[~control_rows(best["attribute"])]
     has_n = "n_eval" in real
     rows = [
         {
@@ -239,7 +245,7 @@ def ablation_drops(ablation: pd.DataFrame, *, over_seeds: bool = False) -> pd.Da
     unablated accuracy, ablated accuracy, drop. ``over_seeds``: one row set per variant, means over its
     seeds (with ``seeds`` and ``... std`` columns where a variant has several).
     """
-    real = ablation[ablation["attribute"] != CONTROL]
+    real = ablation[~control_rows(ablation["attribute"])]
     if "variant" not in real:  # each source its own variant
         real = real.assign(variant=real["source"])
     keys = ["ablated_layer", "ablated_depth", "fraction", "representation", "split"]
@@ -261,6 +267,68 @@ def ablation_drops(ablation: pd.DataFrame, *, over_seeds: bool = False) -> pd.Da
     order = ["source", "ablated_depth", "fraction", "representation", "split"]
     table = table.sort_values(order, key=lambda c: c.map(_SPLIT_ORDER) if c.name == "split" else c)
     return table.reset_index(drop=True)
+
+
+def selectivity(
+    results: pd.DataFrame, representations: tuple[str, ...] = ("layer",), split: str = "val"
+) -> pd.DataFrame:
+    """Per model, layer, attribute and representation: its accuracy less the random-label controls' at the
+    same model, layer and representation (selectivity, after the control tasks of Hewitt and Liang 2019).
+
+    A probe that fits noise well reaches high accuracy on anything; selectivity is what it finds beyond
+    that. Columns: source, variant, layer, depth, attribute, representation, split, accuracy, n_train,
+    n_eval, controls (how many), control accuracy (their mean), and where some layer has several controls
+    ``control accuracy min``/``max`` (their spread); selectivity with its 95% interval (Newcombe's, the
+    attribute's and the controls' images taken as independent), and ``same draw sizes``: False where the
+    attribute's draw was shortened, so it is compared with controls fitted and scored on more images.
+    Controls are left out as rows; an attribute's NaN accuracy gives a NaN selectivity.
+    """
+    rows = results[(results["split"] == split) & results["representation"].isin(representations)]
+    if "source" not in rows:
+        rows = rows.assign(source=rows["model"].astype(str))
+    if "variant" not in rows:
+        rows = rows.assign(variant=rows["source"])
+    keys = ["source", "layer", "depth", "representation", "split"]
+    control = control_rows(rows["attribute"])
+    controls = (
+        rows[control]
+        .dropna(subset=["accuracy"])
+        .groupby(keys, sort=False)
+        .agg(
+            controls=("attribute", "nunique"),
+            **{
+                "control accuracy": ("accuracy", "mean"),
+                "control accuracy min": ("accuracy", "min"),
+                "control accuracy max": ("accuracy", "max"),
+            },
+            _n=("n_eval", "sum"),
+            _train_min=("n_train", "min"),
+            _train_max=("n_train", "max"),
+            _eval_min=("n_eval", "min"),
+            _eval_max=("n_eval", "max"),
+        )
+        .reset_index()
+    )
+    columns = [*keys[:3], "variant", "attribute", *keys[3:], "accuracy", "n_train", "n_eval"]
+    table = rows.loc[~control, columns].astype({"source": str, "variant": str, "attribute": str})
+    table = table.merge(controls.astype({"source": str}), on=keys, how="left")
+    table["selectivity"] = table["accuracy"] - table["control accuracy"]
+    low, high = difference_interval(
+        table["accuracy"], table["n_eval"], table["control accuracy"], table["_n"]
+    )
+    table["selectivity" + LOW], table["selectivity" + HIGH] = low, high
+    table["same draw sizes"] = (
+        table["n_train"].eq(table["_train_min"])
+        & table["n_train"].eq(table["_train_max"])
+        & table["n_eval"].eq(table["_eval_min"])
+        & table["n_eval"].eq(table["_eval_max"])
+    ).astype(bool)
+    table = table.drop(columns=[c for c in table.columns if c.startswith("_")])
+    table = table.astype({"controls": "Int64"})
+    if not (table["controls"] > 1).any():  # one control: no spread to show
+        table = table.drop(columns=["control accuracy min", "control accuracy max"])
+    order = ["source", "depth", "attribute", "representation"]
+    return table.sort_values(order, kind="stable").reset_index(drop=True)
 
 
 def _projection_r(vip: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -306,7 +374,7 @@ def vip_correlations(vip: pd.DataFrame, by: str = "source") -> pd.DataFrame:
     interval (``mean r low``/``high``: from the spread of the projections' Fisher z, see
     :func:`~faceprobe.report.stats.mean_r_interval`), std r (over projections) and :data:`POOLED`.
     """
-    real = vip[vip["attribute"] != CONTROL]
+    real = vip[~control_rows(vip["attribute"])]
     projections = _projection_r(real, list(dict.fromkeys([by, "source", "layer", "attribute"])))
     rows = []
     for label, group in real.groupby(by, sort=False):

@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from faceprobe.controls import control_rows
 from faceprobe.report.figures import PAGE_WIDTH, draw_panels, mean_over_seeds
-from faceprobe.report.tables import CONTROL
 
 __all__ = ["HEADING", "draw_epoch_heatmaps", "epoch_curves", "training_section"]
 
@@ -72,7 +72,7 @@ def epoch_curves(results: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=[*_KEYS, "accuracy", "seeds"])
     counted = ["n_eval"] if "n_eval" in rows else []
     curves = mean_over_seeds(rows[[*_KEYS, "source", "accuracy", *counted]], _KEYS)
-    last = curves["attribute"] == CONTROL  # the random-label control last, as in every depth view
+    last = control_rows(curves["attribute"])  # the random-label controls last, as in every depth view
     return (
         curves.assign(last=last)
         .sort_values(["network", "last", "attribute", "epoch", "depth"])

@@ -9,6 +9,8 @@ Example (every key but ``data.spec`` and one model is optional)::
     val = 6144                        # balanced validation draw per attribute
     test = 0                          # images of the untouched test split scored too (0: none, -1: all)
     seed = 0
+    controls = 1                      # random-label controls: Control_Random, Control_Random_2, ... (a
+                                      #   spread of what noise reaches per layer; each its own labels)
     skip_bad_images = false           # true: leave out missing/corrupt images and list them in the manifest
 
     [[models]]
@@ -51,6 +53,7 @@ Example (every key but ``data.spec`` and one model is optional)::
     allow_code = false                # true: a package.module:factory architecture may run its code
     keep_store = false                # true: keep the activation store once the run is finished
     disk_gb = 0.0                     # disk the run may fill; 0: the free space of its disk less 10%
+    mode = "auto"                     # auto | ram | store | stream: where the train layers are held
 
     [baseline]                        # the multitask ceiling of Table 5.2 (faceprobe train attributes)
     path = "runs/attributes/baseline.parquet"
@@ -68,6 +71,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Union
 
+from faceprobe.controls import CONTROL
 from faceprobe.errors import FaceprobeError
 
 try:
@@ -76,6 +80,8 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 __all__ = [
+    "CONTROL",
+    "MAX_CONTROLS",
     "AblationConfig",
     "BaselineConfig",
     "DataConfig",
@@ -87,8 +93,6 @@ __all__ = [
     "parse_config",
 ]
 
-CONTROL = "Control_Random"
-
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -98,6 +102,7 @@ class DataConfig:
     val: int = 6144
     test: int = 0
     seed: int = 0
+    controls: int = 1
     skip_bad_images: bool = False
 
 
@@ -146,6 +151,7 @@ class RunnerConfig:
     allow_code: bool = False
     keep_store: bool = False
     disk_gb: float = 0.0
+    mode: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -167,6 +173,11 @@ class RunConfig:
         return {k: v for k, v in asdict(self).items() if k != "source"}
 
 
+#: The most random-label controls a study may ask for: each is probed like an attribute.
+MAX_CONTROLS = 20
+#: Where a unit's train layers are held (run.mode): chosen by the plan's budgets, in RAM, in the activation
+#: store, or nowhere (streamed through the network, one forward pass per pass of the fits).
+MODES = ("auto", "ram", "store", "stream")
 #: Settings that change how a run goes, never what it computes: a resume may change them.
 RESUMABLE = {
     "run": (
@@ -179,6 +190,7 @@ RESUMABLE = {
         "store",
         "keep_store",
         "disk_gb",
+        "mode",
     )
 }
 #: Files and folders of a run folder that faceprobe writes; the activation store may not be one of them.
@@ -335,6 +347,11 @@ def _check(config: RunConfig, problems: list[str]) -> None:
     data, probe, run = config.data, config.probe, config.run
     if data.train < 4 or data.val < 4:
         problems.append("data.train and data.val must be at least 4")
+    if not 1 <= data.controls <= MAX_CONTROLS:
+        problems.append(
+            f"data.controls must be 1 to {MAX_CONTROLS} (random-label controls: Control_Random, "
+            f"Control_Random_2, ...), not {data.controls}"
+        )
     if data.test < -1:
         problems.append("data.test must be 0 (no test images), -1 (all) or a count")
     if probe.components < 1 or probe.top_k < 1 or probe.vip_study < 0:
@@ -349,6 +366,8 @@ def _check(config: RunConfig, problems: list[str]) -> None:
         problems.append("run.disk_gb must be 0 (the free space of the run's disk) or more")
     if run.memory_gb is not None and run.memory_gb < 0:
         problems.append("run.memory_gb must be 0 or more (0 streams every layer through the store)")
+    if run.mode not in MODES:
+        problems.append(f"run.mode must be one of {', '.join(MODES)}, not {run.mode!r}")
     if run.store_dtype not in ("float32", "float16"):
         problems.append(f"run.store_dtype must be float32 or float16, not {run.store_dtype!r}")
     if run.precision not in ("float32", "bfloat16"):

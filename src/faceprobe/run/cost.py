@@ -1,12 +1,14 @@
 """What a study will cost before it runs: per work unit its images, features, mode, RAM and disk.
 
-The figures follow from the plan and the draws alone (no image is read): a probe unit holds its layers of
+The figures follow from the plan and the draws alone (no image is read). A probe unit holds its layers of
 the train images in RAM while they fit in ``run.memory_gb`` (default: half the free RAM), else writes them
 to the activation store; either way it keeps its fitted state (PLS rotations and VIP per attribute) for the
 evaluation pass, whose images are never stored. Stores stay until the run is finished, so the run's peak
-disk is the sum of its models' stores plus the largest ablated pass. :func:`check_budgets` refuses a study
-whose peak disk exceeds ``run.disk_gb`` (default: the free space of the run folder's disk less 10%) before
-any work.
+disk is the sum of its models' stores plus the largest ablated pass. When that exceeds ``run.disk_gb``
+(default: the free space of the run folder's disk less 10%), the widest stored layers are streamed instead
+(held nowhere: one forward pass per pass of their fits) until the rest fits: wide layers are the cheapest
+to stream for the disk they would take. ``run.mode`` forces one mode for every layer; a forced store that
+does not fit is refused by :func:`check_budgets` before any work.
 """
 
 from __future__ import annotations
@@ -50,11 +52,14 @@ class UnitCost:
     features: int
     train_images: int
     evaluation_images: int
-    mode: str  # "ram" or "store"
+    mode: str  # where its layers are: "ram", "store", "stream", or "ram+stream"/"store+stream" (some of each)
     ram_bytes: int
     disk_bytes: int
     passes: int = 1  # passes over its images (an ablation unit: one per attribute and fraction)
     seconds: float = float("nan")  # estimated from measured rates (:func:`calibrate`), NaN without them
+    streamed: tuple[str, ...] = ()  # its layers streamed through the network instead of held
+    held: str = "ram"  # where its other layers are held: "ram" or "store"
+    forwards: int = 1  # forward passes over its train images (per pass; streaming: one per fit pass)
 
 
 @dataclass(frozen=True)
@@ -76,37 +81,116 @@ class Rates:
 
 
 def unit_costs(
-    units: Sequence[Any], draws: Any, config: RunConfig, rates: Rates | None = None
+    units: Sequence[Any],
+    draws: Any,
+    config: RunConfig,
+    rates: Rates | None = None,
+    disk: int | None = None,
 ) -> list[UnitCost]:
     """The cost of each unit of ``units`` (runner Units, with their layers' ``features``) on ``draws``;
-    with ``rates``, also its estimated time."""
-    stored_bytes = np.dtype(config.run.store_dtype).itemsize
-    n_attributes = len(draws.attributes)
-    state_per_feature = n_attributes * (config.probe.components + 2) * 4
+    with ``rates``, also its estimated time. With ``disk`` (bytes the run may fill) and ``run.mode =
+    "auto"``, the widest stored layers are streamed until the stores fit in it."""
+    forced = config.run.mode
     budget = memory_budget(config)
     train = len(draws.train_images())
-    evaluation = len(draws.evaluation_images(None, draws.train_images()))
+    sizes = {}
+    for unit in units:
+        n_images = _ablated_images(config, draws)[0] if unit.ablated else train
+        held = n_images * int(sum(unit.features)) * 4
+        store = forced == "store" or (forced == "auto" and held > budget)
+        sizes[unit.id] = "store" if store else "ram", n_images
+    streamed: dict[str, tuple[str, ...]] = {
+        unit.id: tuple(unit.layers) if forced == "stream" else () for unit in units
+    }
+    if forced == "auto" and disk is not None:
+        streamed = _stream_until_fits(units, sizes, config, disk)
     costs = []
     for unit in units:
-        features = int(sum(unit.features))
-        held = train * features * 4
-        mode = "ram" if held <= budget else "store"
-        disk = 0 if mode == "ram" else train * features * stored_bytes
-        ram = features * state_per_feature + (held if mode == "ram" else 0)
-        images, passes = (train, evaluation), 1
-        if unit.ablated:  # later layers again, over one attribute's own images at a time
-            attributes = _ablated_attributes(config, draws)
-            train_a = max(len(draws.train_images([a])) for a in attributes)
-            evaluation_a = max(len(draws.evaluation_images([a], draws.train_images([a]))) for a in attributes)
-            disk = 0 if mode == "ram" else train_a * features * stored_bytes
-            images, passes = (train_a, evaluation_a), len(attributes) * len(config.ablation.fractions)
-        cost = UnitCost(
-            unit.id, unit.model.label, len(unit.layers), features, *images, mode, ram, disk, passes
-        )
+        cost = _unit_cost(unit, draws, config, sizes[unit.id][0], streamed[unit.id])
         if rates is not None:
             cost = dataclasses.replace(cost, seconds=_seconds(cost, unit, config, rates))
         costs.append(cost)
     return costs
+
+
+def _stream_until_fits(
+    units: Sequence[Any], sizes: Mapping[str, tuple[str, int]], config: RunConfig, disk: int
+) -> dict[str, tuple[str, ...]]:
+    """Which layers to stream so that the stores fit in ``disk`` bytes: the largest stores first (a probe
+    unit's layer, or an ablation unit's passes, which then stream every layer)."""
+    itemsize = np.dtype(config.run.store_dtype).itemsize
+    stored: dict[tuple[str, str], int] = {}  # (unit, layer or "" for a whole ablation unit) -> bytes
+    for unit in units:
+        mode, n_images = sizes[unit.id]
+        if mode != "store":
+            continue
+        if unit.ablated:
+            stored[(unit.id, "")] = n_images * int(sum(unit.features)) * itemsize
+        else:
+            for layer, features in zip(unit.layers, unit.features, strict=True):
+                stored[(unit.id, layer)] = n_images * features * itemsize
+    by_id = {unit.id: unit for unit in units}
+    streamed: dict[str, list[str]] = {unit.id: [] for unit in units}
+    ablations = {unit.id for unit in units if unit.ablated}
+
+    def peak() -> int:
+        probes = sum(b for (uid, _), b in stored.items() if uid not in ablations)
+        return probes + max((b for (uid, _), b in stored.items() if uid in ablations), default=0)
+
+    by_size = sorted(stored, key=lambda key: -stored[key])
+    while peak() > disk and by_size:
+        uid, layer = by_size.pop(0)
+        del stored[(uid, layer)]
+        streamed[uid] = list(by_id[uid].layers) if layer == "" else [*streamed[uid], layer]
+    for unit in units:  # an ablation unit streams when the layer it ablates is streamed by its model
+        if unit.ablated and any(unit.ablated in streamed[uid] for uid in unit.after):
+            streamed[unit.id] = list(unit.layers)
+    return {uid: tuple(n for n in by_id[uid].layers if n in chosen) for uid, chosen in streamed.items()}
+
+
+def _unit_cost(unit: Any, draws: Any, config: RunConfig, held: str, streamed: tuple[str, ...]) -> UnitCost:
+    """One unit's images, mode, RAM and disk, its layers not in ``streamed`` held in ``held``."""
+    stored_bytes = np.dtype(config.run.store_dtype).itemsize
+    state_per_feature = len(draws.attributes) * (config.probe.components + 2) * 4
+    features = int(sum(unit.features))
+    kept = int(sum(f for layer, f in zip(unit.layers, unit.features, strict=True) if layer not in streamed))
+    images = len(draws.train_images()), len(draws.evaluation_images(None, draws.train_images()))
+    passes = 1
+    if unit.ablated:  # later layers again, over one attribute's own images at a time
+        images = _ablated_images(config, draws)
+        passes = len(_ablated_attributes(config, draws)) * len(config.ablation.fractions)
+    train = images[0]
+    disk = train * kept * stored_bytes if held == "store" else 0
+    ram = features * state_per_feature + (train * kept * 4 if held == "ram" else 0)
+    ram += config.run.batch_size * (features - kept) * 4 * (_QUEUED_BATCHES + 1)
+    mode = held if not streamed else "stream" if kept == 0 else f"{held}+stream"
+    forwards = 1 + (config.probe.components + 2) * bool(streamed)
+    return UnitCost(
+        unit.id,
+        unit.model.label,
+        len(unit.layers),
+        features,
+        *images,
+        mode,
+        ram,
+        disk,
+        passes,
+        streamed=streamed,
+        forwards=forwards,
+        held=held,
+    )
+
+
+#: Batches of a streamed layer waiting for its fit, or being read by it (lockstep's queue, plus one).
+_QUEUED_BATCHES = 2
+
+
+def _ablated_images(config: RunConfig, draws: Any) -> tuple[int, int]:
+    """The most train and evaluation images one ablated attribute's passes run over."""
+    attributes = _ablated_attributes(config, draws)
+    train = max(len(draws.train_images([a])) for a in attributes)
+    evaluation = max(len(draws.evaluation_images([a], draws.train_images([a]))) for a in attributes)
+    return train, evaluation
 
 
 def _ablated_attributes(config: RunConfig, draws: Any) -> list[str]:
@@ -115,10 +199,11 @@ def _ablated_attributes(config: RunConfig, draws: Any) -> list[str]:
 
 
 def _seconds(cost: UnitCost, unit: Any, config: RunConfig, rates: Rates) -> float:
-    """Setup, then per pass: the images through the network, the fits' passes over the train layers
-    (components + 1 for the PLS, one to read the picked units, one for the readouts), and the store's
-    writes and reads."""
-    forward = rates.forward[unit.id] * (cost.train_images + cost.evaluation_images)
+    """Setup, then per pass: the images through the network (the train images once more for each pass of
+    the fits of streamed layers), the fits' passes over the train layers (components + 1 for the PLS, one
+    to read the picked units, one for the readouts), and the store's writes and reads."""
+    images = cost.train_images * cost.forwards + cost.evaluation_images
+    forward = rates.forward[unit.id] * images
     layer_bytes = cost.train_images * cost.features * 4
     fits = layer_bytes * (config.probe.components + 3) / rates.pass_bytes
     store = 2 * cost.disk_bytes / rates.disk_bytes
@@ -235,14 +320,15 @@ def peak_disk(costs: Sequence[UnitCost]) -> int:
 
 
 def check_budgets(costs: Sequence[UnitCost], config: RunConfig, run_dir: Path) -> None:
-    """Refuse, in one line, a study whose activation stores would not fit its disk budget."""
+    """Refuse, in one line, a study whose activation stores would not fit its disk budget (only a study
+    whose ``run.mode`` forces the store: by default what does not fit is streamed)."""
     budget, peak = disk_budget(config, run_dir), peak_disk(costs)
     if peak > budget:
         hint = '; store_dtype = "float16" halves it' if config.run.store_dtype == "float32" else ""
         raise FaceprobeError(
             f"the study needs {_gib(peak)} of activation store but run.disk_gb allows {_gib(budget)} "
-            f"({_gib(peak - budget)} too many); probe fewer layers, draw fewer train images, raise "
-            f"run.memory_gb to hold more in RAM, or free disk{hint}"
+            f'({_gib(peak - budget)} too many); set run.mode = "auto" to stream what does not fit, '
+            f"probe fewer layers, draw fewer train images, or free disk{hint}"
         )
 
 

@@ -147,7 +147,7 @@ def _digest(model: ModelConfig, weights: str) -> str:
         "architecture": model.architecture,
         "weights": weights.partition(":")[0],
         "layers": model.layers,
-        "input_size": model.input_size,
+        "input_size": _size_key(model.input_size),
         "crop": model.crop,
         "mean": model.mean,
         "std": model.std,
@@ -159,6 +159,17 @@ def _digest(model: ModelConfig, weights: str) -> str:
     if kind == "checkpoint":
         _hash_files(digest, Path(path))
     return digest.hexdigest()[:8]
+
+
+def _size_key(text: str | int | None) -> str | int | None:
+    """One spelling per input size (``32``, ``"32"`` and ``"32x32"`` are the same network input): a square
+    size as its side, as a study file usually writes it, so that ids of such studies stay as they were."""
+    from faceprobe.models.preprocessing import parse_size
+
+    size = parse_size(text, "input_size")
+    if size is None:
+        return None
+    return size[0] if size[0] == size[1] else f"{size[0]}x{size[1]}"
 
 
 def _hash_files(digest: Any, path: Path) -> None:

@@ -35,11 +35,12 @@ import numpy as np
 import pandas as pd
 
 from faceprobe.atomic import atomic_write_text, writing
+from faceprobe.controls import control_names, is_control, with_controls
 from faceprobe.errors import FaceprobeError
 from faceprobe.extract.catalogue import select_layers
 from faceprobe.results import read_baseline, to_frame, write_results
-from faceprobe.run.config import CONTROL, RESUMABLE, RunConfig, parse_config
-from faceprobe.run.cost import UnitCost, calibrate, check_budgets, memory_budget, unit_costs
+from faceprobe.run.config import RESUMABLE, RunConfig, parse_config
+from faceprobe.run.cost import UnitCost, calibrate, check_budgets, disk_budget, unit_costs
 from faceprobe.run.entries import ModelEntry, model_entries
 from faceprobe.run.folder import reclaim_held
 from faceprobe.run.lock import hold
@@ -64,6 +65,8 @@ class Unit:
     ablated: str | None = None
     features: tuple[int, ...] = ()  # per layer, per image
     after: tuple[str, ...] = ()  # units whose results this one reads: they run first
+    held: str = "ram"  # where its train layers are held, "ram" or "store" (the plan's cost model decides)
+    streamed: tuple[str, ...] = ()  # its layers held nowhere: streamed through the network
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +75,8 @@ class Unit:
             "layers": list(self.layers),
             "ablated": self.ablated,
             "after": list(self.after),
+            "held": self.held,
+            "streamed": list(self.streamed),
         }
 
 
@@ -109,15 +114,11 @@ def make_draws(dataset: Any, config: RunConfig) -> tuple[Draws, Any, dict[str, s
     labels = dataset.attributes
     if labels is None:
         raise FaceprobeError(f"{data.spec}: the dataset has no attribute labels to probe")
-    labels = labels.copy()
-    if CONTROL not in labels:
-        rng = np.random.default_rng([data.seed, 7])
-        labels[CONTROL] = rng.integers(0, 2, len(labels)).astype(np.int8)
+    labels = with_controls(labels, data.seed, data.controls)
     wanted = list(labels.columns if data.attributes == "all" else data.attributes)
-    if CONTROL not in wanted:
-        wanted.append(CONTROL)
+    wanted += [name for name in control_names(data.controls) if name not in wanted]
     n_test = None if data.test < 0 else data.test
-    dropped = {a: _too_few(dataset, a) for a in wanted if a != CONTROL}
+    dropped = {a: _too_few(dataset, a) for a in wanted if not is_control(a)}
     wanted = [a for a in wanted if not dropped.get(a)]  # only under "all": named ones were refused
     labelled = dataclasses.replace(dataset, attributes=labels)
     protocol = sample_protocol(
@@ -138,16 +139,17 @@ def plan_units(config: RunConfig, dataset: Any) -> list[Unit]:
     """
     problems = []
     known = set(dataset.attributes.columns) if dataset.attributes is not None else set()
-    known.add(CONTROL)
+    controls = control_names(config.data.controls)
+    known.update(controls)
     wanted = config.data.attributes
     for attribute in [] if wanted == "all" else wanted:
         if attribute not in known:
             problems.append(_unknown("data.attributes", attribute, known))
-        elif attribute != CONTROL and (few := _too_few(dataset, attribute)):
+        elif not is_control(attribute) and (few := _too_few(dataset, attribute)):
             problems.append(f"data.attributes: {attribute} {few}; leave it out")
     ablation = config.ablation
     if ablation is not None and ablation.attributes != "all":
-        studied = known if wanted == "all" else {*wanted, CONTROL}
+        studied = known if wanted == "all" else {*wanted, *controls}
         for attribute in ablation.attributes:
             if attribute not in studied:
                 problems.append(_unknown("ablation.attributes", attribute, studied))
@@ -160,7 +162,9 @@ def plan_units(config: RunConfig, dataset: Any) -> list[Unit]:
             problems.append(f"{entry.label}: {err}")
             continue
         start = 0
-        for size in _group_sizes(selected, config, len(known) if wanted == "all" else len(wanted) + 1):
+        for size in _group_sizes(
+            selected, config, len(known) if wanted == "all" else len(wanted) + len(controls)
+        ):
             group = selected[start : start + size]
             units.append(
                 Unit(
@@ -274,13 +278,24 @@ def _ablated_layer(depth: int | str, layers: Sequence, selected: Sequence) -> An
 def study_costs(config: RunConfig, run_dir: Path | None = None) -> list[UnitCost]:
     """What each unit of the study will cost (:mod:`faceprobe.run.cost`), planned and drawn, nothing run.
 
-    With ``run_dir`` the time of each unit is estimated too, from rates measured on this machine there.
+    With ``run_dir`` the layers are placed within the disk budget of its disk, and the time of each unit
+    is estimated from rates measured on this machine there.
     """
     dataset = _dataset(config)
     units = plan_units(config, dataset)
     draws = make_draws(dataset, config)[0]
-    rates = None if run_dir is None else calibrate(units, config, len(draws.attributes), run_dir)
-    return unit_costs(units, draws, config, rates)
+    if run_dir is None:
+        return unit_costs(units, draws, config)
+    rates = calibrate(units, config, len(draws.attributes), run_dir)
+    return unit_costs(units, draws, config, rates, disk_budget(config, run_dir))
+
+
+def _placed(units: Sequence[Unit], costs: Sequence[UnitCost]) -> list[Unit]:
+    """The units with the places their costs chose for their layers (RAM, store, streamed)."""
+    return [
+        dataclasses.replace(unit, held=cost.held, streamed=cost.streamed)
+        for unit, cost in zip(units, costs, strict=True)
+    ]
 
 
 # --- one unit ----------------------------------------------------------------------------------------------
@@ -295,9 +310,10 @@ def execute_unit(
     images its passes run through the network.
 
     ``later`` are units that will run after this one and not at the same time (the local executor). When
-    this unit streams its layers through the activation store, the store-bound layers of the later probe
-    units of the same model are extracted in the same forward pass, so a network cut into groups of
-    layers is still run once over the images; those units then find their layers stored.
+    this unit writes its layers to the activation store, the store-bound layers of the later probe units
+    of the same model are extracted in the same forward pass, so a network cut into groups of layers is
+    still run once over the images; those units then find their layers stored. The unit's layers are held
+    where the plan put them (``unit.held``, ``unit.streamed``).
     """
     run_dir = Path(run_dir)
     done = run_dir / "units" / f"{unit.id}.done"
@@ -313,7 +329,9 @@ def execute_unit(
     advance = None
     if progress is not None:
         what = f"ablation of {unit.ablated}" if unit.ablated else f"{unit.layers[0]} .. {unit.layers[-1]}"
-        advance = progress(f"{entry.label}: {what}: images", None if unit.ablated else len(draws.images()))
+        total = len(draws.images())  # streamed layers: the train images once more per pass of the fits
+        total += len(draws.train_images()) * (config.probe.components + 2) * bool(unit.streamed)
+        advance = progress(f"{entry.label}: {what}: images", None if unit.ablated else total)
     forward = Forward(
         loaded.module,
         loaded.preprocessing.transform(),
@@ -335,8 +353,9 @@ def execute_unit(
             _baseline(run_dir, unit),
         )
         layers = [infos[unit.ablated], *(infos[n] for n in unit.layers if n in infos)]
-        storage = _storage(run_dir, config, loaded, forward.images, layers)
-        rows = ablation_rows(forward, draws, layers[0], layers[1:], ablation, storage)
+        stream = bool(unit.streamed)
+        storage = None if stream else _storage(run_dir, config, loaded, forward.images, unit.held)
+        rows = ablation_rows(forward, draws, layers[0], layers[1:], ablation, storage, stream)
         _write_part(
             run_dir,
             "ablation",
@@ -346,15 +365,17 @@ def execute_unit(
     else:
         layers = [infos[n] for n in unit.layers]
         ahead = [
-            info
+            infos[name]
             for other in later
-            if other.model == unit.model and not other.ablated
-            for group in [[infos[n] for n in other.layers]]
-            if _outgrows(config, len(forward.images), group)
-            for info in group
+            if other.model == unit.model and not other.ablated and other.held == "store"
+            for name in other.layers
+            if name not in other.streamed
         ]
-        storage = _storage(run_dir, config, loaded, forward.images, layers, ahead)
-        results, vip = probe_rows(forward, draws, layers, config.probe, config.data.seed, storage)
+        stored = unit.held == "store" and len(unit.streamed) < len(unit.layers)
+        storage = _storage(run_dir, config, loaded, forward.images, unit.held, ahead) if stored else None
+        results, vip = probe_rows(
+            forward, draws, layers, config.probe, config.data.seed, storage, unit.streamed
+        )
         identity = {
             **model_keys,
             "architecture": entry.architecture,
@@ -401,10 +422,10 @@ def _storage(
     config: RunConfig,
     loaded: Any,
     images: Sequence[str],
-    layers: Sequence,
+    held: str,
     extract_also: Sequence = (),
 ) -> Storage | None:
-    """The activation store for a unit whose layers outgrow ``run.memory_gb`` in RAM, else None.
+    """The activation store for a unit whose layers the plan put in the store (``held``), else None.
 
     The store lives inside the run folder (a config never writes outside it) and is keyed by the network's
     weights digest, its preprocessing and the images, so a rerun, or another unit of the same model, reads
@@ -413,7 +434,7 @@ def _storage(
     """
     from faceprobe.extract.store import ActivationStore, store_key
 
-    if not _outgrows(config, len(images), layers):
+    if held != "store":
         return None
     root = (run_dir / config.run.store).resolve()
     if not root.is_relative_to(run_dir.resolve()):
@@ -421,11 +442,6 @@ def _storage(
     key = store_key(loaded.architecture, loaded.digest, loaded.preprocessing.to_dict(), list(images))
     store = ActivationStore.open(root, key, batch_size=config.run.batch_size)
     return Storage(store, np.dtype(config.run.store_dtype), tuple(extract_also))
-
-
-def _outgrows(config: RunConfig, n_images: int, layers: Sequence) -> bool:
-    """Whether a unit's layers, held as float32 for ``n_images`` images, exceed its RAM budget."""
-    return n_images * sum(info.features for info in layers) * 4 > memory_budget(config)
 
 
 def _device(name: str) -> Any:
@@ -460,7 +476,9 @@ def run_study(
     units = plan_units(config, dataset)  # first: a bad name fails before the run folder is written
     made = None if (run_dir / "manifest.json").exists() else make_draws(dataset, config)
     draws = read_draws(run_dir) if made is None else made[0]
-    check_budgets(unit_costs(units, draws, config), config, run_dir)  # and a study the disk cannot hold
+    costs = unit_costs(units, draws, config, disk=disk_budget(config, run_dir))
+    check_budgets(costs, config, run_dir)  # and a study the disk cannot hold
+    units = _placed(units, costs)
     run_dir.mkdir(parents=True, exist_ok=True)
     with hold(run_dir):
         _prepare(config, run_dir, dataset, made)

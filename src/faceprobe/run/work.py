@@ -15,7 +15,7 @@ import functools
 import hashlib
 import math
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 from faceprobe.errors import ProbeInputError
 from faceprobe.extract import LayerInfo, extract, stream_outputs
 from faceprobe.extract.ablation import ablate
+from faceprobe.extract.lockstep import Deliver, fit_in_lockstep
 from faceprobe.extract.store import ActivationStore, CorruptStoreError, extract_to_store, store_key
 from faceprobe.run.config import ProbeConfig
 from faceprobe.studies.layerwise import AttributeRows, LayerFit, LayerProbes, Readout, fit_layer
@@ -66,11 +67,17 @@ class Draws:
         return sorted(set(self.table["image_id"]))
 
     def train_images(self, attributes: Sequence[str] | None = None) -> list[str]:
-        """The union of the train draws of ``attributes`` (default: all): the images probes are fitted on."""
+        """The union of the train draws of ``attributes`` (default: all): the images probes are fitted on.
+
+        Images in the same train draws come together (ordered by the draws they are in, then by id): the
+        probes' passes multiply each block of rows by the attributes that fit on it only
+        (:func:`faceprobe.pls.fit_shared`), so a block of one draw's images costs one attribute, not all.
+        """
         table = self.table[self.table["split"] == "train"]
         if attributes is not None:
             table = table[table["attribute"].isin(list(attributes))]
-        return sorted(set(table["image_id"]))
+        draws = table.groupby("image_id", sort=False)["attribute"].agg(lambda a: tuple(sorted(a)))
+        return sorted(draws.index, key=lambda image: (draws[image], image))
 
     def evaluation_images(self, attributes: Sequence[str] | None, outside: Sequence[str]) -> list[str]:
         """The validation and test images of ``attributes`` (default: all) that are not in ``outside``."""
@@ -226,16 +233,17 @@ def probe_rows(
     probe: ProbeConfig,
     seed: int = 0,
     storage: Storage | None = None,
+    streamed: Collection[str] = (),
 ) -> tuple[list[dict], list[dict]]:
     """Probe every layer of ``layers`` for every attribute: (result rows, VIP-study rows).
 
     Without ``storage`` the layers of the train images are held in memory; with it (a store keyed by this
     model and those images) they are extracted into the store, batches already there are not recomputed,
-    and each layer is fitted straight from disk, so memory no longer grows with the layer width. ``seed``
-    draws the VIP study's neurons.
+    and each layer is fitted straight from disk, so memory no longer grows with the layer width. Layers
+    named in ``streamed`` are held nowhere (:func:`probe_group`). ``seed`` draws the VIP study's neurons.
     """
     settings = Settings(probe.top_k, probe.components, probe.single_units, probe.vip_study, seed)
-    outputs = probe_group(forward, draws, draws.attributes, layers, settings, storage)
+    outputs = probe_group(forward, draws, draws.attributes, layers, settings, storage, streamed)
     results, vip_rows = [], []
     for info in layers:
         out = outputs[info.name]
@@ -263,25 +271,68 @@ def probe_group(
     layers: Sequence[LayerInfo],
     settings: Settings,
     storage: Storage | None = None,
+    streamed: Collection[str] = (),
 ) -> dict[str, LayerProbes]:
     """Fit every layer's probes on the train images, then score them on the evaluation images.
 
     The train images (``forward.images``) are extracted once, into RAM or the store, and each layer is
-    fitted from there. The validation and test images outside them then go through the network once, the
-    pass stopping after the last layer, and each layer's output batch is reduced on the spot to its
-    readouts: evaluation images are never held or stored.
+    fitted from there; the layers named in ``streamed`` are held nowhere: they are fitted together, each
+    pass of their fits a forward pass over the train images (:mod:`faceprobe.extract.lockstep`). The
+    validation and test images outside the train images then go through the network once, the pass
+    stopping after the last layer, and each layer's output batch is reduced on the spot to its readouts:
+    evaluation images are never held or stored. Where a layer is held does not change its results.
     """
     evaluation = draws.evaluation_images(attributes, forward.images)
     rows = attribute_rows(draws, [*forward.images, *evaluation], attributes)
 
-    def fit(info: LayerInfo) -> Callable[[Any], LayerFit]:
-        return lambda X: fit_layer(X, info.shape, rows, **dataclasses.asdict(settings))
+    def fit(info: LayerInfo, X: Any) -> LayerFit:
+        return fit_layer(X, info.shape, rows, **dataclasses.asdict(settings))
 
-    source = _activations(forward, layers, storage)
-    fits = {info.name: source.probe(info, fit(info)) for info in layers}
-    del source
-    later = _readouts(forward.over(evaluation), {name: fit.readout for name, fit in fits.items()})
-    return {name: fit.score(later.get(name)) for name, fit in fits.items()}
+    fits: dict[str, LayerFit] = {}
+    held = [info for info in layers if info.name not in streamed]
+    if held:
+        source = _activations(forward, held, storage)
+        fits |= {info.name: source.probe(info, functools.partial(fit, info)) for info in held}
+        del source
+    stream = {info.name: info for info in layers if info.name in streamed}
+    if stream:
+        fits |= _streamed(forward, list(stream.values()), lambda name, X: fit(stream[name], X))
+    later = _readouts(forward.over(evaluation), {info.name: fits[info.name].readout for info in layers})
+    return {info.name: fits[info.name].score(later.get(info.name)) for info in layers}
+
+
+def _streamed(
+    forward: Forward, layers: Sequence[LayerInfo], fit: Callable[[str, Any], LayerFit]
+) -> dict[str, LayerFit]:
+    """``fit`` of each layer of the train images, the layers streamed through the network in lockstep."""
+
+    def run_pass(names: Sequence[str], deliver: Deliver) -> None:
+        stream_outputs(
+            forward.model,
+            forward.loader(),
+            list(names),
+            lambda features, capacity: _Delivery(deliver),
+            forward.device,
+            forward.progress,
+            precision=forward.precision,
+        )
+
+    shapes = {info.name: (len(forward.images), info.features) for info in layers}
+    return fit_in_lockstep(run_pass, shapes, fit)
+
+
+class _Delivery:
+    """Consumes a streamed pass: each layer's output batch, copied to the host as float32 rows."""
+
+    def __init__(self, deliver: Deliver) -> None:
+        self.deliver = deliver
+
+    def start(self, n: int) -> None:
+        pass
+
+    def __call__(self, name: str, output: torch.Tensor) -> None:
+        rows = output.detach().flatten(1).to("cpu", torch.float32, copy=True)
+        self.deliver(name, rows.numpy())
 
 
 class _ReadoutSink:
@@ -328,6 +379,7 @@ def ablation_rows(
     later: Sequence[LayerInfo],
     ablation: Ablation,
     storage: Storage | None = None,
+    stream: bool = False,
 ) -> list[dict]:
     """Thesis Table 5.4: zero the top-VIP neurons of ``ablated`` and re-probe every later layer.
 
@@ -340,16 +392,22 @@ def ablation_rows(
     drop is measured where the probe is scored). Without ``storage`` the layers are held in RAM; with it
     each ablated pass goes through a store of its own next to the clean one, keyed by the zeroed neurons
     and the attribute's train images and deleted once probed, so memory stays bounded by the batch however
-    many later layers there are.
+    many later layers there are. With ``stream`` every layer, the ablated one included, is streamed
+    instead (:func:`probe_group`): nothing is held or stored.
     """
     settings = Settings(ablation.top_k, ablation.components)
     evaluation = draws.evaluation_images(ablation.attributes, forward.images)
     fitted_rows = attribute_rows(draws, [*forward.images, *evaluation], ablation.attributes)
-    source = _activations(forward, [ablated], storage)
-    clean = source.probe(
-        ablated, lambda X: fit_layer(X, ablated.shape, fitted_rows, settings.k, settings.n_components)
-    )
-    del source
+
+    def fit_clean(X: Any) -> LayerFit:
+        return fit_layer(X, ablated.shape, fitted_rows, settings.k, settings.n_components)
+
+    if stream:
+        clean = _streamed(forward, [ablated], lambda name, X: fit_clean(X))[ablated.name]
+    else:
+        source = _activations(forward, [ablated], storage)
+        clean = source.probe(ablated, fit_clean)
+        del source
     rows = []
     vips = {a: fit.vip for a, fit in clean.fits.items() if not isinstance(fit, ProbeInputError)}
     for attribute, vip in vips.items():
@@ -358,8 +416,9 @@ def ablation_rows(
         for fraction in ablation.fractions:
             neurons = order[: max(1, math.ceil(fraction * vip.size))]
             hit_storage = _ablated_storage(storage, ablated, neurons, mine.images)
+            streamed = [info.name for info in later] if stream else ()
             with ablate(forward.model, ablated.name, neurons=neurons):  # also for a re-extraction
-                probed = probe_group(mine, draws, [attribute], later, settings, hit_storage)
+                probed = probe_group(mine, draws, [attribute], later, settings, hit_storage, streamed)
             if hit_storage is not None:
                 shutil.rmtree(hit_storage.store.path)
             for info in later:
