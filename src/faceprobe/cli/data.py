@@ -56,8 +56,10 @@ def check(
             dataset = dataset.scan(ids[start : start + _CHUNK], workers)
             advance(len(ids[start : start + _CHUNK]))
 
-    out_console.print(
-        f"{dataset.kind} dataset at {dataset.root}: {len(dataset.ids)} usable images", markup=False
+    out_console.print(  # a path is never wrapped: it stays one piece to copy
+        f"{dataset.kind} dataset at {dataset.root}: {len(dataset.ids)} usable images",
+        markup=False,
+        soft_wrap=True,
     )
     if dataset.identities is not None:
         out_console.print(f"identities: {dataset.identities.nunique()}")
@@ -85,7 +87,10 @@ def check(
         out_console.print(f"{len(dataset.skipped)} bad images:")
         for bad in dataset.skipped:
             out_console.print(
-                f"  {dataset.image_path(bad.image_id)}: {bad.reason}", highlight=False, markup=False
+                f"  {dataset.image_path(bad.image_id)}: {bad.reason}",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
             )
         raise typer.Exit(1)
     out_console.print("no bad images")
