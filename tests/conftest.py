@@ -16,6 +16,27 @@ import pytest
 from faceprobe.data.synth import generate
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, one thread per process for torch and BLAS, in this worker and the CLI processes
+    it starts: the workers already share the CPUs, and threads that wait for each other on a taken core
+    spin instead of working."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Group tests for pytest-xdist (``--dist loadgroup``): a module's tests on one process, so its module
+    fixtures run once, and every test of the session's quick demo on one process, so the demo runs once."""
+    for item in items:
+        uses_demo = "quick_demo" in getattr(item, "fixturenames", ())
+        group = "quick_demo" if uses_demo else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 def run_cli(
     *args: str, cwd: Path | str | None = None, timeout: int = 300, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
