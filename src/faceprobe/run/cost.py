@@ -92,10 +92,16 @@ def unit_costs(
     "auto"``, the widest stored layers are streamed until the stores fit in it."""
     forced = config.run.mode
     budget = memory_budget(config)
-    train = len(draws.train_images())
+    union = draws.train_images()
+    # (train images, evaluation images, passes): a probe unit's, and an ablation unit's (one attribute's
+    # images at a time, a pass per attribute and fraction)
+    images = {None: (len(union), len(draws.evaluation_images(None, union)), 1)}
+    if any(unit.ablated for unit in units):
+        passes = len(_ablated_attributes(config, draws)) * len(config.ablation.fractions)
+        images["ablated"] = (*_ablated_images(config, draws), passes)
     sizes = {}
     for unit in units:
-        n_images = _ablated_images(config, draws)[0] if unit.ablated else train
+        n_images = images["ablated" if unit.ablated else None][0]
         held = n_images * int(sum(unit.features)) * 4
         store = forced == "store" or (forced == "auto" and held > budget)
         sizes[unit.id] = "store" if store else "ram", n_images
@@ -106,7 +112,9 @@ def unit_costs(
         streamed = _stream_until_fits(units, sizes, config, disk)
     costs = []
     for unit in units:
-        cost = _unit_cost(unit, draws, config, sizes[unit.id][0], streamed[unit.id])
+        placed = sizes[unit.id][0], streamed[unit.id]
+        mine = images["ablated" if unit.ablated else None]
+        cost = _unit_cost(unit, mine, config, len(draws.attributes), placed)
         if rates is not None:
             cost = dataclasses.replace(cost, seconds=_seconds(cost, unit, config, rates))
         costs.append(cost)
@@ -148,17 +156,21 @@ def _stream_until_fits(
     return {uid: tuple(n for n in by_id[uid].layers if n in chosen) for uid, chosen in streamed.items()}
 
 
-def _unit_cost(unit: Any, draws: Any, config: RunConfig, held: str, streamed: tuple[str, ...]) -> UnitCost:
-    """One unit's images, mode, RAM and disk, its layers not in ``streamed`` held in ``held``."""
+def _unit_cost(
+    unit: Any,
+    work: tuple[int, int, int],
+    config: RunConfig,
+    n_attributes: int,
+    placed: tuple[str, tuple[str, ...]],
+) -> UnitCost:
+    """One unit's mode, RAM and disk for its ``work`` (train images, evaluation images, passes): its layers
+    ``placed[1]`` streamed, the others held in ``placed[0]`` ("ram" or "store")."""
+    held, streamed = placed
+    *images, passes = work
     stored_bytes = np.dtype(config.run.store_dtype).itemsize
-    state_per_feature = len(draws.attributes) * (config.probe.components + 2) * 4
+    state_per_feature = n_attributes * (config.probe.components + 2) * 4
     features = int(sum(unit.features))
     kept = int(sum(f for layer, f in zip(unit.layers, unit.features, strict=True) if layer not in streamed))
-    images = len(draws.train_images()), len(draws.evaluation_images(None, draws.train_images()))
-    passes = 1
-    if unit.ablated:  # later layers again, over one attribute's own images at a time
-        images = _ablated_images(config, draws)
-        passes = len(_ablated_attributes(config, draws)) * len(config.ablation.fractions)
     train = images[0]
     disk = train * kept * stored_bytes if held == "store" else 0
     ram = features * state_per_feature + (train * kept * 4 if held == "ram" else 0)
