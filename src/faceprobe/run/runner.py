@@ -326,17 +326,18 @@ def execute_unit(
     entry = unit.model
     loaded = entry.load()
     infos = {info.name: info for info in _catalogue(loaded)}
+    train = tuple(draws.train_images())
     advance = None
     if progress is not None:
         what = f"ablation of {unit.ablated}" if unit.ablated else f"{unit.layers[0]} .. {unit.layers[-1]}"
         total = len(draws.images())  # streamed layers: the train images once more per pass of the fits
-        total += len(draws.train_images()) * (config.probe.components + 2) * bool(unit.streamed)
+        total += len(train) * (config.probe.components + 2) * bool(unit.streamed)
         advance = progress(f"{entry.label}: {what}: images", None if unit.ablated else total)
     forward = Forward(
         loaded.module,
         loaded.preprocessing.transform(),
         dataset,
-        tuple(draws.train_images()),
+        train,
         config.run.batch_size,
         _device(config.run.device),
         config.run.precision,

@@ -77,7 +77,7 @@ class Draws:
         if attributes is not None:
             table = table[table["attribute"].isin(list(attributes))]
         draws = table.groupby("image_id", sort=False)["attribute"].agg(lambda a: tuple(sorted(a)))
-        return sorted(draws.index, key=lambda image: (draws[image], image))
+        return [image for _, image in sorted(zip(draws, draws.index, strict=True))]
 
     def evaluation_images(self, attributes: Sequence[str] | None, outside: Sequence[str]) -> list[str]:
         """The validation and test images of ``attributes`` (default: all) that are not in ``outside``."""
