@@ -220,9 +220,9 @@ class Readout:
         out = torch.empty((block.shape[0], self.width), dtype=torch.float32, device=block.device)
         if whole is not None:
             rotations, offsets, at = whole
-            out[:, at] = block @ rotations - offsets
+            out.index_copy_(1, at, block @ rotations - offsets)
         for columns, rotations, offset, where in parts:
-            picked = block[:, columns]
+            picked = block.index_select(1, columns)  # advanced indexing (block[:, columns]) is ~70x slower
             out[:, where] = picked if rotations is None else picked @ rotations - offset
         return out
 
