@@ -15,6 +15,11 @@ its own:
   and ``StandardScaler`` + ``QuadraticDiscriminantAnalysis`` on its scores: the standardisation and
   ``reg_param`` of :class:`faceprobe.Probe`, so both sides compute the same layer probe.
 
+Two more measurements ride along: a **bare forward** (the peer's loader and network over the same images,
+no hooks, nothing kept: the floor any probe pays, for the issue's "protocol <= 2x a bare forward"), and
+the **plan's estimate** (``faceprobe probe ... --plan``'s costs, computed in the faceprobe child before its
+clock starts) beside the measured time, peak memory and disk of the faceprobe run.
+
 The faces come from :func:`faceprobe.data.synth.generate` (CelebA layout, planted attributes) and the draws
 from the runner's own :func:`faceprobe.run.runner.make_draws`, once, into a temporary folder both sides read.
 Time is the child's work (for faceprobe the whole command, with its own imports done before the clock
@@ -104,7 +109,6 @@ def _faceprobe(folder: Path, settings: dict) -> dict[tuple[str, str], float]:
     import contextlib
 
     from faceprobe.cli import app
-    from faceprobe.run import read_table
 
     run_dir = folder / f"run-{settings['memory_gb']}"
     flags = [*_probe_flags(folder, settings), "--out", str(run_dir)]
@@ -112,6 +116,39 @@ def _faceprobe(folder: Path, settings: dict) -> dict[tuple[str, str], float]:
         flags += ["--memory-gb", str(settings["memory_gb"])]
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries the child's JSON
         app(flags, standalone_mode=False)
+    return _layer_accuracies(run_dir)
+
+
+def _plan(folder: Path, settings: dict) -> list:
+    """The costs `faceprobe probe ... --plan` prints for the faceprobe side's study (calibration included),
+    recorded from the runner's ``study_costs`` as the command calls it."""
+    import contextlib
+
+    from faceprobe.cli import app
+    from faceprobe.run import runner
+
+    flags = [*_probe_flags(folder, settings), "--out", str(folder / f"run-{settings['memory_gb']}"), "--plan"]
+    if settings["memory_gb"] is not None:
+        flags += ["--memory-gb", str(settings["memory_gb"])]
+    recorded: list = []
+    planned = runner.study_costs
+
+    def recording(*args, **kwargs):
+        recorded.extend(planned(*args, **kwargs))
+        return recorded
+
+    runner.study_costs = recording
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            app(flags, standalone_mode=False)
+    finally:
+        runner.study_costs = planned
+    return recorded
+
+
+def _layer_accuracies(run_dir: Path) -> dict[tuple[str, str], float]:
+    from faceprobe.run import read_table
+
     results = read_table(run_dir)
     layer = results[(results["representation"] == "layer") & (results["split"] == "val")]
     return {(r.layer, r.attribute): r.accuracy for r in layer.itertuples()}
@@ -133,6 +170,29 @@ class _Faces:
             return self.transform(image.convert("RGB"))
 
 
+def _loader(folder: Path, settings: dict, loaded):
+    """The draws' images (all splits) through the model's preprocessing, in the benchmark's batches."""
+    from torch.utils.data import DataLoader
+
+    images = _draws(folder).images()
+    paths = [folder / "faces" / "img_align_celeba" / image for image in images]
+    return images, DataLoader(
+        _Faces(paths, loaded.preprocessing.transform()), batch_size=settings["batch"], shuffle=False
+    )
+
+
+def _bare(folder: Path, settings: dict) -> dict[tuple[str, str], float]:
+    """One forward pass of the network over the draws' images: no hooks, nothing kept."""
+    import torch
+
+    loaded = _model(settings)
+    _, loader = _loader(folder, settings, loaded)
+    with torch.inference_mode():
+        for x in loader:
+            loaded.module(x)
+    return {}
+
+
 def _peer(folder: Path, settings: dict) -> dict[tuple[str, str], float]:
     """torchvision feature extraction of every layer in one forward pass, held in RAM, then scikit-learn
     PLS and QDA per (layer, attribute)."""
@@ -141,17 +201,12 @@ def _peer(folder: Path, settings: dict) -> dict[tuple[str, str], float]:
     from sklearn.discriminant_analysis import QuadraticDiscriminantAnalysis
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-    from torch.utils.data import DataLoader
     from torchvision.models.feature_extraction import create_feature_extractor
 
     loaded = _model(settings)  # the same seeded weights and preprocessing as the faceprobe side
     draws = _draws(folder)
-    images = draws.images()
+    images, loader = _loader(folder, settings, loaded)
     row = {image: i for i, image in enumerate(images)}
-    paths = [folder / "faces" / "img_align_celeba" / image for image in images]
-    loader = DataLoader(
-        _Faces(paths, loaded.preprocessing.transform()), batch_size=settings["batch"], shuffle=False
-    )
     splits = {
         (attribute, split): group["image_id"].map(row).to_numpy()
         for (attribute, split), group in draws.table.groupby(["attribute", "split"], observed=True)
@@ -187,9 +242,12 @@ def _child(side: str, folder: Path, memory_gb: float | None) -> dict:
         importlib.import_module(module)  # before the clock starts: imports are no side's work
 
     settings = json.loads((folder / "settings.json").read_text()) | {"memory_gb": memory_gb}
+    plan = _plan(folder, settings) if side == "faceprobe" else []
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    disk = _DiskPeak(folder / f"run-{memory_gb}")
     start = time.perf_counter()
-    accuracy = (_peer if side == "peer" else _faceprobe)(folder, settings)
+    with disk:
+        accuracy = {"peer": _peer, "bare": _bare, "faceprobe": _faceprobe}[side](folder, settings)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
@@ -197,9 +255,46 @@ def _child(side: str, folder: Path, memory_gb: float | None) -> dict:
         "seconds": seconds,
         "base_gib": base / 2**30,
         "peak_gib": peak / 2**30,
+        "peak_disk_gib": disk.peak / 2**30,
         "threads": torch.get_num_threads(),
         "accuracy": [[layer, attribute, acc] for (layer, attribute), acc in accuracy.items()],
+        "plan": {
+            "seconds": sum(c.seconds for c in plan),
+            "ram_gib": max((c.ram_bytes for c in plan), default=0) / 2**30,
+            "disk_gib": sum(c.disk_bytes for c in plan) / 2**30,
+            "modes": sorted({c.mode for c in plan}),
+        },
     }
+
+
+class _DiskPeak:
+    """The largest size a folder reached while the block ran, sampled every 0.2 s in a thread."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.peak = folder, 0
+
+    def _size(self) -> int:
+        if not self.folder.exists():
+            return 0
+        return sum(f.stat().st_size for f in self.folder.rglob("*") if f.is_file())
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.2):
+            try:
+                self.peak = max(self.peak, self._size())
+            except FileNotFoundError:  # a file deleted while listed
+                continue
+
+    def __enter__(self) -> None:
+        import threading
+
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _prepare(folder: Path, args: argparse.Namespace) -> dict:
@@ -262,6 +357,7 @@ def arguments() -> argparse.ArgumentParser:
         "faceprobe once per value, an empty one not at all",
     )
     parser.add_argument("--no-peer", action="store_true", help="run the faceprobe side(s) only")
+    parser.add_argument("--no-bare", action="store_true", help="skip the bare forward pass")
     parser.add_argument("--size", type=int, default=112)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
@@ -276,8 +372,10 @@ def main() -> None:
         print(json.dumps(_child(side, Path(folder), None if memory_gb == "default" else float(memory_gb))))
         return
 
-    cases = [("faceprobe", gb) for gb in args.memory_gb.split(",") if gb] + (
-        [] if args.no_peer else [("peer", "0")]
+    cases = (
+        [("faceprobe", gb) for gb in args.memory_gb.split(",") if gb]
+        + ([] if args.no_peer else [("peer", "0")])
+        + ([] if args.no_bare else [("bare", "0")])
     )
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
         data = _prepare(Path(tmp), args)
@@ -291,7 +389,7 @@ def main() -> None:
         )
         results = {}
         for side, memory_gb in cases:
-            name = side if side == "peer" else f"faceprobe memory_gb={memory_gb}"
+            name = side if side != "faceprobe" else f"faceprobe memory_gb={memory_gb}"
             proc = subprocess.run(
                 [sys.executable, __file__, "--child", side, tmp, memory_gb], capture_output=True, text=True
             )
@@ -304,10 +402,26 @@ def main() -> None:
                 f"{r['base_gib']:.2f} GiB)  torch threads {r['threads']}  load {os.getloadavg()[0]:.2f}",
                 flush=True,
             )
-    if "peer" in results:
-        peer = results.pop("peer")
-        for name, ours in results.items():
+    bare, peer = results.pop("bare", None), results.pop("peer", None)
+    for name, ours in results.items():
+        _against_plan(name, ours)
+        if bare is not None:
+            times = ours["seconds"] / bare["seconds"]
+            print(f"{name}: {times:.2f}x the bare forward ({bare['seconds']:.1f} s)")
+        if peer is not None:
             _compare(name, ours, peer)
+
+
+def _against_plan(name: str, ours: dict) -> None:
+    """The plan's estimate beside what the run measured (RAM: the peak above the imports)."""
+    plan = ours["plan"]
+    ram = ours["peak_gib"] - ours["base_gib"]
+    print(
+        f"{name}: plan ({', '.join(plan['modes'])}) estimated {plan['seconds']:.1f} s, "
+        f"RAM {plan['ram_gib']:.2f} GiB, disk {plan['disk_gib']:.2f} GiB; measured {ours['seconds']:.1f} s "
+        f"({ours['seconds'] / plan['seconds']:.2f}x), RAM above imports {ram:.2f} GiB "
+        f"({ram / max(plan['ram_gib'], 1e-9):.2f}x), disk {ours['peak_disk_gib']:.2f} GiB"
+    )
 
 
 def _compare(name: str, ours: dict, peer: dict) -> None:

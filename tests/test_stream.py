@@ -106,6 +106,20 @@ def test_the_plan_streams_the_widest_layers_when_the_store_outgrows_the_disk(pla
     assert "store+stream" in proc.stdout and ": fits (" in proc.stdout and "layers streamed" in proc.stdout
 
 
+def test_layers_before_the_deepest_streamed_one_stream_too():
+    """The widest layer goes first; a narrower one before it rides on the same truncated forward passes,
+    while the layers after it stay in the store."""
+    from types import SimpleNamespace
+
+    from faceprobe.run.cost import _stream_until_fits
+
+    unit = SimpleNamespace(id="u", layers=("a", "b", "c", "d"), features=(10, 1000, 100, 10), ablated=None)
+    config = SimpleNamespace(run=SimpleNamespace(store_dtype="float32"))
+    disk = 4 * (10 + 100 + 10)  # one image: everything but the widest layer fits
+    assert _stream_until_fits([unit], {"u": ("store", 1)}, config, disk) == {"u": ("a", "b")}
+    assert _stream_until_fits([unit], {"u": ("store", 1)}, config, 4 * 1120) == {"u": ()}
+
+
 def test_streaming_stores_nothing(placed):
     runs = placed[0]
     assert _store_bytes(runs["stream"]) == 0

@@ -7,7 +7,8 @@ evaluation pass, whose images are never stored. Stores stay until the run is fin
 disk is the sum of its models' stores plus the largest ablated pass. When that exceeds ``run.disk_gb``
 (default: the free space of the run folder's disk less 10%), the widest stored layers are streamed instead
 (held nowhere: one forward pass per pass of their fits) until the rest fits: wide layers are the cheapest
-to stream for the disk they would take. ``run.mode`` forces one mode for every layer; a forced store that
+to stream for the disk they would take, and the layers before the deepest streamed one then stream for
+free. ``run.mode`` forces one mode for every layer; a forced store that
 does not fit is refused by :func:`check_budgets` before any work.
 """
 
@@ -89,7 +90,7 @@ def unit_costs(
 ) -> list[UnitCost]:
     """The cost of each unit of ``units`` (runner Units, with their layers' ``features``) on ``draws``;
     with ``rates``, also its estimated time. With ``disk`` (bytes the run may fill) and ``run.mode =
-    "auto"``, the widest stored layers are streamed until the stores fit in it."""
+    "auto"``, the widest stored layers (and those before them) are streamed until the stores fit in it."""
     forced = config.run.mode
     budget = memory_budget(config)
     union = draws.train_images()
@@ -125,7 +126,9 @@ def _stream_until_fits(
     units: Sequence[Any], sizes: Mapping[str, tuple[str, int]], config: RunConfig, disk: int
 ) -> dict[str, tuple[str, ...]]:
     """Which layers to stream so that the stores fit in ``disk`` bytes: the largest stores first (a probe
-    unit's layer, or an ablation unit's passes, which then stream every layer)."""
+    unit's layer, or an ablation unit's passes, which then stream every layer). A unit's passes run the
+    network up to its deepest streamed layer anyway, so every layer before that one streams too: it then
+    costs no forward work, and no store writes or reads."""
     itemsize = np.dtype(config.run.store_dtype).itemsize
     stored: dict[tuple[str, str], int] = {}  # (unit, layer or "" for a whole ablation unit) -> bytes
     for unit in units:
@@ -150,6 +153,10 @@ def _stream_until_fits(
         uid, layer = by_size.pop(0)
         del stored[(uid, layer)]
         streamed[uid] = list(by_id[uid].layers) if layer == "" else [*streamed[uid], layer]
+    for unit in units:
+        if streamed[unit.id] and not unit.ablated:
+            deepest = max(unit.layers.index(layer) for layer in streamed[unit.id])
+            streamed[unit.id] = list(unit.layers[: deepest + 1])
     for unit in units:  # an ablation unit streams when the layer it ablates is streamed by its model
         if unit.ablated and any(unit.ablated in streamed[uid] for uid in unit.after):
             streamed[unit.id] = list(unit.layers)
