@@ -46,7 +46,7 @@ from faceprobe.run.folder import reclaim_held
 from faceprobe.run.lock import hold
 from faceprobe.run.summary import failed_attributes
 from faceprobe.run.tables import read_table
-from faceprobe.run.work import Ablation, Draws, Forward, Storage, ablation_rows, probe_rows
+from faceprobe.run.work import Ablation, Draws, Forward, Placement, Storage, ablation_rows, probe_rows
 
 __all__ = ["RunStatus", "Unit", "plan_units", "run_status", "run_study", "study_costs", "study_settings"]
 
@@ -354,9 +354,9 @@ def execute_unit(
             _baseline(run_dir, unit),
         )
         layers = [infos[unit.ablated], *(infos[n] for n in unit.layers if n in infos)]
-        stream = bool(unit.streamed)
-        storage = None if stream else _storage(run_dir, config, loaded, forward.images, unit.held)
-        rows = ablation_rows(forward, draws, layers[0], layers[1:], ablation, storage, stream)
+        storage = None if unit.streamed else _storage(run_dir, config, loaded, forward.images, unit.held)
+        placement = Placement(storage, frozenset(unit.streamed))
+        rows = ablation_rows(forward, draws, layers[0], layers[1:], ablation, placement)
         _write_part(
             run_dir,
             "ablation",
@@ -374,9 +374,8 @@ def execute_unit(
         ]
         stored = unit.held == "store" and len(unit.streamed) < len(unit.layers)
         storage = _storage(run_dir, config, loaded, forward.images, unit.held, ahead) if stored else None
-        results, vip = probe_rows(
-            forward, draws, layers, config.probe, config.data.seed, storage, unit.streamed
-        )
+        placement = Placement(storage, frozenset(unit.streamed))
+        results, vip = probe_rows(forward, draws, layers, config.probe, config.data.seed, placement)
         identity = {
             **model_keys,
             "architecture": entry.architecture,

@@ -15,7 +15,7 @@ import functools
 import hashlib
 import math
 import shutil
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,7 @@ __all__ = [
     "Ablation",
     "Draws",
     "Forward",
+    "Placement",
     "Settings",
     "Storage",
     "ablation_rows",
@@ -152,6 +153,15 @@ class Storage:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """Where a unit's layers of the train images are (the plan's choice): held in RAM, in the activation
+    store (``storage``), or, for the layers named in ``streamed``, nowhere."""
+
+    storage: Storage | None = None
+    streamed: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
 class Ablation:
     """What an ablation unit zeroes and re-probes (the top ``fractions`` of VIP neurons, per attribute),
     and the unablated accuracies it compares with, by (layer, attribute, representation, split)."""
@@ -232,18 +242,17 @@ def probe_rows(
     layers: Sequence[LayerInfo],
     probe: ProbeConfig,
     seed: int = 0,
-    storage: Storage | None = None,
-    streamed: Collection[str] = (),
+    placement: Placement = Placement(),
 ) -> tuple[list[dict], list[dict]]:
     """Probe every layer of ``layers`` for every attribute: (result rows, VIP-study rows).
 
-    Without ``storage`` the layers of the train images are held in memory; with it (a store keyed by this
-    model and those images) they are extracted into the store, batches already there are not recomputed,
-    and each layer is fitted straight from disk, so memory no longer grows with the layer width. Layers
-    named in ``streamed`` are held nowhere (:func:`probe_group`). ``seed`` draws the VIP study's neurons.
+    Without a store in ``placement`` the layers of the train images are held in memory; with one (keyed by
+    this model and those images) they are extracted into it, batches already there are not recomputed, and
+    each layer is fitted straight from disk, so memory no longer grows with the layer width. Layers it
+    streams are held nowhere (:func:`probe_group`). ``seed`` draws the VIP study's neurons.
     """
     settings = Settings(probe.top_k, probe.components, probe.single_units, probe.vip_study, seed)
-    outputs = probe_group(forward, draws, draws.attributes, layers, settings, storage, streamed)
+    outputs = probe_group(forward, draws, draws.attributes, layers, settings, placement)
     results, vip_rows = [], []
     for info in layers:
         out = outputs[info.name]
@@ -270,13 +279,12 @@ def probe_group(
     attributes: Sequence[str],
     layers: Sequence[LayerInfo],
     settings: Settings,
-    storage: Storage | None = None,
-    streamed: Collection[str] = (),
+    placement: Placement = Placement(),
 ) -> dict[str, LayerProbes]:
     """Fit every layer's probes on the train images, then score them on the evaluation images.
 
     The train images (``forward.images``) are extracted once, into RAM or the store, and each layer is
-    fitted from there; the layers named in ``streamed`` are held nowhere: they are fitted together, each
+    fitted from there; the layers ``placement`` streams are held nowhere: they are fitted together, each
     pass of their fits a forward pass over the train images (:mod:`faceprobe.extract.lockstep`). The
     validation and test images outside the train images then go through the network once, the pass
     stopping after the last layer, and each layer's output batch is reduced on the spot to its readouts:
@@ -289,12 +297,12 @@ def probe_group(
         return fit_layer(X, info.shape, rows, **dataclasses.asdict(settings))
 
     fits: dict[str, LayerFit] = {}
-    held = [info for info in layers if info.name not in streamed]
+    held = [info for info in layers if info.name not in placement.streamed]
     if held:
-        source = _activations(forward, held, storage)
+        source = _activations(forward, held, placement.storage)
         fits |= {info.name: source.probe(info, functools.partial(fit, info)) for info in held}
         del source
-    stream = {info.name: info for info in layers if info.name in streamed}
+    stream = {info.name: info for info in layers if info.name in placement.streamed}
     if stream:
         fits |= _streamed(forward, list(stream.values()), lambda name, X: fit(stream[name], X))
     later = _readouts(forward.over(evaluation), {info.name: fits[info.name].readout for info in layers})
@@ -378,8 +386,7 @@ def ablation_rows(
     ablated: LayerInfo,
     later: Sequence[LayerInfo],
     ablation: Ablation,
-    storage: Storage | None = None,
-    stream: bool = False,
+    placement: Placement = Placement(),
 ) -> list[dict]:
     """Thesis Table 5.4: zero the top-VIP neurons of ``ablated`` and re-probe every later layer.
 
@@ -389,13 +396,14 @@ def ablation_rows(
     attribute's images and probed again (whole layer, top-k channels, top-k neurons) and compared with the
     unablated accuracy of the same probe on the same split (``ablation.baseline``, the probe units' rows): a
     validation row with the validation baseline, a test row with the test baseline (thesis section 5.3: the
-    drop is measured where the probe is scored). Without ``storage`` the layers are held in RAM; with it
-    each ablated pass goes through a store of its own next to the clean one, keyed by the zeroed neurons
-    and the attribute's train images and deleted once probed, so memory stays bounded by the batch however
-    many later layers there are. With ``stream`` every layer, the ablated one included, is streamed
-    instead (:func:`probe_group`): nothing is held or stored.
+    drop is measured where the probe is scored). Without a store in ``placement`` the layers are held in
+    RAM; with one each ablated pass goes through a store of its own next to the clean one, keyed by the
+    zeroed neurons and the attribute's train images and deleted once probed, so memory stays bounded by the
+    batch however many later layers there are. When ``placement`` streams layers, every layer, the ablated
+    one included, is streamed instead (:func:`probe_group`): nothing is held or stored.
     """
     settings = Settings(ablation.top_k, ablation.components)
+    storage, stream = placement.storage, bool(placement.streamed)
     evaluation = draws.evaluation_images(ablation.attributes, forward.images)
     fitted_rows = attribute_rows(draws, [*forward.images, *evaluation], ablation.attributes)
 
@@ -416,9 +424,11 @@ def ablation_rows(
         for fraction in ablation.fractions:
             neurons = order[: max(1, math.ceil(fraction * vip.size))]
             hit_storage = _ablated_storage(storage, ablated, neurons, mine.images)
-            streamed = [info.name for info in later] if stream else ()
+            streamed = frozenset(info.name for info in later) if stream else frozenset()
             with ablate(forward.model, ablated.name, neurons=neurons):  # also for a re-extraction
-                probed = probe_group(mine, draws, [attribute], later, settings, hit_storage, streamed)
+                probed = probe_group(
+                    mine, draws, [attribute], later, settings, Placement(hit_storage, streamed)
+                )
             if hit_storage is not None:
                 shutil.rmtree(hit_storage.store.path)
             for info in later:
