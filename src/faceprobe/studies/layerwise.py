@@ -229,8 +229,9 @@ class Readout:
     def read(self, X: Any) -> NDArray[np.float32]:
         """The readout of every row of X (an array or a stored layer), in one pass of row blocks."""
         out = np.empty((int(X.shape[0]), self.width), dtype=np.float32)
-        for rows, block in _RowBlocks(X, _DEFAULT_BLOCK_BYTES):
-            out[rows] = self(torch.from_numpy(np.ascontiguousarray(block))).numpy()
+        blocks = _RowBlocks(X, _DEFAULT_BLOCK_BYTES)
+        for rows, block in blocks:
+            torch.from_numpy(out[rows]).copy_(self(blocks.math.tensor(block)))
         return out
 
 
@@ -481,8 +482,10 @@ def _read_columns(X: Any, columns: NDArray[np.intp]) -> NDArray[np.float32]:
     if isinstance(X, np.ndarray):
         return np.asarray(X[:, columns], dtype=np.float32)
     out = np.empty((X.shape[0], len(columns)), dtype=np.float32)
-    for rows, block in _RowBlocks(X, _DEFAULT_BLOCK_BYTES):
-        np.take(block, columns, axis=1, out=out[rows])
+    blocks = _RowBlocks(X, _DEFAULT_BLOCK_BYTES)
+    picked = blocks.math.operand(columns)
+    for rows, block in blocks:
+        blocks.math.take(block, picked, out[rows])
     return out
 
 
