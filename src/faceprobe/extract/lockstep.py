@@ -15,8 +15,8 @@ same blocks whatever the source, a streamed layer is fitted exactly as the same 
 Where the network runs on an accelerator, the rows stay there as torch tensors and the passes' products
 run on it (:class:`faceprobe.pls._TorchMath`): only the fits' sums and scores reach the host. On the CPU
 they become NumPy arrays, as held and stored layers are, which keeps the three fits equal to the last bit
-(NumPy's passes are also the faster there). ``FACEPROBE_PASS_BACKEND=torch`` (or ``numpy``) forces
-either, e.g. to test the torch passes on a CPU.
+(torch's products round differently). ``FACEPROBE_PASS_BACKEND=torch`` (or ``numpy``) forces either, e.g.
+to test the torch passes on a CPU.
 """
 
 from __future__ import annotations
