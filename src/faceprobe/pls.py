@@ -15,7 +15,9 @@ found so far, so X is only ever read, one row block at a time:
 
 So ``n_components`` components cost ``n_components + 1`` passes over X and no copy of it. Arithmetic runs in
 X's precision when X is float32 or float64 (any other dtype, e.g. float16, is converted block by block to
-float32); the small per-component quantities are kept in float64.
+float32); the small per-component quantities are kept in float64. The products with X's blocks run where the
+blocks are: NumPy on the host, or, for a streamed layer whose rows stay on the network's device as torch
+tensors, torch in float32 on that device (:class:`_TorchMath`; torch is imported only then).
 
 :func:`fit_shared` runs many such fits in lockstep, one per target column, each on its own subset of the rows
 (a row mask): every pass multiplies a block by the weights of all targets at once and accumulates all their
