@@ -111,11 +111,11 @@ def fit_in_lockstep(
     """
     coordinator = _Coordinator(list(shapes))
     results: dict[str, T] = {}
-    on = rows_device(device)
+    kept_on = rows_device(device)
 
     def body(name: str) -> None:
         try:
-            results[name] = fit(name, StreamedLayer(coordinator, name, shapes[name], on))
+            results[name] = fit(name, StreamedLayer(coordinator, name, shapes[name], kept_on))
         except BaseException as error:  # handed to the calling thread
             coordinator.fail(error)
         finally:
@@ -126,7 +126,7 @@ def fit_in_lockstep(
         thread.start()
     try:
         while (asked := coordinator.next_pass()) is not None:
-            run_pass(list(asked), lambda name, out: coordinator.put(asked[name], _copied_rows(out, on)))
+            run_pass(list(asked), lambda name, out: coordinator.put(asked[name], _copied_rows(out, kept_on)))
             for batches in asked.values():
                 coordinator.put(batches, None)  # the pass is over
     except _Aborted:  # a fit failed while the pass fed it: its error is raised below

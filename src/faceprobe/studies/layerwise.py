@@ -227,7 +227,8 @@ class Readout:
         return out
 
     def read(self, X: Any) -> NDArray[np.float32]:
-        """The readout of every row of X (an array or a stored layer), in one pass of row blocks."""
+        """The readout of every row of X (an array, a stored or a streamed layer), in one pass of row
+        blocks, computed where the blocks are."""
         out = np.empty((int(X.shape[0]), self.width), dtype=np.float32)
         blocks = _RowBlocks(X, _DEFAULT_BLOCK_BYTES)
         for rows, block in blocks:
@@ -478,7 +479,8 @@ def _read_units(
 
 
 def _read_columns(X: Any, columns: NDArray[np.intp]) -> NDArray[np.float32]:
-    """``X[:, columns]`` in float32; a stored X is read in one pass of row blocks."""
+    """``X[:, columns]`` in float32; a stored or streamed X is read in one pass of row blocks, the columns
+    gathered where the blocks are."""
     if isinstance(X, np.ndarray):
         return np.asarray(X[:, columns], dtype=np.float32)
     out = np.empty((X.shape[0], len(columns)), dtype=np.float32)
