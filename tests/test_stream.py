@@ -8,6 +8,7 @@ and the plan streams the widest stored layers when the stores would outgrow the 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -16,10 +17,13 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from conftest import run_cli, tiny_study
-from faceprobe.extract.lockstep import fit_in_lockstep
-from faceprobe.pls import fit_shared
+from faceprobe.errors import FaceprobeError
+from faceprobe.extract.lockstep import PASS_BACKEND_ENV, fit_in_lockstep, rows_device
+from faceprobe.pls import _RowBlocks, _TorchMath, fit_shared, transform_shared
+from faceprobe.studies.layerwise import AttributeRows, fit_layer
 
 #: The tiny study with every table the modes must agree on: results, the VIP study and the ablation.
 STUDY = {
@@ -58,6 +62,7 @@ def placed(tiny_faces, tmp_path_factory):
     budget = needed // 3
     studies = {mode: study(mode=mode) for mode in ("ram", "store", "stream")}
     studies["auto"] = study(memory_gb=0, disk_gb=budget / 2**30)
+    studies["stream_torch"] = studies["stream"]  # with the passes' math in torch (on the CPU here)
     runs, most = {}, 0
     for mode, text in studies.items():
         path = root / f"{mode}.toml"
@@ -68,6 +73,7 @@ def placed(tiny_faces, tmp_path_factory):
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env={**os.environ, PASS_BACKEND_ENV: "torch" if mode == "stream_torch" else ""},
         )
         while proc.poll() is None:
             if mode == "auto":
@@ -118,6 +124,20 @@ def test_layers_before_the_deepest_streamed_one_stream_too():
     disk = 4 * (10 + 100 + 10)  # one image: everything but the widest layer fits
     assert _stream_until_fits([unit], {"u": ("store", 1)}, config, disk) == {"u": ("a", "b")}
     assert _stream_until_fits([unit], {"u": ("store", 1)}, config, 4 * 1120) == {"u": ()}
+
+
+def test_a_study_streamed_with_torch_passes_gives_the_numpy_streams_tables(placed):
+    # The same accuracies, picks and drops; VIP (the one float the tables keep) to rounding: torch's
+    # products round differently from BLAS's in the last bits.
+    runs = placed[0]
+    for name in TABLES:
+        numpy_passes, torch_passes = _table(runs["stream"], name), _table(runs["stream_torch"], name)
+        floats = ["vip"] if "vip" in numpy_passes else []
+        pd.testing.assert_frame_equal(
+            numpy_passes.drop(columns=floats), torch_passes.drop(columns=floats), check_exact=True
+        )
+        for column in floats:
+            assert _relative(torch_passes[column].to_numpy(), numpy_passes[column].to_numpy()) < 1e-4
 
 
 def test_streaming_stores_nothing(placed):
@@ -203,3 +223,119 @@ def test_a_failing_forward_pass_stops_every_fit_and_is_raised():
 
     error = _finishes(lambda: fit_in_lockstep(run_pass, {"a": (4, 3), "b": (4, 3)}, fit))
     assert isinstance(error, RuntimeError) and "out of memory" in str(error)
+
+
+# --- where a streamed pass computes -------------------------------------------------------------------------
+
+
+def _streamed(X: np.ndarray, fit, backend: str, monkeypatch, batch: int = 23):
+    """``fit(layer)`` of X streamed in batches of torch tensors, the passes' math forced to ``backend``."""
+    monkeypatch.setenv(PASS_BACKEND_ENV, backend)
+
+    def run_pass(names, deliver):
+        for start in range(0, len(X), batch):
+            deliver(names[0], torch.from_numpy(X[start : start + batch]))
+
+    def checked(name, layer):
+        assert isinstance(_RowBlocks(layer, 2**20).math, _TorchMath) == (backend == "torch")
+        return fit(layer)
+
+    return fit_in_lockstep(run_pass, {"layer": X.shape}, checked)["layer"]
+
+
+def _relative(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-12)))
+
+
+def test_torch_passes_fit_a_streamed_layer_as_numpy_passes_do(monkeypatch):
+    # Overlapping row masks on 16-row blocks: some blocks serve only some targets (the index_add path),
+    # others all of them; the products differ only in their rounding (torch's kernels, not BLAS's).
+    rng = np.random.default_rng(4)
+    n, m = 240, 70
+    X = rng.normal(size=(n, m)).astype(np.float32)
+    Y = np.stack([X[:, 0] + 0.3 * rng.normal(size=n) > 0, X[:, 5] - X[:, 6] > 0, X[:, 9] > 0], axis=1)
+    masks = np.zeros((n, 3), dtype=bool)
+    masks[:150, 0], masks[100:, 1], masks[::2, 2] = True, True, True
+
+    def fit(layer):
+        models = fit_shared(layer, Y.astype(float), masks, 5, block_bytes=1024)
+        return models, transform_shared(layer, models, block_bytes=1024)
+
+    (numpy_fits, numpy_scores), (torch_fits, torch_scores) = (
+        _streamed(X, fit, backend, monkeypatch) for backend in ("numpy", "torch")
+    )
+    held = fit_shared(X, Y.astype(float), masks, 5, block_bytes=1024)
+    for theirs, ours, in_ram in zip(numpy_fits, torch_fits, held, strict=True):
+        np.testing.assert_array_equal(theirs.vip_, in_ram.vip_)  # the NumPy stream is the held fit
+        assert ours.n_components_ == theirs.n_components_ == 5
+        assert _relative(ours.vip_, theirs.vip_) < 1e-4
+        for name in ("x_rotations_", "x_loadings_", "x_scores_", "x_mean_"):
+            np.testing.assert_allclose(getattr(ours, name), getattr(theirs, name), rtol=1e-4, atol=1e-5)
+    for ours, theirs in zip(torch_scores, numpy_scores, strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
+
+
+def test_a_layer_probed_with_torch_passes_scores_as_with_numpy_passes(monkeypatch):
+    # Every pass of a layer's probes (the shared PLS, the picked units, the readouts) on torch blocks.
+    # Accuracies are compared on a planted attribute whose classes stand far apart: a difference in the
+    # last bits of a score could flip an image lying on a probe's boundary, which a random attribute has.
+    rng = np.random.default_rng(5)
+    n, shape = 200, (6, 3, 3)
+    y = rng.integers(0, 2, n)
+    X = np.maximum(rng.normal(size=(n, *shape)), 0).astype(np.float32)
+    X[:, 2] += 3.0 * y[:, None, None]
+    X = X.reshape(n, -1)
+    noise = rng.integers(0, 2, n)
+    rows = {
+        "Planted": AttributeRows(np.arange(120), np.arange(120, n), y[:120], y[120:]),
+        "Noise": AttributeRows(np.arange(30, 150), np.arange(150, n), noise[30:150], noise[150:]),
+    }
+
+    def probes(layer):
+        return fit_layer(layer, shape, rows, k=3, n_components=4, single_units=True, vip_study=5).score()
+
+    with_numpy, with_torch = (_streamed(X, probes, b, monkeypatch, batch=17) for b in ("numpy", "torch"))
+    for attribute in rows:
+        assert _relative(with_torch.vips[attribute], with_numpy.vips[attribute]) < 1e-4
+    planted = [pd.DataFrame(p.rows).query("attribute == 'Planted'") for p in (with_numpy, with_torch)]
+    pd.testing.assert_frame_equal(planted[0], planted[1])
+    assert planted[0]["accuracy"].max() == 1.0
+
+
+def test_streamed_batches_stay_on_the_networks_device(monkeypatch):
+    # A meta tensor cannot be copied to the host: a batch that reached a fit was never brought there.
+    monkeypatch.delenv(PASS_BACKEND_ENV, raising=False)
+
+    def run_pass(names, deliver):
+        for _ in range(3):
+            deliver(names[0], torch.ones((4, 2, 3), dtype=torch.bfloat16, device="meta"))
+
+    def fit(name, layer):
+        math = _RowBlocks(layer, 2**20).math
+        batches = [(type(rows), rows.device, rows.dtype, tuple(rows.shape)) for rows in layer.stream_rows()]
+        return layer.rows_device, type(math), batches
+
+    device, math, batches = fit_in_lockstep(run_pass, {"a": (12, 6)}, fit, device="meta")["a"]
+    assert device == torch.device("meta") and math is _TorchMath
+    assert batches == [(torch.Tensor, torch.device("meta"), torch.float32, (4, 6))] * 3
+
+
+@pytest.mark.parametrize(
+    ("backend", "kind"), [("", np.ndarray), ("numpy", np.ndarray), ("torch", torch.Tensor)]
+)
+def test_on_the_cpu_batches_are_numpy_unless_torch_is_asked_for(monkeypatch, backend, kind):
+    X = np.arange(24, dtype=np.float32).reshape(6, 4)
+
+    def fit(layer):
+        return [(type(rows), np.asarray(rows).copy()) for rows in layer.stream_rows()]
+
+    batches = _streamed(X, fit, backend, monkeypatch, batch=4)
+    assert [type_ for type_, _ in batches] == [kind, kind]
+    np.testing.assert_array_equal(np.concatenate([rows for _, rows in batches]), X)
+    assert rows_device("cpu") == (torch.device("cpu") if backend == "torch" else None)
+
+
+def test_an_unknown_pass_backend_is_one_line(monkeypatch):
+    monkeypatch.setenv(PASS_BACKEND_ENV, "jax")
+    with pytest.raises(FaceprobeError, match="FACEPROBE_PASS_BACKEND='jax' is not a pass backend"):
+        rows_device("cpu")

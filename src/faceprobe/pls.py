@@ -15,7 +15,9 @@ found so far, so X is only ever read, one row block at a time:
 
 So ``n_components`` components cost ``n_components + 1`` passes over X and no copy of it. Arithmetic runs in
 X's precision when X is float32 or float64 (any other dtype, e.g. float16, is converted block by block to
-float32); the small per-component quantities are kept in float64.
+float32); the small per-component quantities are kept in float64. The products with X's blocks run where the
+blocks are: NumPy on the host, or, for a streamed layer whose rows stay on the network's device as torch
+tensors, torch in float32 on that device (:class:`_TorchMath`; torch is imported only then).
 
 :func:`fit_shared` runs many such fits in lockstep, one per target column, each on its own subset of the rows
 (a row mask): every pass multiplies a block by the weights of all targets at once and accumulates all their
@@ -87,6 +89,9 @@ class _RowBlocks:
 
     A pass is split into chunks that the pass's threads take in turn (a streamed layer's in one thread, in
     order); each thread reads its chunks through its own :meth:`reader`, so the buffers above are per thread.
+
+    ``math`` runs the products of a pass with the blocks: NumPy's on the host, or torch's on the device a
+    streamed layer's rows stay on (its ``rows_device``), see :class:`_TorchMath`.
     """
 
     def __init__(self, X: Any, block_bytes: int, min_rows: int = _MIN_BLOCK_ROWS) -> None:
@@ -98,6 +103,7 @@ class _RowBlocks:
         self.n, self.m = (int(s) for s in X.shape)
         self.dtype = _compute_dtype(np.dtype(X.dtype))
         self.streamed = hasattr(X, "stream_rows")
+        self.math = _pass_math(X, self.dtype)
         fitting = block_bytes // max(1, self.m * self.dtype.itemsize)
         self.rows = max(1, min(self.n, max(_power_of_two(min_rows, up=True), _power_of_two(fitting))))
         # Chunks small enough that every thread gets several, and the same whatever the number of threads,
@@ -108,14 +114,15 @@ class _RowBlocks:
         height = int(chunks[0]) if chunks and isinstance(chunks[0], (int, np.integer)) else self.rows
         self.piece_rows = min(self.chunk_rows, self.rows * -(-height // self.rows))
 
-    def __iter__(self) -> Iterator[tuple[slice, NDArray]]:
+    def __iter__(self) -> Iterator[tuple[slice, Any]]:
         return self.reader()(slice(0, self.n))
 
     def chunks(self) -> list[slice]:
         return [slice(s, min(s + self.chunk_rows, self.n)) for s in range(0, self.n, self.chunk_rows)]
 
-    def reader(self) -> Callable[[slice], Iterator[tuple[slice, NDArray]]]:
-        """The blocks of a chunk, read into buffers of this reader's own."""
+    def reader(self) -> Callable[[slice], Iterator[tuple[slice, Any]]]:
+        """The blocks of a chunk, read into buffers of this reader's own: ndarrays, or tensors on a
+        streamed layer's ``rows_device``."""
         X, stored = self.X, np.dtype(self.X.dtype)
         if isinstance(X, np.ndarray) and stored == self.dtype:
 
@@ -143,38 +150,148 @@ class _RowBlocks:
 
         return pieces
 
-    def _stream_reader(self) -> Callable[[slice], Iterator[tuple[slice, NDArray]]]:
+    def _stream_reader(self) -> Callable[[slice], Iterator[tuple[slice, Any]]]:
         """Blocks cut from the batches of one pass of a streamed layer (started by the first block asked
         for): a block inside a batch is a view of it, one across batches is copied together."""
-        batches: Iterator[NDArray] | None = None
-        batch = np.empty((0, self.m), self.dtype)
+        math = self.math
+        batches: Iterator[Any] | None = None
+        batch = math.empty(0, self.m)
         at = 0  # rows of ``batch`` already handed out
-        joined = np.empty((self.rows, self.m), self.dtype)
+        joined = math.empty(self.rows, self.m)
 
-        def take(count: int) -> NDArray:
+        def take(count: int) -> Any:
             nonlocal batches, batch, at
             if batches is None:
                 batches = iter(self.X.stream_rows())
             if at == len(batch):
-                batch, at = np.asarray(next(batches), dtype=self.dtype), 0
+                batch, at = math.batch(next(batches)), 0
             if len(batch) - at >= count:
                 at += count
                 return batch[at - count : at]
             filled = 0
             while filled < count:
                 if at == len(batch):
-                    batch, at = np.asarray(next(batches), dtype=self.dtype), 0
+                    batch, at = math.batch(next(batches)), 0
                 part = min(count - filled, len(batch) - at)
                 joined[filled : filled + part] = batch[at : at + part]
                 filled, at = filled + part, at + part
             return joined[:count]
 
-        def blocks(span: slice) -> Iterator[tuple[slice, NDArray]]:
+        def blocks(span: slice) -> Iterator[tuple[slice, Any]]:
             for start in range(span.start, span.stop, self.rows):
                 rows = slice(start, min(start + self.rows, span.stop))
                 yield rows, take(rows.stop - rows.start)
 
         return blocks
+
+
+class _NumpyMath:
+    """The products of a pass with NumPy blocks (in RAM, read from the store, or streamed to the host):
+    BLAS on the host, into the caller's buffers."""
+
+    def __init__(self, dtype: np.dtype) -> None:
+        self.dtype = dtype
+
+    def zeros(self, rows: int, columns: int) -> NDArray:
+        return np.zeros((rows, columns), self.dtype)
+
+    def empty(self, rows: int, columns: int) -> NDArray:
+        return np.empty((rows, columns), self.dtype)
+
+    def batch(self, rows: Any) -> NDArray:
+        """A streamed batch as a block."""
+        return np.asarray(rows, dtype=self.dtype)
+
+    def operand(self, a: NDArray) -> NDArray:
+        """A host array (weights, columns) as the products with blocks take it."""
+        return a
+
+    def host(self, a: NDArray) -> NDArray:
+        return a
+
+    def tensor(self, block: NDArray) -> Any:
+        """The block as a torch tensor (sharing its memory), for code that computes in torch."""
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(block))
+
+    def vt_block(self, V: NDArray, block: NDArray, out: NDArray) -> None:
+        """``out = V' block`` for the block's rows of V (rows x k, on the host)."""
+        np.dot(V.T, block, out=out)
+
+    def add_rows(self, total: NDArray, part: NDArray, targets: NDArray[np.intp] | None) -> None:
+        """``total[targets] += part`` (every row of total when ``targets`` is None)."""
+        if targets is None:
+            np.add(total, part, out=total)
+            return
+        for i, target in enumerate(targets):
+            np.add(total[target], part[i], out=total[target])
+
+    def block_times(self, block: NDArray, B: NDArray, out: NDArray | None = None) -> NDArray:
+        """``block @ B`` (B from :meth:`operand`) on the host, into ``out`` when given."""
+        return np.dot(block, B, out=out)
+
+    def take(self, block: NDArray, columns: NDArray[np.intp], out: NDArray) -> None:
+        """``out = block[:, columns]`` on the host (columns from :meth:`operand`)."""
+        np.take(block, columns, axis=1, out=out)
+
+
+class _TorchMath:
+    """The products of a pass with torch blocks, on their device, in float32 (a streamed layer whose rows
+    stay where the network computed them): only the sums a pass returns and the scores (rows x targets)
+    reach the host, so on a GPU no activation leaves it. The blocks are cut as NumPy's are, and the sums
+    added in the same order; only the products' own rounding differs (torch's kernels, not BLAS's).
+    """
+
+    def __init__(self, device: Any) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+
+    def zeros(self, rows: int, columns: int) -> Any:
+        return self.torch.zeros((rows, columns), dtype=self.torch.float32, device=self.device)
+
+    def empty(self, rows: int, columns: int) -> Any:
+        return self.torch.empty((rows, columns), dtype=self.torch.float32, device=self.device)
+
+    def batch(self, rows: Any) -> Any:
+        return self.torch.as_tensor(rows, dtype=self.torch.float32, device=self.device)
+
+    def operand(self, a: NDArray) -> Any:
+        return self.torch.as_tensor(np.ascontiguousarray(a), device=self.device)
+
+    def host(self, a: Any) -> NDArray:
+        return a.cpu().numpy()
+
+    def tensor(self, block: Any) -> Any:
+        return block
+
+    def vt_block(self, V: NDArray, block: Any, out: Any) -> None:
+        self.torch.mm(self.operand(V).T, block, out=out)
+
+    def add_rows(self, total: Any, part: Any, targets: NDArray[np.intp] | None) -> None:
+        if targets is None:
+            total.add_(part)
+        else:
+            total.index_add_(0, self.operand(targets), part)
+
+    def block_times(self, block: Any, B: Any, out: NDArray | None = None) -> NDArray:
+        product = block @ B
+        if out is None:
+            return self.host(product)
+        self.torch.from_numpy(out).copy_(product)
+        return out
+
+    def take(self, block: Any, columns: Any, out: NDArray) -> None:
+        self.torch.from_numpy(out).copy_(block[:, columns])
+
+
+def _pass_math(X: Any, dtype: np.dtype) -> _NumpyMath | _TorchMath:
+    """Torch's products on the device of a streamed layer whose rows are tensors there (its
+    ``rows_device``), NumPy's for every other matrix."""
+    device = getattr(X, "rows_device", None)
+    return _NumpyMath(dtype) if device is None else _TorchMath(device)
 
 
 def _power_of_two(n: int, up: bool = False) -> int:
@@ -520,13 +637,14 @@ def transform_shared(
         [model.x_mean_.astype(blocks.dtype) @ r for model, r in zip(models, rotations, strict=True)]
     )
     out = np.empty((blocks.n, R.shape[1]), dtype=blocks.dtype)
+    R_operand = blocks.math.operand(R)
 
     def worker() -> Callable[[slice], None]:
         read = blocks.reader()
 
         def project(chunk: slice) -> None:
             for rows, block in read(chunk):
-                np.dot(block, R, out=out[rows])
+                blocks.math.block_times(block, R_operand, out=out[rows])
                 out[rows] -= offset
 
         return project
@@ -725,15 +843,16 @@ def _scores_and_cross(
     False), n x k, and the k x m products ``t'X``, reading each block once. A block's products are taken
     for the targets that keep one of its rows only (see :func:`_accumulate_vtx`)."""
     t = np.zeros((blocks.n, W.shape[0]), dtype=np.float64)
-    weights = _Subsets(W)
+    math = blocks.math
+    weights = _Subsets(math.operand(W))
 
-    def scores(rows: slice, block: NDArray, targets: NDArray[np.intp] | None) -> NDArray:
+    def scores(rows: slice, block: Any, targets: NDArray[np.intp] | None) -> NDArray:
         if targets is None:
-            np.subtract(np.dot(block, W.T), offset[rows], out=t[rows])
+            np.subtract(math.block_times(block, weights.W.T), offset[rows], out=t[rows])
             if keep is not None:
                 t[rows] *= keep[rows]
             return t[rows].astype(blocks.dtype)
-        part = np.dot(block, weights.rows(targets).T) - offset[rows, targets]
+        part = math.block_times(block, weights.rows(targets).T) - offset[rows, targets]
         part *= keep[rows][:, targets]  # type: ignore[index]
         t[rows, targets] = part
         return part.astype(blocks.dtype)
@@ -743,13 +862,14 @@ def _scores_and_cross(
 
 class _Subsets:
     """Rows of a matrix picked by index, the last pick kept: consecutive blocks mostly serve the same
-    targets, and copying the picked rows of W for every block would cost as much as the products."""
+    targets, and copying the picked rows of W for every block would cost as much as the products. W is
+    where the blocks are (an ndarray, or a tensor on their device)."""
 
-    def __init__(self, W: NDArray) -> None:
+    def __init__(self, W: Any) -> None:
         self.W = W
-        self.picked: tuple[NDArray[np.intp], NDArray] | None = None
+        self.picked: tuple[NDArray[np.intp], Any] | None = None
 
-    def rows(self, index: NDArray[np.intp]) -> NDArray:
+    def rows(self, index: NDArray[np.intp]) -> Any:
         if self.picked is None or not np.array_equal(self.picked[0], index):
             self.picked = (index, self.W[index])
         return self.picked[1]
@@ -758,7 +878,7 @@ class _Subsets:
 def _accumulate_vtx(
     blocks: _RowBlocks,
     k: int,
-    weights: Callable[[slice, NDArray, NDArray[np.intp] | None], NDArray],
+    weights: Callable[[slice, Any, NDArray[np.intp] | None], NDArray],
     support: NDArray[np.bool_] | None = None,
 ) -> NDArray:
     """``V'X`` (k x m) in one pass, where ``weights(rows, block, targets)`` gives the block's rows of V
@@ -769,16 +889,18 @@ def _accumulate_vtx(
     union's rows times the targets (the train draws of a study overlap little). Each block's product goes
     into a reused buffer (no fresh m-sized temporary per block, which costs more than the product itself on
     wide layers). The products use ``np.dot``, which releases the GIL around BLAS; ``np.matmul`` of one
-    matrix by a vector held it here, so a pass's threads took turns.
+    matrix by a vector held it here, so a pass's threads took turns. V is on the host; the products and
+    the sums are where the blocks are (``blocks.math``), and the sum comes back to the host.
     """
-    acc = np.zeros((k, blocks.m), dtype=blocks.dtype)
+    math = blocks.math
+    acc = math.zeros(k, blocks.m)
 
-    def worker() -> Callable[[slice], NDArray]:
+    def worker() -> Callable[[slice], Any]:
         read = blocks.reader()
-        partial, buffer = np.empty_like(acc), np.empty_like(acc)
+        partial, buffer = math.zeros(k, blocks.m), math.empty(k, blocks.m)
 
-        def accumulate(chunk: slice) -> NDArray:
-            partial.fill(0)
+        def accumulate(chunk: slice) -> Any:
+            partial[...] = 0
             for rows, block in read(chunk):
                 targets = None
                 if support is not None:
@@ -787,20 +909,15 @@ def _accumulate_vtx(
                         targets = None
                     elif len(targets) == 0:  # rows no target fits on: in no sum
                         continue
-                if targets is None:
-                    np.dot(weights(rows, block, None).T, block, out=buffer)
-                    np.add(partial, buffer, out=partial)
-                    continue
-                out = buffer[: len(targets)]
-                np.dot(weights(rows, block, targets).T, block, out=out)
-                for i, target in enumerate(targets):
-                    np.add(partial[target], out[i], out=partial[target])
+                out = buffer if targets is None else buffer[: len(targets)]
+                math.vt_block(weights(rows, block, targets), block, out)
+                math.add_rows(partial, out, targets)
             return partial
 
         return accumulate
 
     _each_chunk(blocks, worker, acc.__iadd__)
-    return acc
+    return math.host(acc)
 
 
 def vip_scores(weights: NDArray, scores: NDArray, y_loadings: NDArray) -> NDArray:

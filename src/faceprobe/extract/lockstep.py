@@ -11,23 +11,38 @@ batches per layer, whatever the number of images.
 The fits read a :class:`StreamedLayer` like any other matrix (:class:`faceprobe.pls.PLS` and the layer
 probes accept it): its rows arrive once per pass, in order. Since the probes' passes cut rows into the
 same blocks whatever the source, a streamed layer is fitted exactly as the same layer held in RAM.
+
+Where the network runs on an accelerator, the rows stay there as torch tensors and the passes' products
+run on it (:class:`faceprobe.pls._TorchMath`): only the fits' sums and scores reach the host. On the CPU
+they become NumPy arrays, as held and stored layers are, which keeps the three fits equal to the last bit
+(torch's products round differently). ``FACEPROBE_PASS_BACKEND=torch`` (or ``numpy``) forces either, e.g.
+to test the torch passes on a CPU.
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
+import torch
 
-__all__ = ["Deliver", "StreamedLayer", "fit_in_lockstep"]
+from faceprobe.errors import FaceprobeError
+
+__all__ = ["PASS_BACKEND_ENV", "Deliver", "StreamedLayer", "fit_in_lockstep", "rows_device"]
 
 T = TypeVar("T")
 
-#: ``deliver(layer, rows)``: a pass hands each batch of a layer's rows (float32, images x features) on.
-Deliver = Callable[[str, np.ndarray], None]
+#: ``deliver(layer, output)``: a pass hands each batch of a layer's output (images x ..., a tensor on the
+#: network's device or an array) on, from inside the forward: it is copied there.
+Deliver = Callable[[str, "torch.Tensor | np.ndarray"], None]
+
+#: Where a streamed layer's passes compute: "torch" (on the network's device, even the CPU) or "numpy"
+#: (on the host, even with an accelerator); unset, torch on an accelerator and NumPy on the CPU.
+PASS_BACKEND_ENV = "FACEPROBE_PASS_BACKEND"
 
 #: Batches a layer's thread may have waiting: the forward pass runs at most this far ahead of a fit.
 _QUEUED = 2
@@ -39,20 +54,45 @@ class _Aborted(Exception):
     """The coordinator stopped: another layer's fit or the forward pass failed."""
 
 
+def rows_device(device: str | torch.device) -> torch.device | None:
+    """The device a streamed layer's rows stay on, as float32 tensors, for a network on ``device``; None:
+    they are copied to the host as NumPy arrays (see the module docstring and :data:`PASS_BACKEND_ENV`)."""
+    device = torch.device(device)
+    backend = os.environ.get(PASS_BACKEND_ENV, "")
+    if backend not in ("", "torch", "numpy"):
+        raise FaceprobeError(f"{PASS_BACKEND_ENV}={backend!r} is not a pass backend; use torch or numpy")
+    if backend == "torch" or (not backend and device.type != "cpu"):
+        return device
+    return None
+
+
+def _copied_rows(output: torch.Tensor | np.ndarray, device: torch.device | None) -> Any:
+    """A batch of a layer's output as its fits read it: float32 rows (images x features), a tensor on
+    ``device`` or, without one, a NumPy array; always a copy (a hook's output may change in place later)."""
+    rows = torch.as_tensor(output).detach().flatten(1)
+    if device is None:
+        return rows.to("cpu", torch.float32, copy=True).numpy()
+    return rows.to(device, torch.float32, copy=True)
+
+
 class StreamedLayer:
     """One layer's output for the pass's images, as a matrix (images x features) that is never held.
 
     ``stream_rows()`` starts a pass (it waits until every layer of the group asks for one) and yields the
-    rows in order, in the network's batches.
+    rows in order, in the network's batches: float32 tensors on ``rows_device``, or NumPy arrays when it
+    is None.
     """
 
-    def __init__(self, coordinator: _Coordinator, name: str, shape: tuple[int, int]) -> None:
+    def __init__(
+        self, coordinator: _Coordinator, name: str, shape: tuple[int, int], device: torch.device | None
+    ) -> None:
         self._coordinator = coordinator
         self.name = name
         self.shape = shape
         self.dtype = np.dtype(np.float32)
+        self.rows_device = device
 
-    def stream_rows(self) -> Iterator[np.ndarray]:
+    def stream_rows(self) -> Iterator[Any]:
         return self._coordinator.rows(self.name)
 
 
@@ -60,20 +100,22 @@ def fit_in_lockstep(
     run_pass: Callable[[Sequence[str], Deliver], None],
     shapes: Mapping[str, tuple[int, int]],
     fit: Callable[[str, StreamedLayer], T],
+    device: str | torch.device = "cpu",
 ) -> dict[str, T]:
     """``fit(name, layer)`` of every layer in ``shapes`` (images x features), the layers streamed together.
 
-    ``run_pass(names, deliver)`` runs the network once over the images and calls ``deliver(name, rows)``
-    with each batch of each layer of ``names``, in row order; it is called from this thread only (the
-    device's), each time every unfinished fit waits for its next pass. The first error of a fit or of a
-    pass stops every fit and is raised here.
+    ``run_pass(names, deliver)`` runs the network (on ``device``) once over the images and calls
+    ``deliver(name, output)`` with each batch of each layer of ``names``, in row order; it is called from
+    this thread only (the device's), each time every unfinished fit waits for its next pass. The first
+    error of a fit or of a pass stops every fit and is raised here.
     """
     coordinator = _Coordinator(list(shapes))
     results: dict[str, T] = {}
+    kept_on = rows_device(device)
 
     def body(name: str) -> None:
         try:
-            results[name] = fit(name, StreamedLayer(coordinator, name, shapes[name]))
+            results[name] = fit(name, StreamedLayer(coordinator, name, shapes[name], kept_on))
         except BaseException as error:  # handed to the calling thread
             coordinator.fail(error)
         finally:
@@ -84,7 +126,7 @@ def fit_in_lockstep(
         thread.start()
     try:
         while (asked := coordinator.next_pass()) is not None:
-            run_pass(list(asked), lambda name, rows: coordinator.put(asked[name], rows))
+            run_pass(list(asked), lambda name, out: coordinator.put(asked[name], _copied_rows(out, kept_on)))
             for batches in asked.values():
                 coordinator.put(batches, None)  # the pass is over
     except _Aborted:  # a fit failed while the pass fed it: its error is raised below
@@ -112,7 +154,7 @@ class _Coordinator:
         self.current: dict[str, queue.Queue] = {}  # the queues of the pass running or last run
         self.error: BaseException | None = None
 
-    def rows(self, name: str) -> Iterator[np.ndarray]:
+    def rows(self, name: str) -> Iterator[Any]:
         """A layer's thread: ask for a pass, then receive its batches until the pass ends."""
         batches: queue.Queue = queue.Queue(_QUEUED)
         with self.changed:

@@ -326,11 +326,12 @@ def _streamed(
         )
 
     shapes = {info.name: (len(forward.images), info.features) for info in layers}
-    return fit_in_lockstep(run_pass, shapes, fit)
+    return fit_in_lockstep(run_pass, shapes, fit, forward.device)
 
 
 class _Delivery:
-    """Consumes a streamed pass: each layer's output batch, copied to the host as float32 rows."""
+    """Consumes a streamed pass: each layer's output batch, handed to the lockstep fits (which copy it,
+    to the host or on its device: :func:`faceprobe.extract.lockstep.rows_device`)."""
 
     def __init__(self, deliver: Deliver) -> None:
         self.deliver = deliver
@@ -339,8 +340,7 @@ class _Delivery:
         pass
 
     def __call__(self, name: str, output: torch.Tensor) -> None:
-        rows = output.detach().flatten(1).to("cpu", torch.float32, copy=True)
-        self.deliver(name, rows.numpy())
+        self.deliver(name, output)
 
 
 class _ReadoutSink:

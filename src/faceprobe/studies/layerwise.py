@@ -227,10 +227,12 @@ class Readout:
         return out
 
     def read(self, X: Any) -> NDArray[np.float32]:
-        """The readout of every row of X (an array or a stored layer), in one pass of row blocks."""
+        """The readout of every row of X (an array, a stored or a streamed layer), in one pass of row
+        blocks, computed where the blocks are."""
         out = np.empty((int(X.shape[0]), self.width), dtype=np.float32)
-        for rows, block in _RowBlocks(X, _DEFAULT_BLOCK_BYTES):
-            out[rows] = self(torch.from_numpy(np.ascontiguousarray(block))).numpy()
+        blocks = _RowBlocks(X, _DEFAULT_BLOCK_BYTES)
+        for rows, block in blocks:
+            torch.from_numpy(out[rows]).copy_(self(blocks.math.tensor(block)))
         return out
 
 
@@ -477,12 +479,15 @@ def _read_units(
 
 
 def _read_columns(X: Any, columns: NDArray[np.intp]) -> NDArray[np.float32]:
-    """``X[:, columns]`` in float32; a stored X is read in one pass of row blocks."""
+    """``X[:, columns]`` in float32; a stored or streamed X is read in one pass of row blocks, the columns
+    gathered where the blocks are."""
     if isinstance(X, np.ndarray):
         return np.asarray(X[:, columns], dtype=np.float32)
     out = np.empty((X.shape[0], len(columns)), dtype=np.float32)
-    for rows, block in _RowBlocks(X, _DEFAULT_BLOCK_BYTES):
-        np.take(block, columns, axis=1, out=out[rows])
+    blocks = _RowBlocks(X, _DEFAULT_BLOCK_BYTES)
+    picked = blocks.math.operand(columns)
+    for rows, block in blocks:
+        blocks.math.take(block, picked, out[rows])
     return out
 
 
