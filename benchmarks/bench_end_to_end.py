@@ -64,12 +64,13 @@ Control_Random is the coin flip that nothing in the image depends on."""
 
 _COMPONENTS = 8
 _REG_PARAM = 1e-3  # faceprobe.Probe's default
-_IMPORTS = (
-    "torchvision.models.feature_extraction",
-    "sklearn.cross_decomposition",
-    "faceprobe.cli.run",
-    "faceprobe.run.runner",
-)
+_IMPORTS = {
+    # faceprobe's side imports its command line first, as `faceprobe probe` does (it sets the OpenMP wait
+    # policy before torch loads); the peer never imports it
+    "faceprobe": ("faceprobe.cli.run", "faceprobe.run.runner", "torchvision.models.feature_extraction"),
+    "peer": ("torchvision.models.feature_extraction", "sklearn.cross_decomposition", "faceprobe.run.work"),
+    "bare": ("torchvision.models.feature_extraction", "faceprobe.run.work"),
+}
 
 
 def _model(settings: dict):
@@ -238,7 +239,7 @@ def _peer(folder: Path, settings: dict) -> dict[tuple[str, str], float]:
 def _child(side: str, folder: Path, memory_gb: float | None) -> dict:
     import torch
 
-    for module in _IMPORTS:
+    for module in _IMPORTS[side]:
         importlib.import_module(module)  # before the clock starts: imports are no side's work
 
     settings = json.loads((folder / "settings.json").read_text()) | {"memory_gb": memory_gb}
