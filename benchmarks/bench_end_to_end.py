@@ -66,10 +66,11 @@ _COMPONENTS = 8
 _REG_PARAM = 1e-3  # faceprobe.Probe's default
 _IMPORTS = {
     # faceprobe's side imports its command line first, as `faceprobe probe` does (it sets the OpenMP wait
-    # policy before torch loads); the peer never imports it
+    # policy before torch loads), and so does the bare forward, the floor faceprobe is measured against;
+    # the peer, a plain script, never imports it
     "faceprobe": ("faceprobe.cli.run", "faceprobe.run.runner", "torchvision.models.feature_extraction"),
     "peer": ("torchvision.models.feature_extraction", "sklearn.cross_decomposition", "faceprobe.run.work"),
-    "bare": ("torchvision.models.feature_extraction", "faceprobe.run.work"),
+    "bare": ("faceprobe.cli", "torchvision.models.feature_extraction", "faceprobe.run.work"),
 }
 
 

@@ -231,7 +231,7 @@ def _seconds(cost: UnitCost, unit: Any, config: RunConfig, rates: Rates) -> floa
 
 
 #: Images timed per unit to measure its forward rate, and the size of the matrix that times a PLS pass.
-_CALIBRATION_IMAGES = 8
+_CALIBRATION_IMAGES = 16
 _CALIBRATION_SHAPE = (512, 32768)
 
 
@@ -253,12 +253,14 @@ def calibrate(units: Sequence[Any], config: RunConfig, n_attributes: int, folder
     for entry in {unit.model.id: unit.model for unit in units}.values():
         start = time.perf_counter()
         loaded = entry.load()
-        images = torch.rand(_CALIBRATION_IMAGES, 3, *loaded.preprocessing.input_size)
+        batch = min(config.run.batch_size, _CALIBRATION_IMAGES)
+        images = torch.rand(batch, 3, *loaded.preprocessing.input_size)
         catalogue(loaded.module, images[:2])  # as a unit does before its passes
         setup[entry.id] = time.perf_counter() - start
         for unit in (u for u in units if u.model.id == entry.id):
             last = [unit.layers[-1]]
-            extract(loaded.module, images[:2], last, device=device, precision=config.run.precision)  # warm
+            # warm at the timed batch's shape: a CPU's first forward of a shape prepares its kernels
+            extract(loaded.module, images, last, device=device, precision=config.run.precision)
             start = time.perf_counter()
             extract(loaded.module, images, last, device=device, precision=config.run.precision)
             forward[unit.id] = (time.perf_counter() - start) / len(images)
