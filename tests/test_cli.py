@@ -97,6 +97,20 @@ def test_bad_inputs_are_one_line_errors(arrays):
     )
 
 
+@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_the_command_line_makes_openmp_threads_sleep_while_they_wait_unless_told(given, expected):
+    """Set before torch loads (its OpenMP runtime reads the variable once), and never over the user's."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given is not None:
+        env["OMP_WAIT_POLICY"] = given
+    check = "import os, sys, faceprobe.cli; print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [expected, "False"]
+
+
 def test_help_and_version_answer_in_under_a_second():
     import time
 
