@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import faceprobe.cli  # noqa: F401  (before torch loads: its OpenMP threads sleep while they wait, as in the CLI)
 from faceprobe.data.synth import generate
 
 

@@ -154,7 +154,7 @@ def test_a_train_row_outside_x_is_refused():
 
 def test_plan_predicts_the_images_and_the_store_of_the_run(runs, tiny_faces, tmp_path):
     from conftest import run_cli
-    from faceprobe.run.runner import study_costs
+    from faceprobe.run.runner import _dataset, plan_units, study_costs
 
     store_dir, _ = runs["store"]
     study = tmp_path / "store.toml"
@@ -176,6 +176,11 @@ def test_plan_predicts_the_images_and_the_store_of_the_run(runs, tiny_faces, tmp
     assert measured / 4 <= cost.seconds <= measured * 4, (
         f"estimated {cost.seconds:.1f} s, took {measured:.1f} s"
     )
+    # calibrated, the RAM also counts the network's weights and its forward's widest outputs
+    (uncalibrated,) = study_costs(load_config(study))
+    module = plan_units(load_config(study), _dataset(load_config(study)))[0].model.load().module
+    weights = sum(p.numel() * p.element_size() for p in module.parameters())
+    assert cost.ram_bytes - uncalibrated.ram_bytes > weights
     proc = run_cli("plan", str(study), "--out", str(tmp_path / "never"), env={"COLUMNS": "200"})
     assert proc.returncode == 0, proc.stderr
     assert not (tmp_path / "never").exists(), "planning writes nothing"

@@ -71,7 +71,10 @@ class Rates:
     load each model and list its layers; ``pass_bytes``: bytes of a layer a PLS pass reads per second
     for the study's number of attributes; ``layer``: seconds of every probe of a small layer for all the
     study's attributes (the fixed cost of a layer: QDA fits, single units, the VIP study, whatever its
-    width); ``disk_bytes``: bytes per second written and read back on the run folder's disk.
+    width); ``disk_bytes``: bytes per second written and read back on the run folder's disk;
+    ``working``: bytes each unit's forward needs besides its layers (the network's weights and, per image
+    of a batch, three of its widest outputs up to the unit's last layer: an operation's input, its output
+    and a block's shortcut).
     """
 
     forward: Mapping[str, float]
@@ -79,6 +82,7 @@ class Rates:
     pass_bytes: float
     layer: float
     disk_bytes: float
+    working: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
 def unit_costs(
@@ -117,7 +121,11 @@ def unit_costs(
         mine = images["ablated" if unit.ablated else None]
         cost = _unit_cost(unit, mine, config, len(draws.attributes), placed)
         if rates is not None:
-            cost = dataclasses.replace(cost, seconds=_seconds(cost, unit, config, rates))
+            cost = dataclasses.replace(
+                cost,
+                seconds=_seconds(cost, unit, config, rates),
+                ram_bytes=cost.ram_bytes + rates.working.get(unit.id, 0),
+            )
         costs.append(cost)
     return costs
 
@@ -250,14 +258,21 @@ def calibrate(units: Sequence[Any], config: RunConfig, n_attributes: int, folder
     device = resolve_device(config.run.device)
     forward: dict[str, float] = {}
     setup: dict[str, float] = {}
+    working: dict[str, int] = {}
     for entry in {unit.model.id: unit.model for unit in units}.values():
         start = time.perf_counter()
         loaded = entry.load()
         batch = min(config.run.batch_size, _CALIBRATION_IMAGES)
         images = torch.rand(batch, 3, *loaded.preprocessing.input_size)
-        catalogue(loaded.module, images[:2])  # as a unit does before its passes
+        outputs = catalogue(loaded.module, images[:2])  # as a unit does before its passes
         setup[entry.id] = time.perf_counter() - start
+        tensors = (*loaded.module.parameters(), *loaded.module.buffers())
+        weights = sum(t.numel() * t.element_size() for t in tensors)
         for unit in (u for u in units if u.model.id == entry.id):
+            names = [info.name for info in outputs]
+            upto = outputs[: names.index(unit.layers[-1]) + 1] if unit.layers[-1] in names else outputs
+            widest = max((info.features for info in upto), default=0)
+            working[unit.id] = weights + 3 * config.run.batch_size * widest * 4
             last = [unit.layers[-1]]
             # warm at the timed batch's shape: a CPU's first forward of a shape prepares its kernels
             extract(loaded.module, images, last, device=device, precision=config.run.precision)
@@ -271,7 +286,9 @@ def calibrate(units: Sequence[Any], config: RunConfig, n_attributes: int, folder
     start = time.perf_counter()
     fit_shared(X, Y, masks, config.probe.components)
     pass_bytes = X.nbytes * (config.probe.components + 1) / (time.perf_counter() - start)
-    return Rates(forward, setup, pass_bytes, _layer_seconds(config, n_attributes), _disk_rate(folder))
+    return Rates(
+        forward, setup, pass_bytes, _layer_seconds(config, n_attributes), _disk_rate(folder), working
+    )
 
 
 def _layer_seconds(config: RunConfig, n_attributes: int) -> float:
