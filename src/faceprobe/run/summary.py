@@ -92,6 +92,8 @@ def run_warnings(
 
 def _best_layers(results: pd.DataFrame) -> pd.DataFrame:
     val = results[(results["split"] == "val") & (results["representation"] == "layer")]
+    if "metric" in val:  # the best layer by the headline metric: a continuous target's R^2, not its MAE
+        val = val[val["metric"] != "mae"]
     val = val.dropna(subset=["accuracy"])
     if val.empty:
         return pd.DataFrame(columns=["model", "attribute", "layer", "depth", "accuracy", "n_eval"])
