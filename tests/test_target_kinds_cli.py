@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
 from conftest import assert_one_line_error, run_cli, tiny_study
 from faceprobe.run import read_table
+from faceprobe.run.summary import summarise
 
 
 def _faces(root: Path, n: int = 120) -> Path:
@@ -49,13 +53,20 @@ def _study(labels: Path, extra: str = "") -> str:
     return study + (f"\n[data.kinds]\n{extra}\n" if extra else "")
 
 
-def test_multiclass_and_continuous_folder_targets_probe_end_to_end(tmp_path: Path) -> None:
-    labels = _faces(tmp_path / "faces")
-    study = tmp_path / "study.toml"
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    root = tmp_path_factory.mktemp("kinds")
+    labels = _faces(root / "faces")
+    study = root / "study.toml"
     study.write_text(_study(labels))
-    proc = run_cli("run", str(study), "--out", str(tmp_path / "run"))
+    proc = run_cli("run", str(study), "--out", str(root / "run"))
     assert proc.returncode == 0, proc.stderr
-    results = read_table(tmp_path / "run")
+    return root / "run", proc
+
+
+def test_multiclass_and_continuous_folder_targets_probe_end_to_end(finished) -> None:
+    run, proc = finished
+    results = read_table(run)
     metrics = results.groupby("attribute")["metric"].agg(lambda m: sorted(set(m)))
     assert metrics["Smiling"] == ["accuracy"] and metrics["Control_Random"] == ["accuracy"]
     assert metrics["tint"] == ["balanced_accuracy"]
@@ -68,11 +79,53 @@ def test_multiclass_and_continuous_folder_targets_probe_end_to_end(tmp_path: Pat
     for representation in ("channels", "neurons", "channel", "neuron"):
         kinds = results.loc[results["representation"] == representation, "metric"]
         assert {"r2", "mae", "balanced_accuracy"} <= set(kinds), representation
-    vip = read_table(tmp_path / "run", "vip_study")
+    vip = read_table(run, "vip_study")
     assert set(vip.loc[vip["attribute"] == "brightness", "metric"]) == {"r2"}
     assert vip.loc[vip["attribute"] == "tint", "mean_positive"].isna().all()
-    summary = proc.stdout + proc.stderr
-    assert "brightness" in summary
+    assert "brightness" in proc.stdout  # the end-of-run table names it (its metric may be cut off there)
+    best = summarise(run).best.set_index("attribute")["metric"]  # the end-of-run table's best layers
+    assert (
+        best["brightness"] == "r2" and best["tint"] == "balanced_accuracy" and best["Smiling"] == "accuracy"
+    )
+    chance = results.drop_duplicates(["attribute", "metric"]).set_index(["attribute", "metric"])["chance"]
+    assert chance[("Smiling", "accuracy")] == 0.5 and chance[("brightness", "r2")] == 0.0
+    assert chance[("tint", "balanced_accuracy")] == pytest.approx(1 / 3)
+    assert 15 < chance[("brightness", "mae")] < 35  # the mean predictor's MAE of a value uniform on 0-100
+
+
+def test_the_report_draws_each_kind_on_its_own_axis(finished, tmp_path: Path) -> None:
+    run, _ = finished
+    proc = run_cli("report", str(run), "--out", str(tmp_path / "report"))
+    assert proc.returncode == 0, proc.stderr
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "Targets beyond binary" in page
+    assert "balanced accuracy over depth, multi-class targets (dashed: chance, 1 / classes" in page
+    assert "R^2 over depth, continuous targets (dashed: the mean predictor" in page
+    figures = {p.name for p in (tmp_path / "report").rglob("*.png")}
+    assert any(name.startswith("balanced_accuracy-") for name in figures), figures
+    assert any(name.startswith("r2-") for name in figures), figures
+    best = next((tmp_path / "report").rglob("continuous-best.csv"))
+    table = pd.read_csv(best)
+    assert (
+        table["attribute"].tolist() == ["brightness"] and (table["mae"] < table["mae_mean_predictor"]).all()
+    )
+    # the binary views read accuracies only: no R^2 or MAE in the accuracy figures' data
+    for data in (tmp_path / "report").rglob("depth-*.csv"):
+        assert "brightness" not in pd.read_csv(data)["attribute"].tolist(), data
+
+
+def test_a_results_file_without_the_metric_column_still_makes_a_report(finished, tmp_path: Path) -> None:
+    run, _ = finished
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    frame = read_table(old)
+    frame = frame[frame["metric"] == "accuracy"].drop(columns=["metric", "chance"])
+    shutil.rmtree(old / "results.parquet")
+    frame.to_parquet(old / "results.parquet", index=False)
+    proc = run_cli("report", str(old), "--out", str(tmp_path / "report"))
+    assert proc.returncode == 0, proc.stderr
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "Smiling" in page and "Targets beyond binary" not in page
 
 
 def test_declared_kinds_in_the_study_and_a_column_that_fits_none(tmp_path: Path) -> None:

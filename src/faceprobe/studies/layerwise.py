@@ -437,6 +437,7 @@ def _rows(
             "unit": unit,
             "split": split,
             "n_eval": len(evals[split][1]),
+            "chance": _chance(sel, score["metric"], evals[split][1]),
             **score,
         }
         for split, per_metric in scores.items()
@@ -514,6 +515,20 @@ def _read_columns(X: Any, columns: NDArray[np.intp]) -> NDArray[np.float32]:
     for rows, block in _RowBlocks(X, _DEFAULT_BLOCK_BYTES):
         np.take(block, columns, axis=1, out=out[rows])
     return out
+
+
+def _chance(sel: AttributeRows, metric: str, y: NDArray) -> float:
+    """What a probe that learned nothing scores on labels ``y``: 0.5 (binary, balanced draws), 1 / classes
+    of the train draw, R^2 0, or the MAE of predicting the train draw's mean."""
+    if metric == "accuracy":
+        return 0.5
+    if metric == "balanced_accuracy":
+        return 1.0 / max(2, len(np.unique(sel.y_train)))
+    if metric == "r2":
+        return 0.0
+    return (
+        float(np.mean(np.abs(np.asarray(y, dtype=np.float64) - np.mean(sel.y_train)))) if len(y) else np.nan
+    )
 
 
 def _pls_target(kind: str, y: NDArray) -> NDArray[np.float64]:
