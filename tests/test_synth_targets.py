@@ -3,16 +3,20 @@ dataset of their kinds, and recovered by the probes of their kinds (a random con
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
+from conftest import run_cli, tiny_study
 from faceprobe import MulticlassProbe, RegressionProbe
 from faceprobe.data import generate, load_celeba
 from faceprobe.data.registry import load_dataset
 from faceprobe.data.synth import TARGETS, identity_traits, image_params
+from faceprobe.run import read_table
 from faceprobe.targets import kind_of
 
 
@@ -81,3 +85,41 @@ def test_planted_targets_are_recovered_and_the_random_control_is_not(
     fit, score = train[codes[train] >= 0], held_out[codes[held_out] >= 0]
     hair = MulticlassProbe(4).fit(X[fit], codes[fit]).score(X[score], codes[score])
     assert hair > 0.25 + 0.2  # four classes: chance is 0.25 whatever their frequencies
+
+
+def test_a_small_network_holds_the_planted_targets_through_the_cli(faces: Path, tmp_path: Path) -> None:
+    """``folder:DIR/targets.csv`` probed by the study runner: the skin tone is read at some layer of a small
+    random network on the untouched test identities, the random control at no layer."""
+    attributes = ["Skin_Tone", "Hair_Color", "Random_Value"]
+    data = {
+        "spec": f"folder:{faces}/targets.csv",
+        "attributes": attributes,
+        "train": 160,
+        "val": 80,
+        "test": -1,
+    }
+    study = tmp_path / "study.toml"
+    study.write_text(tiny_study(faces, data=data, run={"batch_size": 64}))
+    proc = run_cli("run", str(study), "--out", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr
+    results = read_table(tmp_path / "run")
+    layer = results[(results["representation"] == "layer") & (results["metric"] != "mae")]
+    best = layer.groupby(["split", "attribute"])["accuracy"].max()
+    assert best[("test", "Skin_Tone")] >= 0.8 and best[("val", "Skin_Tone")] >= 0.8
+    assert best[("test", "Random_Value")] <= 0.05 and best[("val", "Random_Value")] <= 0.05
+    assert best[("val", "Hair_Color")] > 0.25 + 0.15  # balanced accuracy; chance 1/4
+    assert set(layer.loc[layer["attribute"] == "Hair_Color", "chance"]) == {0.25}
+
+
+def test_celeba_one_hot_columns_probe_as_one_multiclass_target(faces: Path, tmp_path: Path) -> None:
+    members = ["Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair"]
+    data = {"spec": f"synthetic:{faces}", "attributes": ["Hair", "Smiling"], "train": 120, "val": 80}
+    study = tmp_path / "study.toml"
+    study.write_text(tiny_study(faces, data=data) + f"\n[data.groups]\nHair = {json.dumps(members)}\n")
+    proc = run_cli("run", str(study), "--out", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr
+    results = read_table(tmp_path / "run")
+    assert set(results.loc[results["attribute"] == "Hair", "metric"]) == {"balanced_accuracy"}
+    assert set(results.loc[results["attribute"] == "Smiling", "metric"]) == {"accuracy"}
+    labels = pd.read_parquet(tmp_path / "run" / "labels.parquet")
+    assert list(labels["Hair"].cat.categories) == members

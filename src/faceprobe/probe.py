@@ -161,8 +161,12 @@ class MulticlassProbe(Probe):
     _one_hot = True
 
     def score(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
-        """Balanced accuracy of :meth:`predict` on (X, y)."""
-        return float(balanced_accuracy_score(y, self.predict(X), sample_weight=sample_weight))
+        """Balanced accuracy of :meth:`predict` on (X, y) (over the classes of y: a class predicted but absent
+        from y adds no recall)."""
+        predicted = self.predict(X)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "y_pred contains classes not in y_true": a small draw's lot
+            return float(balanced_accuracy_score(y, predicted, sample_weight=sample_weight))
 
 
 class RegressionProbe(RegressorMixin, BaseEstimator):
