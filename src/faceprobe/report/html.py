@@ -259,7 +259,11 @@ def _binary_only(run: Run) -> tuple[Run, pd.DataFrame | None]:
 #: Each headline metric beyond binary accuracy: its axis label and where chance (or the mean predictor) lies.
 _KIND_AXES = {
     "balanced_accuracy": ("val. balanced accuracy (%)", "multi-class targets", "chance, 1 / classes"),
-    "r2": ("val. R^2 (%)", "continuous targets", "the mean predictor's R^2 = 0"),
+    "r2": (
+        "val. R^2 (%)",
+        "continuous targets, read by least squares on the PLS scores or units (no QDA)",
+        "the mean predictor's R^2 = 0",
+    ),
 }
 
 
