@@ -140,3 +140,20 @@ def test_declared_kinds_in_the_study_and_a_column_that_fits_none(tmp_path: Path)
     study.write_text(_study(labels))
     proc = run_cli("run", str(study), "--out", str(tmp_path / "run2"))
     assert_one_line_error(proc, f"{labels}: column note fits no kind of target", "remove it from the table")
+
+
+def test_ablation_reads_each_kind_in_its_headline_metric(tmp_path: Path) -> None:
+    labels = _faces(tmp_path / "faces", n=96)
+    study = tmp_path / "study.toml"
+    ablation = '\n[ablation]\ndepths = [13]\nfractions = [0.5]\nattributes = ["tint", "brightness"]\n'
+    study.write_text(_study(labels) + ablation)
+    proc = run_cli("run", str(study), "--out", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr
+    drops = read_table(tmp_path / "run", "ablation")
+    assert set(drops["attribute"]) == {"tint", "brightness"}
+    results = read_table(tmp_path / "run")
+    headline = results[(results["metric"] != "mae") & (results["split"] == "val")]
+    before = headline.set_index(["layer", "attribute", "representation"])["accuracy"]
+    for row in drops.itertuples():  # the baseline is the unablated probe's R^2 or balanced accuracy
+        assert row.baseline_accuracy == before[(row.layer, row.attribute, row.representation)]
+        assert row.drop == row.baseline_accuracy - row.accuracy
