@@ -163,6 +163,8 @@ KEYS = st.sampled_from(
         "test",
         "seed",
         "skip_bad_images",
+        "kinds",
+        "groups",
         "architecture",
         "weights",
         "seeds",

@@ -1,7 +1,9 @@
 """faceprobe: measure where face-recognition networks encode facial attributes.
 
 The stable public API is :class:`PLS` (NIPALS partial least squares with VIP scores, for very wide float32
-layer outputs) and :class:`Probe` (PLS projection + QDA, a scikit-learn classifier).
+layer outputs) and :class:`Probe` (PLS projection + QDA, a scikit-learn classifier), with its kin for targets
+beyond binary ones: :class:`MulticlassProbe` (PLS-DA + QDA, balanced accuracy) and :class:`RegressionProbe`
+(PLS regression, R^2 and MAE).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
         transform_shared,
         vip_scores,
     )
-    from faceprobe.probe import Probe
+    from faceprobe.probe import MulticlassProbe, Probe, RegressionProbe
 
 __version__ = "0.1.0"
 
@@ -33,6 +35,8 @@ _LAZY = {
     "transform_shared": "faceprobe.pls",
     "vip_scores": "faceprobe.pls",
     "Probe": "faceprobe.probe",
+    "MulticlassProbe": "faceprobe.probe",
+    "RegressionProbe": "faceprobe.probe",
 }
 
 
@@ -44,7 +48,9 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "PLS",
+    "MulticlassProbe",
     "Probe",
+    "RegressionProbe",
     "__version__",
     "channel_vip",
     "fit_shared",

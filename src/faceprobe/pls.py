@@ -550,20 +550,25 @@ def fit_shared(
     *,
     block_bytes: int = _DEFAULT_BLOCK_BYTES,
     max_bytes: int | None = None,
+    widths: Sequence[int] | None = None,
 ) -> list[PLS | ProbeInputError]:
-    """One PLS1 per column of Y, each on its own rows of X, sharing every pass over X.
+    """One PLS1 per column of Y (or, with ``widths``, one PLS per group of columns: PLS2 for a group of
+    several), each on its own rows of X, sharing every pass over X.
 
     Target ``a`` gets the model ``PLS(n_components).fit(X[masks[:, a]], Y[masks[:, a], a])`` would give (up
     to rounding), without copying rows of X and with ``n_components + 1`` passes over X for all targets
-    together. A target that cannot be fitted (constant in its rows, too few rows, no covariance with X) gets
-    the :class:`~faceprobe.errors.ProbeInputError` that fit would raise, in its slot; the others still fit.
+    together. With ``widths``, target ``a`` is the ``widths[a]`` columns of Y after those of the targets
+    before it (a multi-class target's one-hot columns: PLS-DA). A target that cannot be fitted (constant in
+    its rows, too few rows, no covariance with X) gets the :class:`~faceprobe.errors.ProbeInputError` that
+    fit would raise, in its slot; the others still fit.
 
     Parameters
     ----------
     X : array-like of shape (n, m)
         An ndarray, memmap or zarr array, read in row blocks and never copied.
-    Y : array-like of shape (n, A)
-        One column per target. Values outside a target's rows are ignored (they may be NaN).
+    Y : array-like of shape (n, A), or (n, sum(widths))
+        One column per target (``widths[a]`` columns of target ``a``). Values outside a target's rows are
+        ignored (they may be NaN).
     masks : bool array of shape (n, A), optional
         The rows each target is fitted on; None fits every target on all rows.
     n_components, block_bytes : int
@@ -588,12 +593,17 @@ def fit_shared(
         raise ProbeInputError(
             f"Y must be (samples of X = {n}, targets), one column per target; got shape {Y.shape}"
         )
-    n_targets = Y.shape[1]
+    widths = [1] * Y.shape[1] if widths is None else [int(w) for w in widths]
+    if sum(widths) != Y.shape[1] or min(widths, default=1) < 1:
+        raise ProbeInputError(f"widths {widths} must be positive and add up to Y's {Y.shape[1]} columns")
+    n_targets = len(widths)
+    starts = np.concatenate([[0], np.cumsum(widths)]).astype(int)
     if masks is not None:
         masks = np.asarray(masks)
-        if masks.dtype != bool or masks.shape != Y.shape:
+        if masks.dtype != bool or masks.shape != (n, n_targets):
             raise ProbeInputError(
-                f"masks must be a boolean array shaped like Y {Y.shape}; got {masks.dtype} {masks.shape}"
+                f"masks must be a boolean array shaped like Y {(n, n_targets)} (one column per target); "
+                f"got {masks.dtype} {masks.shape}"
             )
     if n_targets == 0:
         return []
@@ -609,13 +619,15 @@ def fit_shared(
     results: list[PLS | ProbeInputError] = []
     for group in np.array_split(np.arange(n_targets), n_groups):
         models = [PLS(n_components, block_bytes=block_bytes) for _ in group]
-        columns = [slice(j, j + 1) for j in range(len(group))]
+        taken = np.concatenate([np.arange(starts[a], starts[a + 1]) for a in group]).astype(np.intp)
+        ends = np.cumsum([widths[a] for a in group])
+        columns = [slice(int(end - widths[a]), int(end)) for a, end in zip(group, ends, strict=True)]
         results += _fit_lockstep(
-            blocks, Y[:, group], columns, None if masks is None else masks[:, group], models
+            blocks, Y[:, taken], columns, None if masks is None else masks[:, group], models
         )
-    for result in results:
+    for result, width in zip(results, widths, strict=True):
         if isinstance(result, PLS):
-            result.y_ndim_ = 1
+            result.y_ndim_ = 1 if width == 1 else 2
     return results
 
 

@@ -10,7 +10,12 @@ A run writes four tables into its folder (each a Parquet file, or a folder of Pa
   (origin: ``random``, ``imagenet``, ``checkpoint:...``), seed, kind (layer kind: conv, bn, relu, block,
   residual, pool, fc, embedding, other), variant (the model without its seed: models of one variant differ
   only in their seed, and views averaged over seeds group by it), epoch (the training epoch of a model from
-  an ``epochs:DIR`` origin, -1 for every other model).
+  an ``epochs:DIR`` origin, -1 for every other model), metric (what ``accuracy`` holds: ``accuracy`` for a
+  binary attribute, ``balanced_accuracy`` for a multi-class target, ``r2`` and ``mae`` for a continuous one,
+  which has one row of each per probe and split; :mod:`faceprobe.targets`. Files written before the column
+  existed hold accuracies only, and are read so), chance (what a probe that learned nothing scores in that
+  metric: 0.5 for accuracy on the balanced draws, 1 / classes for balanced accuracy, 0 for R^2, and for MAE
+  the mean predictor's, the train draw's mean for every image; NaN in files older than the column).
 
   ``model`` is the model entry's identity, unique in a run: its readable name (``name`` in the study file,
   else ARCHITECTURE/ORIGIN), a short digest of the architecture, weights file content, preprocessing and
@@ -81,6 +86,8 @@ RESULT_COLUMNS: dict[str, str] = {
     "kind": "string",
     "variant": "string",
     "epoch": "int64",
+    "metric": "string",
+    "chance": "float64",
 }
 
 VIP_STUDY_COLUMNS: dict[str, str] = {
@@ -95,6 +102,7 @@ VIP_STUDY_COLUMNS: dict[str, str] = {
     "n_train": "int32",
     "n_eval": "int32",
     "variant": "string",
+    "metric": "string",
 }
 
 ABLATION_COLUMNS: dict[str, str] = {
@@ -137,6 +145,8 @@ _DEFAULTS = {
     "kind": "",
     "variant": "",
     "epoch": -1,
+    "metric": "accuracy",
+    "chance": float("nan"),
 }
 
 

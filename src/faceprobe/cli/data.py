@@ -43,6 +43,7 @@ def check(
 
     from faceprobe.data.registry import load_dataset
     from faceprobe.data.sampling import attribute_labels, sample_protocol
+    from faceprobe.targets import kind_of
 
     dataset = load_dataset(data, skip_bad_images=True)
     names = "all" if attributes is None else [a.strip() for a in attributes.split(",")]
@@ -78,10 +79,18 @@ def check(
         for column in ("attribute", "positive", "negative", "thesis draw (of 8192)"):
             table.add_column(column, justify="left" if column == "attribute" else "right")
         for name, draw in draws.items():
-            positive = int(labels[name].sum())
-            table.add_row(
-                escape(name), str(positive), str(len(labels) - positive), str(len(draw.train) + len(draw.val))
-            )
+            column = labels[name]
+            if kind_of(column) == "binary":
+                positive = int(column.sum())
+                counts = (str(positive), str(len(labels) - positive))
+            elif kind_of(column) == "multiclass":  # beyond binary: the kind where the counts would be
+                counts = (f"{column.nunique()} classes", f"{int(column.isna().sum())} unlabelled")
+            else:
+                counts = (
+                    f"continuous {column.min():.4g} to {column.max():.4g}",
+                    f"{int(column.isna().sum())} unlabelled",
+                )
+            table.add_row(escape(name), *counts, str(len(draw.train) + len(draw.val)))
         out_console.print(table)
     if dataset.skipped:
         out_console.print(f"{len(dataset.skipped)} bad images:")

@@ -58,9 +58,10 @@ def _run(
     for column in ("model", "attribute", "layer", "depth", "accuracy (%)", "images"):
         table.add_column(column, justify="right" if column in ("depth", "accuracy (%)", "images") else "left")
     for row in summary.best.itertuples():
+        other = "" if row.metric == "accuracy" else f" ({row.metric.replace('_', ' ')})"  # another kind
         table.add_row(
             escape(row.model),
-            escape(row.attribute),
+            escape(row.attribute + other),
             escape(row.layer),
             str(row.depth),
             f"{100 * row.accuracy:.1f}",

@@ -26,6 +26,10 @@ def synth(
     lipstick). Labels use CelebA's attribute names plus Control_Random (random labels). The folder holds
     img_align_celeba/, list_attr_celeba.txt, identity_CelebA.txt and list_eval_partition.txt, so every
     command that reads CelebA reads it too.
+
+    targets.csv plants targets of other kinds, probed as folder:OUT/targets.csv: Head_Roll (the face's
+    in-plane angle), Lighting and Skin_Tone (continuous), Hair_Color (four classes) and Random_Value (a
+    continuous control nothing drawn depends on).
     """
     from faceprobe.data.synth import generate
 

@@ -1,9 +1,12 @@
 """Your own labelled faces: an image folder and a CSV or TSV table with one row per image.
 
 The table has an id column (``image_id``, ``image``, ``file``, ``filename``, ``path``, ...; else its first
-column) holding each image's path relative to the folder, and binary attribute columns written -1/1, 0/1 or
-true/false. Two optional columns are read as such rather than as attributes: ``identity`` (any labels, one
-per person) and ``partition`` or ``split`` (0/1/2 or train/val/test).
+column) holding each image's path relative to the folder, and label columns: binary attributes written
+-1/1, 0/1 or true/false (or any two values), multi-class ones (at most 20 whole numbers or texts) and
+continuous ones (numbers), each column's kind read from its values (:mod:`faceprobe.targets`; an empty cell
+of a multi-class or continuous column is a missing label). Two optional columns are read as such rather
+than as attributes: ``identity`` (any labels, one per person) and ``partition`` or ``split`` (0/1/2 or
+train/val/test).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import pandas as pd
 
 from faceprobe.data.dataset import FaceDataset
 from faceprobe.data.images import link_problem
-from faceprobe.data.tables import binary_columns, id_column, line_of_row, read_table, unique_ids
+from faceprobe.data.tables import id_column, label_columns, line_of_row, read_table, unique_ids
 from faceprobe.errors import DataError
 
 __all__ = ["load_folder"]
@@ -47,7 +50,7 @@ def load_folder(images: str | Path, labels: str | Path, skip_bad_images: bool = 
         )
     if table.columns.empty:
         raise DataError(f"{labels}:1: no attribute columns; add binary columns (-1/1, 0/1 or true/false)")
-    attributes = binary_columns(labels, table).set_axis(ids)
+    attributes = label_columns(labels, table).set_axis(ids)
     dataset = FaceDataset(
         "folder",
         labels,

@@ -24,7 +24,15 @@ import pandas as pd
 from faceprobe.data.dataset import BadImage, FaceDataset
 from faceprobe.errors import DataError, FaceprobeError
 
-__all__ = ["Draw", "Protocol", "attribute_labels", "balanced_draws", "sample_protocol", "union_ids"]
+__all__ = [
+    "Draw",
+    "Protocol",
+    "attribute_labels",
+    "balanced_draws",
+    "sample_protocol",
+    "stratified_draw",
+    "union_ids",
+]
 
 SPLITS = ("train", "val", "test")
 
@@ -50,11 +58,19 @@ def balanced_draws(labels: pd.DataFrame, n_train: int, n_val: int, seed: int = 0
     When an attribute has fewer than ``(n_train + n_val) / 2`` images of a class, the largest balanced draw
     that keeps the train:validation ratio is taken instead (``Draw.shortened`` says so). Each attribute's
     draw depends only on the seed and its name, so adding attributes never changes the others' draws.
+
+    Beyond the thesis, a multi-class or continuous column (:mod:`faceprobe.targets`) gets a stratified
+    draw instead (:func:`stratified_draw`): its classes, or its value's deciles, in the pool's proportions.
     """
+    from faceprobe.targets import kind_of
+
     draws = {}
     ids = labels.index.to_numpy()
     for attribute in labels.columns:
         rng = np.random.default_rng([seed, zlib.crc32(attribute.encode())])
+        if kind_of(labels[attribute]) != "binary":
+            draws[attribute] = stratified_draw(labels[attribute], n_train, n_val, rng)
+            continue
         values = labels[attribute].to_numpy()
         pos = rng.permutation(ids[values == 1])
         neg = rng.permutation(ids[values == 0])
@@ -69,6 +85,55 @@ def balanced_draws(labels: pd.DataFrame, n_train: int, n_val: int, seed: int = 0
             attribute, tuple(rng.permutation(train)), tuple(rng.permutation(val)), (n_train, n_val)
         )
     return draws
+
+
+#: Strata of a continuous target's draw: its value's quantile bins.
+QUANTILE_BINS = 10
+
+
+def stratified_draw(labels: pd.Series, n_train: int, n_val: int, rng: np.random.Generator) -> Draw:
+    """A train and a validation draw of a multi-class or continuous target, stratified (beyond the thesis).
+
+    Images without a label are left out. The strata are the classes (multi-class) or the
+    :data:`QUANTILE_BINS` quantile bins of the value (continuous): each stratum gives both draws its share
+    of the pool (largest remainders), so the draws keep the pool's class frequencies or its value's
+    distribution, and a rare class or an extreme value reaches the validation draw too. Balanced accuracy
+    (multi-class) and R^2 (continuous) are read against that distribution. When the pool has fewer than
+    ``n_train + n_val`` labelled images, all of them are drawn in the same train:validation ratio
+    (``Draw.shortened``).
+    """
+    labelled = labels.dropna()
+    ids = labelled.index.to_numpy()
+    if isinstance(labelled.dtype, pd.CategoricalDtype):
+        strata = labelled.cat.codes.to_numpy()
+    else:
+        ranks = labelled.rank(method="first").to_numpy() - 1
+        strata = (ranks * QUANTILE_BINS // max(1, len(ranks))).astype(int)
+    total = min(len(ids), n_train + n_val)
+    train_total = round(total * n_train / (n_train + n_val))
+    names, counts = np.unique(strata, return_counts=True)
+    take = _shares(counts, total)
+    train_take = _shares(take, train_total)
+    train, val = [], []
+    for name, k, k_train in zip(names, take, train_take, strict=True):
+        members = rng.permutation(ids[strata == name])[:k]
+        train.append(members[:k_train])
+        val.append(members[k_train:])
+    return Draw(
+        str(labels.name),
+        tuple(rng.permutation(np.concatenate(train))),
+        tuple(rng.permutation(np.concatenate(val))),
+        (n_train, n_val),
+    )
+
+
+def _shares(sizes: np.ndarray, total: int) -> np.ndarray:
+    """``total`` split in proportion to ``sizes`` by largest remainders, never more than a size."""
+    exact = sizes * total / max(1, sizes.sum())
+    share = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - share), kind="stable")[: total - share.sum()]:
+        share[i] += 1
+    return np.minimum(share, sizes)
 
 
 def union_ids(draws: dict[str, Draw], extra: tuple[str, ...] = ()) -> list[str]:
@@ -173,7 +238,8 @@ def sample_protocol(
 
 
 def attribute_labels(dataset: FaceDataset, attributes: Sequence[str] | Literal["all"]) -> pd.DataFrame:
-    """The 0/1 labels of the chosen attributes; an unknown name raises with the closest known names."""
+    """The labels of the chosen attributes (0/1, or any kind of target); an unknown name raises with the
+    closest known names."""
     if dataset.attributes is None:
         raise DataError(
             f"{dataset.root}: a {dataset.kind} dataset has no attribute labels; "

@@ -4,6 +4,13 @@ Real attribute labels are noisy and confounded with identity and with each other
 are true by construction lets a probe's findings be checked against ground truth. Writing CelebA's layout
 means one loader, and one pipeline, read synthetic and real data alike.
 
+Beyond the thesis, for targets of other kinds (:mod:`faceprobe.targets`): ``targets.csv`` lists, per image,
+continuous and multi-class values that are true by construction too, read as a ``folder:`` dataset
+(``folder:DIR/targets.csv``): the head's in-plane angle, the lighting and the skin tone as drawn (each changes
+what is rendered), the hair colour as one target of four classes, and ``Random_Value``, a continuous control
+nothing drawn depends on. They are read off what the generator draws anyway, so the images and the binary
+labels are the same as without them.
+
 Every identity and every image draws from its own random stream, seeded by ``(seed, identity[, image])``,
 so the output is byte-identical whatever the number of worker processes.
 """
@@ -31,6 +38,7 @@ __all__ = [
     "identity_traits",
     "image_params",
     "render_face",
+    "target_values",
 ]
 
 SYNTH_ATTRIBUTES: tuple[str, ...] = (
@@ -117,6 +125,9 @@ class FaceTraits:
     jaw_power: float  # superellipse exponent of the jaw: 2 is round, higher is squarer
     skin: Color
     pale_skin: bool
+    skin_tone: (
+        float  # 0 light to 1 dark, as mixed for the skin colour; NaN for pale skin (a colour of its own)
+    )
     hair_color_name: str  # one of black, brown, blond, gray, other
     hair: Color
     hair_volume: float
@@ -249,10 +260,12 @@ def identity_traits(seed: int, identity: int) -> FaceTraits:
         jaw_width, jaw_power = rng.uniform(0.9, 1.0), rng.uniform(1.9, 2.8)
 
     pale_skin = u() < 0.18
+    skin_tone = float("nan")
     if pale_skin:
         skin = _jitter(rng, (246, 228, 216), 6)
     else:
-        skin = _jitter(rng, _mix((226, 182, 150), (96, 62, 44), float(u())), 8)
+        skin_tone = float(u())
+        skin = _jitter(rng, _mix((226, 182, 150), (96, 62, 44), skin_tone), 8)
 
     hair_probs = [0.3, 0.3, 0.25, 0.04, 0.11] if young else [0.12, 0.12, 0.08, 0.6, 0.08]
     hair_color_name = str(rng.choice(list(_HAIR_COLORS), p=hair_probs))
@@ -277,6 +290,7 @@ def identity_traits(seed: int, identity: int) -> FaceTraits:
         jaw_width=float(jaw_width),
         jaw_power=float(jaw_power),
         skin=skin,
+        skin_tone=skin_tone,
         pale_skin=pale_skin,
         hair_color_name=hair_color_name,
         hair=hair,
@@ -938,15 +952,35 @@ def render_face(traits: FaceTraits, params: ImageParams, size: int = 112) -> Ima
 # --- writing the dataset -------------------------------------------------------------------------------
 
 
+#: The columns of ``targets.csv`` after the image id, identity and partition: continuous values, then the
+#: hair colour's classes (CelebA's four; red and auburn hair are left unlabelled), then the control.
+TARGETS: tuple[str, ...] = ("Head_Roll", "Lighting", "Skin_Tone", "Hair_Color", "Random_Value")
+_TARGET_HAIR = ("black", "blond", "brown", "gray")
+
+
+def target_values(seed: int, identity: int, index: int, traits: FaceTraits, params: ImageParams) -> list:
+    """The planted non-binary targets of one image, in :data:`TARGETS` order ("" or NaN: no label).
+
+    ``Head_Roll`` is the in-plane angle the face is drawn at (degrees), ``Lighting`` the brightness factor
+    applied to the whole image, ``Skin_Tone`` the mix from light to dark skin; ``Random_Value`` is drawn
+    from a stream of its own that nothing rendered reads.
+    """
+    hair = traits.hair_color_name if traits.hair_color_name in _TARGET_HAIR else ""
+    control = float(np.random.default_rng([seed, 6, identity, index]).random())
+    return [params.angle, params.brightness, traits.skin_tone, hair, control]
+
+
 def _file_name(number: int) -> str:
     return f"{number:06d}.jpg"
 
 
-def _render_identity(job: tuple[Path, int, int, int, int]) -> tuple[int, np.ndarray]:
-    """Render and write every image of one identity; return its labels, one 0/1 row per image."""
+def _render_identity(job: tuple[Path, int, int, int, int]) -> tuple[int, np.ndarray, list[list]]:
+    """Render and write every image of one identity; return its labels, one 0/1 row per image, and its
+    planted non-binary targets, one row per image."""
     image_dir, seed, identity, count, size = job
     traits = identity_traits(seed, identity)
     labels = np.empty((count, len(SYNTH_ATTRIBUTES)), dtype=np.int8)
+    targets = []
     for index in range(count):
         params = image_params(seed, identity, index, traits)
         image = render_face(traits, params, size)
@@ -955,7 +989,8 @@ def _render_identity(job: tuple[Path, int, int, int, int]) -> tuple[int, np.ndar
         )
         drawn = attribute_labels(traits, params)
         labels[index] = [drawn[name] for name in SYNTH_ATTRIBUTES]
-    return identity, labels
+        targets.append(target_values(seed, identity, index, traits, params))
+    return identity, labels, targets
 
 
 def _default_workers() -> int:
@@ -964,7 +999,9 @@ def _default_workers() -> int:
     return os.cpu_count() or 1
 
 
-def _run(jobs: list[tuple[Path, int, int, int, int]], workers: int) -> Iterator[tuple[int, np.ndarray]]:
+def _run(
+    jobs: list[tuple[Path, int, int, int, int]], workers: int
+) -> Iterator[tuple[int, np.ndarray, list[list]]]:
     """Render identities in ``workers`` processes, yielding each as it finishes."""
     if workers == 1:
         yield from map(_render_identity, jobs)
@@ -1002,6 +1039,27 @@ def _write_lists(out: Path, labels: np.ndarray, partitions: np.ndarray) -> None:
         f.writelines(f"{name} {partitions[i]}\n" for name, i in zip(names, identity_of, strict=True))
 
 
+def _write_targets(out: Path, targets: list[list[list]], partitions: np.ndarray) -> None:
+    """``targets.csv``: per image its id (relative to ``out``), identity, partition and planted targets."""
+    lines = [",".join(("image_id", "identity", "partition", *TARGETS))]
+    number = 0
+    for identity, rows in enumerate(targets):
+        for row in rows:
+            number += 1
+            cells = [v if isinstance(v, str) else ("" if np.isnan(v) else f"{v:.6g}") for v in row]
+            lines.append(
+                ",".join(
+                    (
+                        f"img_align_celeba/{_file_name(number)}",
+                        str(identity + 1),
+                        str(partitions[identity]),
+                        *cells,
+                    )
+                )
+            )
+    (out / "targets.csv").write_text("\n".join(lines) + "\n")
+
+
 def _write_readme(out: Path, identities: int, per_identity: int, size: int, seed: int) -> None:
     from faceprobe import __version__  # here, not at the top: faceprobe's __init__ may import this module
 
@@ -1026,6 +1084,10 @@ worker processes.
   `Control_Random` is a fair coin per image that nothing drawn depends on: no probe should predict it.
 - `identity_CelebA.txt`: identity (1-based) of each image; identities fix the primary traits.
 - `list_eval_partition.txt`: 0 train, 1 val, 2 test, split by identity (about 80/10/10%).
+- `targets.csv`: targets beyond binary ones, probed as `folder:DIR/targets.csv`: `Head_Roll` (the face's
+  in-plane angle, degrees), `Lighting` (the image's brightness factor), `Skin_Tone` (0 light to 1 dark;
+  empty for pale skin), `Hair_Color` (black, blond, brown or gray; empty for red hair) and `Random_Value`
+  (drawn apart from everything rendered: no probe should predict it).
 """
     )
 
@@ -1061,10 +1123,12 @@ def generate(
 
     jobs = [(image_dir, seed, identity, images_per_identity, size) for identity in range(identities)]
     labels = np.empty((identities, images_per_identity, len(SYNTH_ATTRIBUTES)), dtype=np.int8)
-    for identity, rows in _run(jobs, min(workers or _default_workers(), identities)):
-        labels[identity] = rows
+    targets: list[list[list]] = [[] for _ in range(identities)]
+    for identity, rows, values in _run(jobs, min(workers or _default_workers(), identities)):
+        labels[identity], targets[identity] = rows, values
         if progress is not None:
             progress(len(rows))
     _write_lists(out, labels, _partitions(identities, seed))
+    _write_targets(out, targets, _partitions(identities, seed))
     _write_readme(out, identities, images_per_identity, size, seed)
     return out

@@ -23,6 +23,7 @@ __all__ = [
     "check_text_file",
     "data_lines",
     "id_column",
+    "label_columns",
     "line_of_row",
     "read_table",
     "unique_ids",
@@ -244,3 +245,18 @@ def binary_columns(path: Path, frame: pd.DataFrame, header_lines: int = 1) -> pd
             raise DataError(f"{path}:{line}: {name} is {frame[name].iloc[row]!r}, but {why}; fix the value")
         out[name] = values.map(scheme).to_numpy(dtype=np.int8)
     return pd.DataFrame(out, index=frame.index)
+
+
+def label_columns(path: Path, frame: pd.DataFrame, header_lines: int = 1) -> pd.DataFrame:
+    """``frame``'s text cells as targets of their kinds (:mod:`faceprobe.targets`): binary columns as 0/1
+    ``int8`` (checked as :func:`binary_columns` does), multi-class ones categorical, continuous ones float."""
+    from faceprobe.targets import infer_column
+
+    inferred = {name: infer_column(path, name, frame[name], header_lines) for name in frame.columns}
+    binary = binary_columns(
+        path, frame[[n for n, column in inferred.items() if column is None]], header_lines
+    )
+    return pd.DataFrame(
+        {name: binary[name] if column is None else column for name, column in inferred.items()},
+        index=frame.index,
+    )

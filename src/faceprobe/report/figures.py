@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -136,6 +136,7 @@ def draw_panels(
     mark_kinds: bool = False,
     ylabel: str = "val. accuracy (%)",
     selectivity: bool = False,
+    chance: float | Mapping[str, float] = 0.5,
 ) -> Figure:
     """Accuracy over depth, one panel per ``panel`` value (in order of appearance), a curve per ``series``.
 
@@ -147,6 +148,9 @@ def draw_panels(
     ``panel_legends`` gives each panel its own legend beside it, for panels whose series differ (groups).
     ``selectivity``: the values are accuracies less the controls' (fractions, negative too), drawn in points
     around a line at 0 (where a probe does no better than on random labels) instead of chance at 50%.
+    ``chance`` is where a probe that learned nothing lies, dashed (a fraction): 0.5 for accuracy on balanced
+    draws, 1/classes for balanced accuracy, 0 for R^2 (the mean predictor; a value far below it is clipped);
+    a mapping gives each panel its own.
 
     Layers are spaced evenly (ticks name their depth and layer). The figure is as wide as the page (half of
     it for one panel), and every text is placed by the layout: nothing is clipped at any number of panels.
@@ -186,7 +190,10 @@ def draw_panels(
         if reference is not None and not reference.empty:
             shown.append(reference["accuracy"].to_numpy(dtype=float))
         values = 100 * np.concatenate(shown)
-        low = min(-10.0, np.nanmin(values) - 2) if selectivity else min(40.0, np.nanmin(values) - 2)
+        chances = {p: chance.get(p, 0.5) if isinstance(chance, Mapping) else chance for p in panels}
+        least = 100 * min(chances.values(), default=0.5)
+        low = min(-10.0, np.nanmin(values) - 2) if selectivity else min(least - 10, np.nanmin(values) - 2)
+        low = max(low, least - 60)  # an R^2 far below the mean predictor's would flatten the rest
         high = max(10.0, np.nanmax(values) + 2) if selectivity else 101
         banded = "n_eval" in curves and bool(curves["n_eval"].notna().any())
         spread = "std" in curves and bool(curves["std"].notna().any())
@@ -234,7 +241,9 @@ def draw_panels(
                             edgecolor=style["color"],
                             zorder=3,
                         )
-            ax.axhline(0 if selectivity else 50, color="0.75", linewidth=0.8, linestyle="--")
+            ax.axhline(
+                0 if selectivity else 100 * chances[panel], color="0.75", linewidth=0.8, linestyle="--"
+            )
             ax.set_title(_fill(panel, panel_width, 9), fontsize=9)
             ax.set_ylim(low, high)
             ax.grid(alpha=0.3)

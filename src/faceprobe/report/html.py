@@ -18,7 +18,7 @@ import itertools
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -206,6 +206,7 @@ def build_report(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     run = runs[0] if len(runs) == 1 else combine_runs(runs)
+    run, beyond = _binary_only(run)
     compare = len(runs) > 1
     page = _Page(out)
     results = run.table("results")
@@ -230,12 +231,75 @@ def build_report(
         _residual_section(page, sections[2], val)
         _weights_section(page, sections[3], val, compare)
         training_section(page, val)  # only for runs that probed several epochs of a network
+    if beyond is not None and not beyond.empty:
+        _kinds_section(page, page.section("Targets beyond binary"), beyond)
     _vip_section(page, page.section("VIP scores"), run.table("vip_study"))
     _table_section(page, page.section("Tables"), run)
     _manifest_section(page.section("Manifest"), run)
     index = out / "index.html"
     atomic_write_text(index, _render(run, page))  # a report killed mid-write keeps the previous page
     return index
+
+
+def _binary_only(run: Run) -> tuple[Run, pd.DataFrame | None]:
+    """The run with its binary attributes' rows only (accuracy: every view of the thesis reads those),
+    and the rows of its multi-class and continuous targets (:mod:`faceprobe.targets`), which get views of
+    their own, each metric on its own axis."""
+    results = run.table("results")
+    if results is None or "metric" not in results:
+        return run, None
+    tables = dict(run.tables)
+    tables["results"] = results[results["metric"] == "accuracy"]
+    vip = run.table("vip_study")
+    if vip is not None and "metric" in vip:
+        tables["vip_study"] = vip[vip["metric"].fillna("accuracy") == "accuracy"]
+    return replace(run, tables=tables), results[results["metric"] != "accuracy"]
+
+
+#: Each headline metric beyond binary accuracy: its axis label and where chance (or the mean predictor) lies.
+_KIND_AXES = {
+    "balanced_accuracy": ("val. balanced accuracy (%)", "multi-class targets", "chance, 1 / classes"),
+    "r2": (
+        "val. R^2 (%)",
+        "continuous targets, read by least squares on the PLS scores or units (no QDA)",
+        "the mean predictor's R^2 = 0",
+    ),
+}
+
+
+def _kinds_section(page: _Page, parts: list[str], rows: pd.DataFrame) -> None:
+    """Multi-class and continuous targets (beyond the thesis): per metric one figure, its own axis, a panel
+    per target and a curve per representation, chance (1 / classes) or the mean predictor's R^2 (0)
+    dashed; the best layer of each continuous target with its R^2 and its MAE in the target's unit."""
+    val = rows[rows["split"] == "val"].dropna(subset=["accuracy"])
+    for metric, (ylabel, what, baseline) in _KIND_AXES.items():
+        mine = val[val["metric"] == metric]
+        for variant, sub in mine.groupby("variant", sort=False):
+            curves = mean_over_seeds(depth_curves(sub.drop(columns="n_eval")), _DEPTH_KEYS)
+            chance = sub.groupby("attribute")["chance"].mean().fillna(0.0).to_dict()
+            measure = ylabel.removeprefix("val. ").removesuffix(" (%)")
+            title = (
+                f"{variant}: validation {measure} over depth, {what} (dashed: {baseline}; beyond the thesis)"
+            )
+            fig = draw_panels(curves, title, ylabel=ylabel, chance=chance)
+            page.figure(parts, f"{metric}-{variant}", fig, curves.rename(columns={"accuracy": metric}), title)
+    layer = val[val["representation"] == "layer"]
+    r2 = layer[layer["metric"] == "r2"]
+    if r2.empty:
+        return
+    best = r2.loc[r2.groupby(["variant", "attribute"])["accuracy"].idxmax()]
+    mae_rows = layer[layer["metric"] == "mae"].set_index(["source", "layer", "attribute"])
+    mae, mae_chance = mae_rows["accuracy"], mae_rows["chance"]
+    keys = list(zip(best["source"], best["layer"], best["attribute"], strict=True))
+    table = best[["variant", "attribute", "layer", "depth", "accuracy", "n_eval"]]
+    table = table.rename(columns={"accuracy": "r2"})
+    table.insert(5, "mae", [mae.get(key, np.nan) for key in keys])
+    table.insert(6, "mae_mean_predictor", [mae_chance.get(key, np.nan) for key in keys])
+    caption = (
+        "Continuous targets: the best whole layer by validation R^2 (0 is the mean predictor's), with its "
+        "mean absolute error in the target's unit and the mean predictor's (beyond the thesis)"
+    )
+    page.table(parts, "continuous-best", table.reset_index(drop=True), caption)
 
 
 #: The group of the attributes that no group names: every attribute is in some figure.

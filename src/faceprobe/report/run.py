@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from faceprobe.errors import FaceprobeError
@@ -100,6 +101,12 @@ def _backfill(name: str, frame: pd.DataFrame) -> pd.DataFrame:
     """Columns newer than the run folder, as its writer meant them, and the ``source`` label."""
     if name == "results":  # columns newer than the stable set: absent means unknown
         frame = frame.assign(**{c: "" for c in ("architecture", "weights", "kind") if c not in frame})
+        if "metric" not in frame:  # written before other kinds of targets: accuracies only
+            frame = frame.assign(metric="accuracy")
+        if "chance" not in frame:
+            frame = frame.assign(chance=np.where(frame["metric"] == "accuracy", 0.5, np.nan))
+    if name == "vip_study" and "metric" not in frame:
+        frame = frame.assign(metric="accuracy")
     if name == "ablation" and "split" not in frame:  # older runs ablated on the validation split only
         frame = frame.assign(split="val")
     if "model" in frame:

@@ -12,6 +12,10 @@ Example (every key but ``data.spec`` and one model is optional)::
     controls = 1                      # random-label controls: Control_Random, Control_Random_2, ... (a
                                       #   spread of what noise reaches per layer; each its own labels)
     skip_bad_images = false           # true: leave out missing/corrupt images and list them in the manifest
+    kinds = { age = "continuous" }    # a target's kind (binary | multiclass | continuous), where the kind
+                                      #   read from its column's values is not the one meant
+    groups = { Hair = ["Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair"] }
+                                      # multi-class targets from 0/1 columns, one per class (CelebA's)
 
     [[models]]
     name = "arcface-r50"              # display name (default: ARCHITECTURE/ORIGIN); ids add a digest
@@ -104,6 +108,8 @@ class DataConfig:
     seed: int = 0
     controls: int = 1
     skip_bad_images: bool = False
+    kinds: tuple[tuple[str, str], ...] = ()
+    groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -217,6 +223,7 @@ _TABLES = {
     "baseline": BaselineConfig,
 }
 _SCALAR_LISTS = ("weights", "seeds")  # a single value stands for a list of one
+_NAMED_TABLES = ("kinds", "groups")  # a TOML table {name = value}, held as (name, value) pairs
 #: How to write each key a table cannot do without.
 _REQUIRED = {
     "spec": 'spec = "KIND:PATH", e.g. "celeba:/data/celeba"',
@@ -290,6 +297,8 @@ def _section(cls: type, raw: Any, where: str, problems: list[str]) -> Any:
             continue
         if name in _SCALAR_LISTS and not isinstance(value, (list, tuple)):
             value = [value]
+        if name in _NAMED_TABLES and isinstance(value, dict):  # {name = value} as (name, value) pairs
+            value = [[key, item] for key, item in value.items()]
         if name == "attributes" and isinstance(value, str) and value != "all":
             problems.append(f'{where} {name} must be "all" or a list of names, e.g. ["{value}"]')
             ok = False
@@ -352,6 +361,14 @@ def _check(config: RunConfig, problems: list[str]) -> None:
             f"data.controls must be 1 to {MAX_CONTROLS} (random-label controls: Control_Random, "
             f"Control_Random_2, ...), not {data.controls}"
         )
+    from faceprobe.targets import KINDS
+
+    bad_kinds = [f"{name} = {kind!r}" for name, kind in data.kinds if kind not in KINDS]
+    if bad_kinds:
+        problems.append(f"data.kinds: {', '.join(bad_kinds)}; a kind is {', '.join(KINDS)}")
+    small = [name for name, members in data.groups if len(set(members)) < 2]
+    if small:
+        problems.append(f"data.groups: {', '.join(small)} need two or more distinct columns, one per class")
     if data.test < -1:
         problems.append("data.test must be 0 (no test images), -1 (all) or a count")
     if probe.components < 1 or probe.top_k < 1 or probe.vip_study < 0:

@@ -85,8 +85,11 @@ class Unit:
 
 def _dataset(config: RunConfig) -> Any:
     from faceprobe.data.registry import load_dataset
+    from faceprobe.targets import with_targets
 
-    return load_dataset(config.data.spec, skip_bad_images=config.data.skip_bad_images)
+    data = config.data
+    dataset = load_dataset(data.spec, skip_bad_images=data.skip_bad_images)
+    return with_targets(dataset, data.kinds, data.groups, f"{config.source or 'config'}: data")
 
 
 def _catalogue(loaded: Any) -> list:
@@ -239,9 +242,28 @@ _MIN_PER_CLASS = 4
 
 def _too_few(dataset: Any, attribute: str) -> str:
     """Why ``attribute`` cannot be probed on ``dataset``'s train + val pool ("" when it can)."""
+    from faceprobe.targets import kind_of
+
     labels = dataset.attributes[attribute]
     if dataset.partitions is not None:
         labels = labels[dataset.partitions.reindex(labels.index).isin([0, 1]).to_numpy()]
+    kind = kind_of(labels)
+    if kind == "multiclass":
+        counts = labels.value_counts()
+        if int((counts >= _MIN_PER_CLASS).sum()) >= 2:
+            return ""
+        return (
+            f"has fewer than two classes with {_MIN_PER_CLASS} images each in the train + val pool "
+            f"({', '.join(f'{c}: {n}' for c, n in counts.items())}); a probe needs them"
+        )
+    if kind == "continuous":
+        values = labels.dropna()
+        if len(values) >= 4 * _MIN_PER_CLASS and values.nunique() > 2:
+            return ""
+        return (
+            f"has {len(values)} labelled images ({values.nunique()} values) in the train + val pool; a "
+            f"regression probe needs at least {4 * _MIN_PER_CLASS} and three values"
+        )
     positive, negative = int((labels == 1).sum()), int((labels == 0).sum())
     if min(positive, negative) >= _MIN_PER_CLASS:
         return ""
@@ -405,6 +427,8 @@ def _baseline(run_dir: Path, unit: Unit) -> dict[tuple[str, str, str, str], floa
         pd.concat(parts) if parts else pd.DataFrame(columns=["layer", "attribute", "representation", "split"])
     )
     rows = rows[rows["layer"].isin(unit.layers)]
+    if "metric" in rows:  # a continuous target's MAE rows: a drop is read in its R^2
+        rows = rows[rows["metric"] != "mae"]
     keys = zip(rows["layer"], rows["attribute"], rows["representation"], rows["split"], strict=True)
     return dict(zip(keys, rows["accuracy"].astype(float), strict=True))
 

@@ -20,7 +20,8 @@ __all__ = ["RunSummary", "failed_attributes", "run_warnings", "summarise"]
 
 @dataclass(frozen=True)
 class RunSummary:
-    """``best``: per model and attribute the layer whose whole-layer probe is best on validation."""
+    """``best``: per model and attribute the layer whose whole-layer probe is best on validation (in its
+    headline metric: accuracy, balanced accuracy or R^2, named in ``metric``)."""
 
     best: pd.DataFrame
     warnings: tuple[str, ...]
@@ -92,8 +93,14 @@ def run_warnings(
 
 def _best_layers(results: pd.DataFrame) -> pd.DataFrame:
     val = results[(results["split"] == "val") & (results["representation"] == "layer")]
+    if "metric" in val:  # the best layer by the headline metric: a continuous target's R^2, not its MAE
+        val = val[val["metric"] != "mae"]
     val = val.dropna(subset=["accuracy"])
     if val.empty:
-        return pd.DataFrame(columns=["model", "attribute", "layer", "depth", "accuracy", "n_eval"])
+        return pd.DataFrame(columns=["model", "attribute", "layer", "depth", "accuracy", "n_eval", "metric"])
     best = val.loc[val.groupby(["model", "attribute"])["accuracy"].idxmax()]
-    return best[["model", "attribute", "layer", "depth", "accuracy", "n_eval"]].reset_index(drop=True)
+    if "metric" not in best:
+        best = best.assign(metric="accuracy")
+    return best[["model", "attribute", "layer", "depth", "accuracy", "n_eval", "metric"]].reset_index(
+        drop=True
+    )

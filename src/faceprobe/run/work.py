@@ -32,6 +32,7 @@ from faceprobe.extract.lockstep import Deliver, fit_in_lockstep
 from faceprobe.extract.store import ActivationStore, CorruptStoreError, extract_to_store, store_key
 from faceprobe.run.config import ProbeConfig
 from faceprobe.studies.layerwise import AttributeRows, LayerFit, LayerProbes, Readout, fit_layer
+from faceprobe.targets import kind_of
 
 __all__ = [
     "Ablation",
@@ -52,7 +53,8 @@ class Draws:
     """The protocol's image sets: per attribute a train and a validation draw, plus the shared test images.
 
     ``table`` is tidy (attribute, split, image_id; split in train/val/test, test rows with attribute "*"),
-    ``labels`` the 0/1 labels of every image used, per attribute (Control_Random included).
+    ``labels`` the labels of every image used, per attribute (Control_Random included): 0/1, or of another
+    kind of target (:mod:`faceprobe.targets`, the kind read from the column's dtype).
     """
 
     table: pd.DataFrame
@@ -101,17 +103,35 @@ def attribute_rows(draws: Draws, images: Sequence[str], attributes: Sequence[str
     for attribute in attributes or draws.attributes:
         mine = table[table["attribute"] == attribute]
         parts = {s: mine.loc[mine["split"] == s, "image_id"].tolist() for s in ("train", "val")}
-        labels = draws.labels[attribute]
+        kind = kind_of(draws.labels[attribute])
+        labels = _label_values(draws.labels[attribute], kind)
         test = [i for i in test_ids if pd.notna(labels.get(i))]
         rows[attribute] = AttributeRows(
             train=position[parts["train"]].to_numpy(),
             val=position[parts["val"]].to_numpy(),
-            y_train=labels.loc[parts["train"]].to_numpy(dtype=np.int8),
-            y_val=labels.loc[parts["val"]].to_numpy(dtype=np.int8),
+            y_train=_values(labels, parts["train"], kind),
+            y_val=_values(labels, parts["val"], kind),
             test=position[test].to_numpy(),
-            y_test=labels.loc[test].to_numpy(dtype=np.int8),
+            y_test=_values(labels, test, kind),
+            kind=kind,
         )
     return rows
+
+
+def _values(labels: pd.Series, images: Sequence[str], kind: str) -> np.ndarray:
+    """The labels of ``images`` (all labelled): class codes as integers, else as :func:`_label_values`."""
+    values = labels.loc[list(images)].to_numpy()
+    return values.astype(np.intp) if kind == "multiclass" else values
+
+
+def _label_values(labels: pd.Series, kind: str) -> pd.Series:
+    """A label column as the probes read it: 0/1 ``int8``, class codes (missing NaN), or float values."""
+    if kind == "multiclass":
+        codes = labels.cat.codes.astype(np.float64)
+        return codes.where(codes >= 0)
+    if kind == "continuous":
+        return labels.astype(np.float64)
+    return labels.astype(np.int8)
 
 
 @dataclass(frozen=True)
@@ -433,6 +453,8 @@ def ablation_rows(
                 shutil.rmtree(hit_storage.store.path)
             for info in later:
                 for row in probed[info.name].rows:
+                    if row["metric"] == "mae":  # a drop is read in the headline metric (R^2 for a value)
+                        continue
                     before = ablation.baseline.get(
                         (info.name, attribute, row["representation"], row["split"]), np.nan
                     )

@@ -7,6 +7,13 @@ single channel and neuron of Table 5.2), and a VIP study samples neurons uniform
 probes each alone (Fig. 5.9). Every probe is fitted on the train draw and scored on the validation draw and,
 when given, on the test split.
 
+Beyond the thesis, on purpose (its section on future work names multi-class and regression targets): an
+attribute may be a multi-class or a continuous target (:mod:`faceprobe.targets`). The same probes are fitted
+with the classifier swapped: PLS-DA (PLS2 on the one-hot classes, shared with every other attribute's PLS
+in :func:`faceprobe.pls.fit_shared`) + QDA, scored by balanced accuracy; PLS regression with a linear
+read-out of the scores (or of the top-k neurons, or of one unit), scored by R^2 and by the mean absolute
+error. VIP, and so the top-k channels and neurons and the VIP study, follow from the PLS of every kind.
+
 Layers without spatial extent (fc, embedding, 1x1-pooled outputs) have no channels: a "channel" there is a
 neuron, so, as in the thesis (section 5.2: the channel curves stop where outputs become one-dimensional),
 they get no channel or channels rows.
@@ -33,8 +40,9 @@ from faceprobe.pls import (
     top_k_channels,
     top_k_neurons,
 )
-from faceprobe.probe import Probe
-from faceprobe.studies.units import sample_by_vip, single_unit_accuracies
+from faceprobe.probe import MulticlassProbe, Probe, RegressionProbe
+from faceprobe.studies.units import sample_by_vip, single_unit_scores
+from faceprobe.targets import METRICS
 
 __all__ = [
     "AttributeRows",
@@ -59,7 +67,8 @@ def has_channels(shape: tuple[int, ...]) -> bool:
 
 @dataclass(frozen=True)
 class AttributeRows:
-    """Rows of the union matrix used to fit and evaluate one attribute's probes, with their 0/1 labels."""
+    """Rows of the union matrix used to fit and evaluate one attribute's probes, with their labels: 0/1
+    (``kind`` binary), class codes (multiclass) or values (continuous)."""
 
     train: NDArray[np.intp]
     val: NDArray[np.intp]
@@ -67,6 +76,12 @@ class AttributeRows:
     y_val: NDArray
     test: NDArray[np.intp] = field(default_factory=lambda: _EMPTY)
     y_test: NDArray = field(default_factory=lambda: _EMPTY)
+    kind: str = "binary"
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """What its probes are scored by (results' ``metric``), the headline first."""
+        return METRICS[self.kind]  # type: ignore[index]
 
     def evaluations(self) -> dict[str, tuple[NDArray[np.intp], NDArray]]:
         splits = {"val": (self.val, self.y_val)}
@@ -270,16 +285,18 @@ class _AttributeFit:
         channel_cols = picks.columns(shape)[0]
         U_train = values[sel.train]
         readout.project(("layer", attribute), pls)
-        probes = [("layer", 0, -1, _qda(pls.x_scores_, _train_labels(sel)), ("layer", attribute))]
+        probes = [("layer", 0, -1, _qda(pls.x_scores_, _train_labels(sel), sel.kind), ("layer", attribute))]
 
         def through_pls(key: tuple, at: NDArray, columns: NDArray) -> Probe | ProbeInputError:
             """PLS + QDA on some units: the PLS read out by its scores, QDA fitted on the train scores."""
             try:
-                fitted = PLS(min(n_components, len(at))).fit(U_train[:, at], sel.y_train)
+                fitted = PLS(min(n_components, len(at))).fit(
+                    U_train[:, at], _pls_target(sel.kind, sel.y_train)
+                )
             except ProbeInputError as err:
                 return err
             readout.project(key, fitted, columns)
-            return _qda(fitted.x_scores_, sel.y_train)
+            return _qda(fitted.x_scores_, sel.y_train, sel.kind)
 
         channels = picks.channels
         if len(channels):
@@ -287,7 +304,8 @@ class _AttributeFit:
             probes.append(("channels", len(channels), -1, through_pls(key, channel_at, channel_cols), key))
         key = ("neurons", attribute)
         readout.gather(key, picks.neurons)
-        probes.append(("neurons", len(picks.neurons), -1, _qda(U_train[:, neuron_at], sel.y_train), key))
+        neurons = _qda(U_train[:, neuron_at], sel.y_train, sel.kind)
+        probes.append(("neurons", len(picks.neurons), -1, neurons, key))
         if single_units:
             per_channel = len(channel_at) // max(1, len(channels))
             for i, channel in enumerate(channels):
@@ -318,27 +336,30 @@ class _AttributeFit:
 
         for representation, k, unit, probe, key in self.probes:
             fitted = not isinstance(probe, ProbeInputError)  # an unfitted probe has no readout to score
-            scores = _score(probe, inputs(key) if fitted else evals)
+            scores = _score(probe, inputs(key) if fitted else evals, sel.metrics)
             out.rows += _rows(attribute, sel, representation, k, scores, unit)
         if self.neuron_train is not None:
-            singles = _singles(self.neuron_train, sel.y_train, inputs(("neurons", attribute)))
+            singles = _singles(sel, self.neuron_train, inputs(("neurons", attribute)))
             for i, neuron in enumerate(self.neurons):
-                scores = {split: {"accuracy": acc[i], "note": ""} for split, acc in singles.items()}
+                scores = {
+                    split: [_scored(metric, values[i]) for metric, values in by_metric.items()]
+                    for split, by_metric in singles.items()
+                }
                 out.rows += _rows(attribute, sel, "neuron", 1, scores, unit=int(neuron))
         if len(self.sampled):
-            accuracy = _singles(
-                self.sampled_train, sel.y_train, {"val": inputs(("sampled", attribute))["val"]}
-            )
-            positives = self.sampled_train[sel.y_train == 1]
+            headline = sel.metrics[0]
+            score = _singles(sel, self.sampled_train, {"val": inputs(("sampled", attribute))["val"]})
+            positives = self.sampled_train[sel.y_train == 1] if sel.kind == "binary" else None
             out.vip_rows = [
                 {
                     "attribute": attribute,
                     "neuron": int(neuron),
                     "vip": float(self.vip[neuron]),
-                    "accuracy": float(accuracy["val"][i]),
-                    "mean_positive": float(positives[:, i].mean()),
+                    "accuracy": float(score["val"][headline][i]),
+                    "mean_positive": np.nan if positives is None else float(positives[:, i].mean()),
                     "n_train": len(sel.train),
                     "n_eval": len(sel.val),
+                    "metric": headline,
                 }
                 for i, neuron in enumerate(self.sampled)
             ]
@@ -366,7 +387,7 @@ class LayerFit:
         for attribute, sel in self.attributes.items():
             fit = self.fits[attribute]
             if isinstance(fit, ProbeInputError):
-                failed = {split: {"accuracy": np.nan, "note": str(fit)} for split in sel.evaluations()}
+                failed = _score(fit, sel.evaluations(), sel.metrics)
                 for representation in ("layer", "channels", "neurons"):
                     if representation != "channels" or has_channels(self.shape):
                         out.rows += _rows(attribute, sel, representation, 0, failed)
@@ -400,8 +421,14 @@ class _Picks:
 
 
 def _rows(
-    attribute: str, sel: AttributeRows, representation: str, k: int, scores: dict[str, dict], unit: int = -1
+    attribute: str,
+    sel: AttributeRows,
+    representation: str,
+    k: int,
+    scores: dict[str, list[dict]],
+    unit: int = -1,
 ) -> list[dict]:
+    """Result rows of one probe: one per split and metric (``scores[split]``: metric, accuracy, note)."""
     evals = sel.evaluations()
     return [
         {
@@ -412,9 +439,11 @@ def _rows(
             "unit": unit,
             "split": split,
             "n_eval": len(evals[split][1]),
+            "chance": _chance(sel, score["metric"], evals[split][1]),
             **score,
         }
-        for split, score in scores.items()
+        for split, per_metric in scores.items()
+        for score in per_metric
     ]
 
 
@@ -433,13 +462,15 @@ def _layer_pls(
     for components in sorted(set(wanted.values())):
         group = [a for a, c in wanted.items() if c == components]
         masks = np.zeros((n, len(group)), dtype=bool)
-        Y = np.zeros((n, len(group)), dtype=np.float64)
-        for j, attribute in enumerate(group):
+        targets = [_pls_target(attributes[a].kind, attributes[a].y_train) for a in group]
+        widths = [t.shape[1] for t in targets]
+        Y = np.zeros((n, sum(widths)), dtype=np.float64)
+        for j, (attribute, target) in enumerate(zip(group, targets, strict=True)):
             sel = attributes[attribute]
             masks[sel.train, j] = True
-            Y[sel.train, j] = sel.y_train
+            Y[sel.train, sum(widths[:j]) : sum(widths[: j + 1])] = target
         try:
-            fitted: list[PLS | ProbeInputError] = fit_shared(X, Y, masks, components)
+            fitted: list[PLS | ProbeInputError] = fit_shared(X, Y, masks, components, widths=widths)
         except ProbeInputError as err:  # the layer itself is unusable (NaN or inf): every attribute says so
             fitted = [err] * len(group)
         fits.update(zip(group, fitted, strict=True))
@@ -491,28 +522,68 @@ def _read_columns(X: Any, columns: NDArray[np.intp]) -> NDArray[np.float32]:
     return out
 
 
-def _qda(Z: NDArray, y: NDArray) -> Probe | ProbeInputError:
-    """QDA on a few inputs (PLS scores or units), fitted on the train rows, or why it cannot be."""
+def _chance(sel: AttributeRows, metric: str, y: NDArray) -> float:
+    """What a probe that learned nothing scores on labels ``y``: 0.5 (binary, balanced draws), 1 / classes
+    of the train draw, R^2 0, or the MAE of predicting the train draw's mean."""
+    if metric == "accuracy":
+        return 0.5
+    if metric == "balanced_accuracy":
+        return 1.0 / max(2, len(np.unique(sel.y_train)))
+    if metric == "r2":
+        return 0.0
+    return (
+        float(np.mean(np.abs(np.asarray(y, dtype=np.float64) - np.mean(sel.y_train)))) if len(y) else np.nan
+    )
+
+
+def _pls_target(kind: str, y: NDArray) -> NDArray[np.float64]:
+    """What a PLS of this kind of target is fitted on, one column per target dimension: the 0/1 label or
+    the value, or the one-hot classes (PLS-DA) of a multi-class target."""
+    y = np.asarray(y)
+    if kind != "multiclass":
+        return y.astype(np.float64)[:, None]
+    classes, codes = np.unique(y, return_inverse=True)
+    return np.eye(max(2, len(classes)))[codes]
+
+
+def _qda(Z: NDArray, y: NDArray, kind: str = "binary") -> Probe | RegressionProbe | ProbeInputError:
+    """The read-out of a few inputs (PLS scores or units), fitted on the train rows, or why it cannot be:
+    QDA (balanced accuracy for a multi-class target), or least squares for a continuous one."""
+    reader = {"binary": Probe, "multiclass": MulticlassProbe, "continuous": RegressionProbe}[kind]
     try:
-        return Probe(None).fit(Z, y)
+        if kind == "multiclass":
+            y = np.asarray(y).astype(np.intp)
+        return reader(None).fit(Z, y)
     except ProbeInputError as err:
         return err
 
 
-def _score(probe: Probe | ProbeInputError, evals: dict[str, tuple[NDArray, NDArray]]) -> dict[str, dict]:
-    """A fitted probe's accuracy per evaluation split; NaN with the reason where it cannot score."""
+def _scored(metric: str, value: float, note: str = "") -> dict:
+    return {"metric": metric, "accuracy": float(value), "note": note}
+
+
+def _score(
+    probe: Probe | RegressionProbe | ProbeInputError,
+    evals: dict[str, tuple[NDArray, NDArray]],
+    metrics: Sequence[str] = ("accuracy",),
+) -> dict[str, list[dict]]:
+    """A fitted probe's scores per evaluation split (accuracy, balanced accuracy, or R^2 and MAE); NaN
+    with the reason where it cannot score."""
     if isinstance(probe, ProbeInputError):
-        return {split: {"accuracy": np.nan, "note": str(probe)} for split in evals}
+        return {split: [_scored(m, np.nan, str(probe)) for m in metrics] for split in evals}
     try:
-        return {split: {"accuracy": probe.score(X, y), "note": ""} for split, (X, y) in evals.items()}
+        return {
+            split: [_scored(m, probe.mae(X, y) if m == "mae" else probe.score(X, y)) for m in metrics]
+            for split, (X, y) in evals.items()
+        }
     except ProbeInputError as err:
-        return {split: {"accuracy": np.nan, "note": str(err)} for split in evals}
+        return {split: [_scored(m, np.nan, str(err)) for m in metrics] for split in evals}
 
 
-def _singles(X_train: NDArray, y_train: NDArray, evals: dict) -> dict[str, NDArray]:
-    """Accuracy of each column probed alone (1-D QDA), per evaluation split."""
-    accuracies = single_unit_accuracies(X_train, y_train, list(evals.values()))
-    return dict(zip(evals, accuracies, strict=True))
+def _singles(sel: AttributeRows, X_train: NDArray, evals: dict) -> dict[str, dict[str, NDArray]]:
+    """Each column probed alone (1-D QDA, or 1-D least squares), per evaluation split and metric."""
+    scores = single_unit_scores(sel.kind, X_train, sel.y_train, list(evals.values()))
+    return dict(zip(evals, scores, strict=True))
 
 
 def split_rows(y: NDArray, val_fraction: float, seed: int = 0) -> tuple[NDArray[np.intp], NDArray[np.intp]]:

@@ -6,6 +6,10 @@ fitted at once with NumPy, following :class:`faceprobe.Probe` for one column: st
 set, unbiased class variance shrunk by ``reg_param`` towards 1, class priors from the training frequencies,
 ties to the first class. (scikit-learn's QDA divides by n or n - 1 depending on its version, so the two can
 disagree on samples right at the decision boundary.)
+
+Beyond the thesis (multi-class and continuous targets, :mod:`faceprobe.targets`): a multi-class target's
+1-D QDA is the same with one Gaussian per class, scored by balanced accuracy; a continuous target's single
+unit is read by 1-D least squares, scored by R^2 and mean absolute error (:func:`single_unit_scores`).
 """
 
 from __future__ import annotations
@@ -15,13 +19,51 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["sample_by_vip", "single_unit_accuracies"]
+__all__ = ["sample_by_vip", "single_unit_accuracies", "single_unit_scores"]
+
+
+def single_unit_scores(
+    kind: str, X_train: NDArray, y_train: NDArray, evals: Sequence[tuple[NDArray, NDArray]]
+) -> list[dict[str, NDArray[np.float64]]]:
+    """Each column of X probed alone, per (X, y) evaluation set: its scores by metric (results' ``metric``):
+    accuracy (binary), balanced accuracy (multi-class) or R^2 and MAE (continuous)."""
+    if kind == "continuous":
+        return _single_unit_regressions(X_train, y_train, evals)
+    metric = "balanced_accuracy" if kind == "multiclass" else "accuracy"
+    scores = single_unit_accuracies(X_train, y_train, evals, balanced=kind == "multiclass")
+    return [{metric: score} for score in scores]
+
+
+def _single_unit_regressions(
+    X_train: NDArray, y_train: NDArray, evals: Sequence[tuple[NDArray, NDArray]]
+) -> list[dict[str, NDArray[np.float64]]]:
+    """R^2 and MAE of each column read alone by least squares (``y ~ a + b x``), per evaluation set."""
+    X_train = np.asarray(X_train, dtype=np.float64)
+    y_train = np.asarray(y_train, dtype=np.float64)
+    center, y_mean = X_train.mean(axis=0), y_train.mean()
+    spread = ((X_train - center) ** 2).sum(axis=0)
+    slope = np.divide(
+        (X_train - center).T @ (y_train - y_mean), spread, out=np.zeros_like(spread), where=spread > 0
+    )
+    out = []
+    for X, y in evals:
+        y = np.asarray(y, dtype=np.float64)
+        error = y[:, None] - (y_mean + (np.asarray(X, dtype=np.float64) - center) * slope)
+        total = ((y - y.mean()) ** 2).sum()
+        r2 = 1 - (error**2).sum(axis=0) / total if total > 0 else np.full(error.shape[1], np.nan)
+        out.append({"r2": r2, "mae": np.abs(error).mean(axis=0)})
+    return out
 
 
 def single_unit_accuracies(
-    X_train: NDArray, y_train: NDArray, evals: Sequence[tuple[NDArray, NDArray]], reg_param: float = 1e-3
+    X_train: NDArray,
+    y_train: NDArray,
+    evals: Sequence[tuple[NDArray, NDArray]],
+    reg_param: float = 1e-3,
+    balanced: bool = False,
 ) -> list[NDArray[np.float64]]:
-    """Accuracy of each column of X probed alone (1-D QDA), for each (X, y) evaluation set."""
+    """Accuracy of each column of X probed alone (1-D QDA), for each (X, y) evaluation set; with
+    ``balanced``, the balanced accuracy (mean recall over the classes present in y)."""
     X_train = np.asarray(X_train, dtype=np.float64)
     y_train = np.asarray(y_train)
     classes = np.unique(y_train)
@@ -44,7 +86,12 @@ def single_unit_accuracies(
             np.log(var)[:, None, :] + (Zs[None] - mu[:, None, :]) ** 2 / var[:, None, :]
         )
         predicted = classes[np.argmax(score, axis=0)]
-        accuracies.append((predicted == np.asarray(y)[:, None]).mean(axis=0))
+        y = np.asarray(y)
+        if not balanced:
+            accuracies.append((predicted == y[:, None]).mean(axis=0))
+            continue
+        recalls = [(predicted[y == c] == c).mean(axis=0) for c in np.unique(y)]
+        accuracies.append(np.mean(recalls, axis=0))
     return accuracies
 
 
