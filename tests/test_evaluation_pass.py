@@ -152,6 +152,30 @@ def test_a_train_row_outside_x_is_refused():
         fit_layer(X[:150], shape, rows)
 
 
+def test_unit_probes_fitted_on_several_threads_give_what_one_thread_gives(monkeypatch):
+    # Attributes' unit probes are fitted at once on several threads; the readout keeps the attributes'
+    # order and each fit its own sums, so nothing depends on how many threads there were.
+    from faceprobe.studies import layerwise
+
+    X, shape, y = _layer()
+    rng = np.random.default_rng(0)
+    rows = {}
+    for name in "ABCDE":
+        order = rng.permutation(360)
+        train, val = np.sort(order[:150]), np.sort(order[150:260])
+        rows[name] = AttributeRows(train, val, y[train], y[val])
+    scored = []
+    for threads in (1, 3):
+        monkeypatch.setattr(layerwise, "_unit_fit_threads", lambda threads=threads: threads)
+        fit = fit_layer(X, shape, rows, k=3, n_components=4, single_units=True, vip_study=6)
+        scored.append((fit.readout.slices, fit.score()))
+    (slices, one), (same_slices, several) = scored
+    assert slices == same_slices
+    for table in ("rows", "vip_rows"):
+        expected, got = pd.DataFrame(getattr(one, table)), pd.DataFrame(getattr(several, table))
+        pd.testing.assert_frame_equal(expected, got, check_exact=True)
+
+
 def test_plan_predicts_the_images_and_the_store_of_the_run(runs, tiny_faces, tmp_path):
     from conftest import run_cli
     from faceprobe.run.runner import _dataset, plan_units, study_costs

@@ -21,8 +21,10 @@ they get no channel or channels rows.
 
 from __future__ import annotations
 
+import os
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,8 +135,9 @@ def fit_layer(
     read in row blocks. The layer PLS of all attributes share each pass over X
     (:func:`faceprobe.pls.fit_shared`, each attribute's train draw a row mask); the units each attribute's
     VIP picks (top-k channels and neurons, the VIP study's sample) are then read once into a small matrix
-    and their probes fitted on it. One last pass reads, for every row of X, what scoring needs (the
-    :class:`Readout`): PLS scores and the picked neurons.
+    and their probes fitted on it, attributes on as many threads as CPUs (their readouts registered in the
+    attributes' order, so results do not depend on the threads). One last pass reads, for every row of X,
+    what scoring needs (the :class:`Readout`): PLS scores and the picked neurons.
 
     Rows of ``attributes`` index X's rows, then rows that follow them: evaluation images outside X, whose
     readouts come later (:meth:`LayerFit.score`). Every train row must be a row of X.
@@ -154,25 +157,63 @@ def fit_layer(
         if isinstance(pls, PLS)
     }
     units: dict[str, tuple[NDArray, Sequence[NDArray]]] = {}
-    for attribute, sel in attributes.items():
-        pls = layer_fits[attribute]
-        if isinstance(pls, ProbeInputError):  # no fitted layer probe, so no VIP to pick units by
-            fits[attribute] = pls
-            continue
-        if attribute not in units:
-            units |= _read_units(X, shape, picks, attribute)
-        values, positions = units.pop(attribute)
-        fits[attribute] = _AttributeFit.fitted(
-            attribute,
-            sel,
-            pls,
-            picks[attribute],
-            (values, positions),
-            shape,
-            (n_components, single_units),
-            readout,
-        )
+    pending: dict[str, Future[tuple[_AttributeFit, _ReadoutEntries]]] = {}
+    threads = _unit_fit_threads()
+    with ThreadPoolExecutor(threads) as pool:
+        for attribute, sel in attributes.items():
+            pls = layer_fits[attribute]
+            if isinstance(pls, ProbeInputError):  # no fitted layer probe, so no VIP to pick units by
+                fits[attribute] = pls
+                continue
+            if attribute not in units:  # read more units once the fits queued so far are under way
+                _wait_until_running(pending.values(), threads)
+                units |= _read_units(X, shape, picks, attribute)
+            unit_values = units.pop(attribute)
+            settings = (n_components, single_units)
+            pending[attribute] = pool.submit(
+                _AttributeFit.fitted, attribute, sel, pls, picks[attribute], unit_values, shape, settings
+            )
+    for attribute, done in pending.items():  # registered in the attributes' order: the same readout
+        fits[attribute], entries = done.result()
+        entries.into(readout)
+    fits = {attribute: fits[attribute] for attribute in attributes}
     return LayerFit(shape, dict(attributes), fits, readout, readout.read(X))
+
+
+def _wait_until_running(futures: Iterable[Future], limit: int) -> None:
+    """Wait until at most ``limit`` of ``futures`` are unfinished (their units are then being fitted, not
+    waiting in memory)."""
+    unfinished = [f for f in futures if not f.done()]
+    while len(unfinished) > limit:
+        wait(unfinished, return_when=FIRST_COMPLETED)
+        unfinished = [f for f in unfinished if not f.done()]
+
+
+def _unit_fit_threads() -> int:
+    """Attributes whose unit probes are fitted at once: their many small PLS fits are single-threaded
+    passes over a few channels, so one per CPU this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class _ReadoutEntries:
+    """What one attribute's probes will need from the :class:`Readout`, collected while they are fitted
+    (possibly in a thread of their own) and added to the layer's readout in a fixed order afterwards."""
+
+    def __init__(self) -> None:
+        self._entries: list[tuple[str, tuple, Any]] = []
+
+    def project(self, key: tuple, pls: PLS, columns: NDArray | None = None) -> None:
+        self._entries.append(("project", key, (pls, columns)))
+
+    def gather(self, key: tuple, columns: NDArray) -> None:
+        self._entries.append(("gather", key, columns))
+
+    def into(self, readout: Readout) -> None:
+        for what, key, args in self._entries:
+            if what == "project":
+                readout.project(key, *args)
+            else:
+                readout.gather(key, args)
 
 
 class Readout:
@@ -276,11 +317,11 @@ class _AttributeFit:
         units: tuple[NDArray, Sequence[NDArray]],
         shape: tuple[int, ...],
         settings: tuple[int, bool],
-        readout: Readout,
-    ) -> _AttributeFit:
+    ) -> tuple[_AttributeFit, _ReadoutEntries]:
         """Fit the attribute's unit probes on the units read for it (``values`` and their ``positions``:
-        channel, neuron and sampled columns) and register what scoring will need in ``readout``."""
+        channel, neuron and sampled columns), with what scoring will need from the readout."""
         n_components, single_units = settings
+        readout = _ReadoutEntries()
         values, (channel_at, neuron_at, sampled_at) = units
         channel_cols = picks.columns(shape)[0]
         U_train = values[sel.train]
@@ -316,7 +357,7 @@ class _AttributeFit:
                 )
         if len(picks.sampled):
             readout.gather(("sampled", attribute), picks.sampled)
-        return cls(
+        fit = cls(
             probes,
             pls.vip_,
             picks.neurons,
@@ -324,6 +365,7 @@ class _AttributeFit:
             picks.sampled,
             U_train[:, sampled_at],
         )
+        return fit, readout
 
     def rows(self, attribute: str, sel: AttributeRows, evaluated: NDArray, readout: Readout) -> LayerProbes:
         """Score every probe on the attribute's evaluation rows of ``evaluated`` (readouts, one row per
