@@ -190,9 +190,14 @@ def _wait_until_running(futures: Iterable[Future], limit: int) -> None:
 
 
 def _unit_fit_threads() -> int:
-    """Attributes whose unit probes are fitted at once: their many small PLS fits are single-threaded
-    passes over a few channels, so one per CPU this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """Attributes whose unit probes are fitted at once: their many small PLS fits are mostly
+    single-threaded passes over a few channels, so one per CPU this process may run on, at most
+    :data:`_MAX_UNIT_FIT_THREADS` (a wider fit splits its own passes between threads too)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(cpus, _MAX_UNIT_FIT_THREADS)
+
+
+_MAX_UNIT_FIT_THREADS = 8
 
 
 class _ReadoutEntries:
