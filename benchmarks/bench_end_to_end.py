@@ -106,19 +106,28 @@ def _probe_flags(folder: Path, settings: dict) -> list[str]:
     ]  # fmt: skip
 
 
+def _run_dir(folder: Path, settings: dict) -> Path:
+    return folder / f"run-{settings['memory_gb']}"
+
+
+def _command(folder: Path, settings: dict) -> list[str]:
+    """The whole `faceprobe probe` command line of the faceprobe side (``--memory-gb`` given only when it
+    is not the default)."""
+    flags = [*_probe_flags(folder, settings), "--out", str(_run_dir(folder, settings))]
+    if settings["memory_gb"] is not None:
+        flags += ["--memory-gb", str(settings["memory_gb"])]
+    return flags
+
+
 def _faceprobe(folder: Path, settings: dict) -> dict[tuple[str, str], float]:
-    """`faceprobe probe` at its defaults (``memory_gb`` given only when it is not the default)."""
+    """`faceprobe probe` at its defaults."""
     import contextlib
 
     from faceprobe.cli import app
 
-    run_dir = folder / f"run-{settings['memory_gb']}"
-    flags = [*_probe_flags(folder, settings), "--out", str(run_dir)]
-    if settings["memory_gb"] is not None:
-        flags += ["--memory-gb", str(settings["memory_gb"])]
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries the child's JSON
-        app(flags, standalone_mode=False)
-    return _layer_accuracies(run_dir)
+        app(_command(folder, settings), standalone_mode=False)
+    return _layer_accuracies(_run_dir(folder, settings))
 
 
 def _plan(folder: Path, settings: dict) -> list:
@@ -129,9 +138,6 @@ def _plan(folder: Path, settings: dict) -> list:
     from faceprobe.cli import app
     from faceprobe.run import runner
 
-    flags = [*_probe_flags(folder, settings), "--out", str(folder / f"run-{settings['memory_gb']}"), "--plan"]
-    if settings["memory_gb"] is not None:
-        flags += ["--memory-gb", str(settings["memory_gb"])]
     recorded: list = []
     planned = runner.study_costs
 
@@ -142,7 +148,7 @@ def _plan(folder: Path, settings: dict) -> list:
     runner.study_costs = recording
     try:
         with contextlib.redirect_stdout(sys.stderr):
-            app(flags, standalone_mode=False)
+            app([*_command(folder, settings), "--plan"], standalone_mode=False)
     finally:
         runner.study_costs = planned
     return recorded
@@ -246,7 +252,7 @@ def _child(side: str, folder: Path, memory_gb: float | None) -> dict:
     settings = json.loads((folder / "settings.json").read_text()) | {"memory_gb": memory_gb}
     plan = _plan(folder, settings) if side == "faceprobe" else []
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    disk = _DiskPeak(folder / f"run-{memory_gb}")
+    disk = _DiskPeak(_run_dir(folder, settings))
     start = time.perf_counter()
     with disk:
         accuracy = {"peer": _peer, "bare": _bare, "faceprobe": _faceprobe}[side](folder, settings)

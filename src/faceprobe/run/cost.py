@@ -268,8 +268,8 @@ def calibrate(units: Sequence[Any], config: RunConfig, n_attributes: int, folder
         setup[entry.id] = time.perf_counter() - start
         tensors = (*loaded.module.parameters(), *loaded.module.buffers())
         weights = sum(t.numel() * t.element_size() for t in tensors)
+        names = [info.name for info in outputs]
         for unit in (u for u in units if u.model.id == entry.id):
-            names = [info.name for info in outputs]
             upto = outputs[: names.index(unit.layers[-1]) + 1] if unit.layers[-1] in names else outputs
             widest = max((info.features for info in upto), default=0)
             working[unit.id] = weights + 3 * config.run.batch_size * widest * 4
