@@ -10,10 +10,11 @@ its own:
   study it computes by default (layer, top-8 channels, top-8 neurons, single units, the VIP study, the
   Control_Random probe), which the peer does not;
 * peer: the strongest simple script: every layer hooked in one forward pass over the draws' images
-  (torchvision's ``create_feature_extractor`` with all the layers at once, ``torch.cat`` of the batches, all
-  held in RAM), then per (layer, attribute) scikit-learn's ``PLSRegression(scale=False)`` on the train rows
-  and ``StandardScaler`` + ``QuadraticDiscriminantAnalysis`` on its scores: the standardisation and
-  ``reg_param`` of :class:`faceprobe.Probe`, so both sides compute the same layer probe.
+  (torchvision's ``create_feature_extractor`` with all the layers at once, each batch copied into one
+  preallocated array per layer, all held in RAM), then per (layer, attribute) scikit-learn's
+  ``PLSRegression(scale=False)`` on the train rows and ``StandardScaler`` +
+  ``QuadraticDiscriminantAnalysis`` on its scores: the standardisation and ``reg_param`` of
+  :class:`faceprobe.Probe`, so both sides compute the same layer probe.
 
 Two more measurements ride along: a **bare forward** (the peer's loader and network over the same images,
 no hooks, nothing kept: the floor any probe pays, for the issue's "protocol <= 2x a bare forward"), and
@@ -47,6 +48,7 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 ATTRIBUTES = (
@@ -222,13 +224,17 @@ def _peer(folder: Path, settings: dict) -> dict[tuple[str, str], float]:
     labels = draws.labels.loc[images]
     names = settings["layer_names"]
     extractor = create_feature_extractor(loaded.module, {layer: layer for layer in names})
-    batches: dict[str, list] = {layer: [] for layer in names}
+    layers: dict[str, np.ndarray] = {}  # filled in place: one copy of every layer, never two
+    start = 0
     with torch.inference_mode():
         for x in loader:
             for layer, out in extractor(x).items():
-                batches[layer].append(out.flatten(1))
-    layers = {layer: torch.cat(parts).numpy() for layer, parts in batches.items()}
-    del batches, extractor
+                flat = out.flatten(1).numpy()
+                if layer not in layers:
+                    layers[layer] = np.empty((len(images), flat.shape[1]), np.float32)
+                layers[layer][start : start + len(flat)] = flat
+            start += len(x)
+    del extractor
     accuracy = {}
     for layer, X in layers.items():
         for attribute in draws.attributes:

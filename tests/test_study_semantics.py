@@ -376,3 +376,25 @@ def test_init_writes_the_preset_that_run_reads(tmp_path):
         ),
         "no preset",
     )
+
+
+def test_the_plan_reads_random_networks_layers_without_building_their_weights(tiny_faces):
+    """Planning a randomly initialised registry network builds it on the meta device: the same layers and
+    shapes as the network the unit will run, for every architecture, and no weight ever holds a value."""
+    from faceprobe.models import ARCHITECTURES
+    from faceprobe.run.entries import model_entries
+    from faceprobe.run.runner import _catalogue, _planned_catalogue
+
+    models = [{"architecture": name, "input_size": 64} for name in ARCHITECTURES]
+    entries = model_entries(parse_config({"data": {"spec": f"synthetic:{tiny_faces}"}, "models": models}))
+    built: list[torch.device] = []
+    hook = torch.nn.modules.module.register_module_parameter_registration_hook(
+        lambda module, name, param: built.append(param.device) if param is not None else None
+    )
+    try:
+        planned = {entry.table.architecture: _planned_catalogue(entry) for entry in entries}
+    finally:
+        hook.remove()
+    assert built and {device.type for device in built} == {"meta"}
+    for entry in entries:
+        assert planned[entry.table.architecture] == _catalogue(entry.load()), entry.table.architecture

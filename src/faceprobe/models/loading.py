@@ -23,6 +23,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -51,17 +52,21 @@ _FACTORY_INPUT = Preprocessing((224, 224), None, thesis_resize((224, 224)), IMAG
 class LoadedModel:
     """A network ready to probe: module in eval mode on the CPU, its origin, digest and preprocessing.
 
-    ``digest`` (SHA-256 of the state dict's names, dtypes, shapes and values) keys caches such as the
-    activation store; ``embedding`` names the layer whose output is the face embedding (None: the output).
+    ``embedding`` names the layer whose output is the face embedding (None: the output).
     """
 
     module: nn.Module
     architecture: str
     weights: str
-    digest: str
     preprocessing: Preprocessing
     name: str
     embedding: str | None = None
+
+    @cached_property
+    def digest(self) -> str:
+        """SHA-256 of the state dict's names, dtypes, shapes and values: the key of caches such as the
+        activation store. Hashed when first asked for, as most uses of a network never need it."""
+        return weights_digest(self.module)
 
 
 def load_model(
@@ -120,7 +125,6 @@ def load_model(
         module=module.eval(),
         architecture=architecture,
         weights=weights,
-        digest=weights_digest(module),
         preprocessing=preprocessing,
         name=f"{architecture}/{origin}/s{seed}",
         embedding=getattr(module, "embedding_layer", None),

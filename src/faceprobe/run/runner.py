@@ -99,7 +99,20 @@ def _catalogue(loaded: Any) -> list:
     from faceprobe.extract.catalogue import catalogue
 
     h, w = loaded.preprocessing.input_size
-    return catalogue(loaded.module, torch.zeros(2, 3, h, w))
+    return catalogue(loaded.module, torch.zeros(2, 3, h, w, device=next(loaded.module.parameters()).device))
+
+
+def _planned_catalogue(entry: ModelEntry) -> list:
+    """The entry's layers, for the plan. A registry network with random weights is built on the meta device
+    (shapes without values): its initialisation, most of the time a large network takes to load, is paid
+    once, by the unit that runs it. Other weights are loaded, which checks them before any work."""
+    import contextlib
+
+    import torch
+
+    weightless = entry.weights == "random" and ":" not in entry.table.architecture
+    with torch.device("meta") if weightless else contextlib.nullcontext():
+        return _catalogue(entry.load())
 
 
 # --- the draws ---------------------------------------------------------------------------------------------
@@ -159,7 +172,7 @@ def plan_units(config: RunConfig, dataset: Any) -> list[Unit]:
     units = []
     for entry in model_entries(config):
         try:
-            layers = _catalogue(entry.load())
+            layers = _planned_catalogue(entry)
             selected = select_layers(layers, entry.layers)
         except FaceprobeError as err:
             problems.append(f"{entry.label}: {err}")
