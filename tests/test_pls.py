@@ -204,3 +204,23 @@ def test_rank_deficient_x_keeps_fewer_components():
     pls = PLS(6).fit(X, y)
     assert pls.n_components_ == 2
     assert pls.transform(X).shape == (50, 2)
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_a_column_ordered_or_strided_x_fits_exactly_as_its_row_ordered_copy(monkeypatch, big):
+    """``X[:, columns]`` is column-ordered; its rows are read in row order (copied whole when small, a
+    block at a time when large), so the fit is the row-ordered one's to the last bit."""
+    import faceprobe.pls
+
+    if big:  # every X counts as large: copied block by block
+        monkeypatch.setattr(faceprobe.pls, "_COPY_BYTES", 0)
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((200, 3000), dtype=np.float32)
+    y = (X[:, :10].sum(axis=1) > 0).astype(float)
+    expected = PLS(4).fit(X, y)
+    for other in (np.asfortranarray(X), np.repeat(X, 2, axis=1)[:, ::2]):
+        assert not other.flags.c_contiguous
+        fitted = PLS(4).fit(other, y)
+        assert np.array_equal(fitted.x_scores_, expected.x_scores_)
+        assert np.array_equal(fitted.vip_, expected.vip_)
+        assert np.array_equal(fitted.transform(other), expected.transform(X))

@@ -146,3 +146,40 @@ def test_overlapping_fits_leave_blas_as_they_found_it(two_blas_threads):
     for fit in fits:
         fit.join()
     assert _blas_threads() == 2
+
+
+def test_a_layers_unit_fits_keep_blas_at_one_thread_from_first_to_last(monkeypatch, two_blas_threads):
+    """The many small fits of a layer's unit probes, on threads of their own, hold BLAS at one thread
+    throughout: BLAS gets its threads back once they are all done, never between two of them (OpenBLAS's
+    threads, woken by a product between fits, spin on the cores the next fits need)."""
+    from faceprobe.studies.layerwise import AttributeRows, fit_layer
+
+    restored: list[int] = []
+    original = pls._BlasThreads.one_thread
+
+    def counting(self):
+        manager = original(self)
+
+        class Counted:
+            def __enter__(self):
+                return manager.__enter__()
+
+            def __exit__(self, *exc):
+                out = manager.__exit__(*exc)
+                if _blas_threads() == 2:
+                    restored.append(1)
+                return out
+
+        return Counted()
+
+    monkeypatch.setattr(pls._BlasThreads, "one_thread", counting)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((96, 8 * 6 * 6), dtype=np.float32)
+    rows = {}
+    for a in range(4):
+        y = rng.integers(0, 2, 96)
+        rows[str(a)] = AttributeRows(np.arange(64), np.arange(64, 96), y[:64], y[64:])
+    fit_layer(X, (8, 6, 6), rows, k=4, n_components=3, single_units=True)
+    # each attribute fits a top-4 channel probe and 4 single-channel ones (20 small fits); BLAS got its
+    # threads back after the layer's PLS, after the unit fits, and after the readouts' pass at most
+    assert 1 <= len(restored) <= 3, len(restored)

@@ -339,3 +339,32 @@ def test_an_unknown_pass_backend_is_one_line(monkeypatch):
     monkeypatch.setenv(PASS_BACKEND_ENV, "jax")
     with pytest.raises(FaceprobeError, match="FACEPROBE_PASS_BACKEND='jax' is not a pass backend"):
         rows_device("cpu")
+
+
+def test_the_plan_times_streamed_passes_where_their_rows_stay(tiny_faces, tmp_path, monkeypatch):
+    """Calibrated with torch passes (what an accelerator runs), the plan measures a streamed pass's own
+    rate and times only the streamed layers' fits at it; with host passes there is one rate."""
+    import dataclasses
+
+    from faceprobe.run import load_config
+    from faceprobe.run.cost import calibrate, unit_costs
+    from faceprobe.run.runner import _dataset, make_draws, plan_units
+
+    path = tmp_path / "study.toml"
+    path.write_text(tiny_study(tiny_faces, run={"mode": "stream"}))
+    config = load_config(path)
+    dataset = _dataset(config)
+    units, draws = plan_units(config, dataset), make_draws(dataset, config)[0]
+    assert calibrate(units, config, len(draws.attributes), tmp_path).stream_pass_bytes is None
+    monkeypatch.setenv(PASS_BACKEND_ENV, "torch")
+    rates = calibrate(units, config, len(draws.attributes), tmp_path)
+    assert rates.stream_pass_bytes is not None and rates.stream_pass_bytes > 0
+
+    def seconds(config, stream_pass_bytes):
+        faster = dataclasses.replace(rates, stream_pass_bytes=stream_pass_bytes)
+        return sum(cost.seconds for cost in unit_costs(units, draws, config, faster))
+
+    base = seconds(config, rates.pass_bytes)
+    assert seconds(config, rates.pass_bytes * 1e6) < base  # the streamed fits' share is gone
+    held = dataclasses.replace(config, run=dataclasses.replace(config.run, mode="ram"))
+    assert seconds(held, rates.pass_bytes) == seconds(held, rates.pass_bytes * 1e6)  # nothing streamed

@@ -33,7 +33,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +59,7 @@ _DEFAULT_BLOCK_BYTES = 4 * 2**20  # measured fastest here: a block stays in cach
 _MIN_BLOCK_ROWS = 16  # fewer rows per product run far below memory bandwidth on wide layers
 _MIN_STATE_BYTES = 2**30  # fit_shared's default budget for its per-target state, unless X is larger
 _MIN_SPLIT_BYTES = 8 * 2**20  # passes over less X run in the calling thread: threads would cost more
+_COPY_BYTES = 64 * 2**20  # a column-ordered X up to this size is copied in row order before its passes
 _CHUNK_BLOCKS = 8  # blocks a pass's thread takes at a time; its sums join the total once per chunk
 _MAX_WORKERS = 8  # threads of a pass, each holding two k x m sums; the passes are bound by memory
 _PASSES_ENV = "FACEPROBE_PLS_PASSES"  # "blas": passes in one thread with BLAS's own threads (the old way)
@@ -97,6 +98,8 @@ class _RowBlocks:
     def __init__(self, X: Any, block_bytes: int, min_rows: int = _MIN_BLOCK_ROWS) -> None:
         if not hasattr(X, "shape") or not hasattr(X, "dtype"):
             X = np.asarray(X)
+        if isinstance(X, np.ndarray) and not X.flags.c_contiguous and X.nbytes <= _COPY_BYTES:
+            X = np.ascontiguousarray(X)  # a small column-ordered X: copied once, its rows then read in place
         if len(X.shape) != 2:
             raise ProbeInputError(f"X must be 2-D (samples x features); got shape {tuple(X.shape)}")
         self.X = X
@@ -124,7 +127,10 @@ class _RowBlocks:
         """The blocks of a chunk, read into buffers of this reader's own: ndarrays, or tensors on a
         streamed layer's ``rows_device``."""
         X, stored = self.X, np.dtype(self.X.dtype)
-        if isinstance(X, np.ndarray) and stored == self.dtype:
+        # Rows of a C-ordered ndarray are read where they are; those of a large column-ordered one are
+        # copied a block at a time: its strided blocks multiply several times slower.
+        in_place = isinstance(X, np.ndarray) and X.flags.c_contiguous
+        if in_place and stored == self.dtype:
 
             def views(span: slice) -> Iterator[tuple[slice, NDArray]]:
                 for start in range(span.start, span.stop, self.rows):
@@ -136,7 +142,8 @@ class _RowBlocks:
             return self._stream_reader()
         read_rows = getattr(X, "read_rows", None)
         raw = np.empty((self.piece_rows, self.m), stored) if read_rows is not None else None
-        converted = np.empty((self.rows, self.m), self.dtype) if stored != self.dtype else None
+        copied = stored != self.dtype or not in_place
+        converted = np.empty((self.rows, self.m), self.dtype) if copied else None
 
         def pieces(span: slice) -> Iterator[tuple[slice, NDArray]]:
             for start in range(span.start, span.stop, self.piece_rows):
@@ -369,6 +376,16 @@ _BLAS = _BlasThreads()
 def _legacy_passes() -> bool:
     """Whether passes run as before the split (one thread, BLAS's threads per product), to compare."""
     return os.environ.get(_PASSES_ENV) == "blas"
+
+
+def one_blas_thread() -> AbstractContextManager[None]:
+    """BLAS limited to one thread for as long as the block runs, the passes of the fits inside it still
+    split between threads of their own (as many as BLAS was allowed before).
+
+    Hold it around many fits run on threads of one's own: between two fits BLAS would get its threads
+    back, and OpenBLAS's threads, once woken by a product outside a fit, spin on the cores that the other
+    fits' passes need (many small fits on two threads ran up to a hundred times slower)."""
+    return _BLAS.one_thread()
 
 
 def _with_one_blas_thread(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,7 +74,9 @@ class Rates:
     width); ``disk_bytes``: bytes per second written and read back on the run folder's disk;
     ``working``: bytes each unit's forward needs besides its layers (the network's weights and, per image
     of a batch, three of its widest outputs up to the unit's last layer: an operation's input, its output
-    and a block's shortcut).
+    and a block's shortcut); ``stream_pass_bytes``: the same as ``pass_bytes`` for a streamed layer, whose
+    passes multiply where its rows stay (on an accelerator, there: :func:`~faceprobe.extract.lockstep.
+    rows_device`); None where they are copied to the host, as on a CPU, and pass at ``pass_bytes``.
     """
 
     forward: Mapping[str, float]
@@ -83,6 +85,7 @@ class Rates:
     layer: float
     disk_bytes: float
     working: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    stream_pass_bytes: float | None = None
 
 
 def unit_costs(
@@ -231,8 +234,10 @@ def _seconds(cost: UnitCost, unit: Any, config: RunConfig, rates: Rates) -> floa
     to read the picked units, one for the readouts), and the store's writes and reads."""
     images = cost.train_images * cost.forwards + cost.evaluation_images
     forward = rates.forward[unit.id] * images
-    layer_bytes = cost.train_images * cost.features * 4
-    fits = layer_bytes * (config.probe.components + 3) / rates.pass_bytes
+    streamed = sum(f for layer, f in zip(unit.layers, unit.features, strict=True) if layer in cost.streamed)
+    per_pass = (cost.features - streamed) / rates.pass_bytes
+    per_pass += streamed / (rates.stream_pass_bytes or rates.pass_bytes)
+    fits = cost.train_images * 4 * (config.probe.components + 3) * per_pass
     store = 2 * cost.disk_bytes / rates.disk_bytes
     probes = cost.layers * rates.layer * (1 if unit.ablated is None else 1 / len(config.ablation.fractions))
     return rates.setup[unit.model.id] + cost.passes * (forward + fits + store + probes)
@@ -253,6 +258,7 @@ def calibrate(units: Sequence[Any], config: RunConfig, n_attributes: int, folder
 
     from faceprobe.devices import resolve_device
     from faceprobe.extract import catalogue, extract
+    from faceprobe.extract.lockstep import rows_device
     from faceprobe.pls import fit_shared
 
     device = resolve_device(config.run.device)
@@ -286,9 +292,37 @@ def calibrate(units: Sequence[Any], config: RunConfig, n_attributes: int, folder
     start = time.perf_counter()
     fit_shared(X, Y, masks, config.probe.components)
     pass_bytes = X.nbytes * (config.probe.components + 1) / (time.perf_counter() - start)
-    return Rates(
-        forward, setup, pass_bytes, _layer_seconds(config, n_attributes), _disk_rate(folder), working
-    )
+    layer = _layer_seconds(config, n_attributes)
+    rates = Rates(forward, setup, pass_bytes, layer, _disk_rate(folder), working)
+    if rows_device(device) is None:
+        return rates
+    seconds = _streamed_fit_seconds(Y, masks, config.probe.components, device)
+    return dataclasses.replace(rates, stream_pass_bytes=X.nbytes * (config.probe.components + 1) / seconds)
+
+
+def _streamed_fit_seconds(Y: np.ndarray, masks: np.ndarray, components: int, device: Any) -> float:
+    """Seconds of a streamed fit of ``Y`` on a layer of :data:`_CALIBRATION_SHAPE` whose rows are made on
+    ``device`` in batches, as a network's outputs are, so its passes multiply there."""
+    import time
+
+    import torch
+
+    from faceprobe.extract.lockstep import fit_in_lockstep
+    from faceprobe.pls import fit_shared
+
+    n, m = _CALIBRATION_SHAPE
+    generator = torch.Generator(device).manual_seed(0)
+    rows = torch.randn((_CALIBRATION_IMAGES, m), generator=generator, device=device)
+
+    def run_pass(names: Sequence[str], deliver: Callable[[str, Any], None]) -> None:
+        for _ in range(n // len(rows)):
+            deliver(names[0], rows)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    start = time.perf_counter()
+    fit_in_lockstep(run_pass, {"X": (n, m)}, lambda name, X: fit_shared(X, Y, masks, components), device)
+    return time.perf_counter() - start
 
 
 def _layer_seconds(config: RunConfig, n_attributes: int) -> float:

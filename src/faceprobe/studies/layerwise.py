@@ -39,6 +39,7 @@ from faceprobe.pls import (
     _RowBlocks,
     channel_columns,
     fit_shared,
+    one_blas_thread,
     top_k_channels,
     top_k_neurons,
 )
@@ -159,7 +160,7 @@ def fit_layer(
     units: dict[str, tuple[NDArray, Sequence[NDArray]]] = {}
     pending: dict[str, Future[tuple[_AttributeFit, _ReadoutEntries]]] = {}
     threads = _unit_fit_threads()
-    with ThreadPoolExecutor(threads) as pool:
+    with one_blas_thread(), ThreadPoolExecutor(threads) as pool:
         for attribute, sel in attributes.items():
             pls = layer_fits[attribute]
             if isinstance(pls, ProbeInputError):  # no fitted layer probe, so no VIP to pick units by
@@ -337,8 +338,8 @@ class _AttributeFit:
             """PLS + QDA on some units: the PLS read out by its scores, QDA fitted on the train scores."""
             try:
                 fitted = PLS(min(n_components, len(at))).fit(
-                    U_train[:, at], _pls_target(sel.kind, sel.y_train)
-                )
+                    np.take(U_train, at, axis=1), _pls_target(sel.kind, sel.y_train)
+                )  # in row order: ``U_train[:, at]`` is column-ordered, and passes over it are slow
             except ProbeInputError as err:
                 return err
             readout.project(key, fitted, columns)
@@ -560,7 +561,7 @@ def _read_columns(X: Any, columns: NDArray[np.intp]) -> NDArray[np.float32]:
     """``X[:, columns]`` in float32; a stored or streamed X is read in one pass of row blocks, the columns
     gathered where the blocks are."""
     if isinstance(X, np.ndarray):
-        return np.asarray(X[:, columns], dtype=np.float32)
+        return np.take(X, columns, axis=1).astype(np.float32, copy=False)  # row-ordered, unlike X[:, columns]
     out = np.empty((X.shape[0], len(columns)), dtype=np.float32)
     blocks = _RowBlocks(X, _DEFAULT_BLOCK_BYTES)
     picked = blocks.math.operand(columns)
