@@ -30,6 +30,7 @@ from faceprobe.extract import LayerInfo, extract, stream_outputs
 from faceprobe.extract.ablation import ablate
 from faceprobe.extract.lockstep import Deliver, fit_in_lockstep
 from faceprobe.extract.store import ActivationStore, CorruptStoreError, extract_to_store, store_key
+from faceprobe.pls import one_blas_thread
 from faceprobe.run.config import ProbeConfig
 from faceprobe.studies.layerwise import AttributeRows, LayerFit, LayerProbes, Readout, fit_layer
 from faceprobe.targets import kind_of
@@ -346,7 +347,8 @@ def _streamed(
         )
 
     shapes = {info.name: (len(forward.images), info.features) for info in layers}
-    return fit_in_lockstep(run_pass, shapes, fit, forward.device)
+    with one_blas_thread():  # the layers' fits run at once, on threads of their own, from first to last
+        return fit_in_lockstep(run_pass, shapes, fit, forward.device)
 
 
 class _Delivery:
