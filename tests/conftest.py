@@ -74,6 +74,16 @@ def tiny_faces(tmp_path_factory) -> Path:
     )
 
 
+#: The tables of a study with every kind of unit (two layers per unit, an ablation at two fractions), for
+#: the runner's tests: ``tiny_study(faces, **UNITS_STUDY)``.
+UNITS_STUDY: dict[str, dict] = {
+    "data": {"train": 40, "val": 60, "test": -1},
+    "probe": {"components": 4, "top_k": 4, "single_units": True, "vip_study": 10},
+    "ablation": {"depths": [1], "fractions": [0.1, 0.5], "attributes": ["Eyeglasses"]},
+    "run": {"layers_per_unit": 2, "batch_size": 32},
+}
+
+
 def tiny_study(faces: Path, **tables: dict) -> str:
     """A study file over the tiny faces: two attributes, the small network at 32 pixels, on the CPU.
 

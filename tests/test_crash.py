@@ -18,42 +18,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import tiny_study
 from faceprobe.data.synth import generate
 from faceprobe.run import load_config, read_table, run_status, run_study
 
-CONFIG = """
-[data]
-spec = "synthetic:{data}"
-attributes = ["Eyeglasses"]
-train = 16
-val = 20
-test = -1
-seed = 3
-
-[[models]]
-architecture = "small"
-weights = ["random"]
-seeds = [0]
-layers = "auto"
-input_size = 32
-
-[probe]
-components = 2
-top_k = 2
-single_units = true
-vip_study = 3
-
-[ablation]
-depths = [1]
-fractions = [0.5]
-attributes = ["Eyeglasses"]
-
-[run]
-layers_per_unit = 3
-batch_size = 16
-device = "cpu"
-memory_gb = 0
-"""
+STUDY = {
+    "data": {"attributes": ["Eyeglasses"], "train": 16, "val": 20, "test": -1},
+    "probe": {"components": 2, "top_k": 2, "single_units": True, "vip_study": 3},
+    "ablation": {"depths": [1], "fractions": [0.5], "attributes": ["Eyeglasses"]},
+    "run": {"layers_per_unit": 3, "batch_size": 16, "memory_gb": 0},
+}
 
 WRAPPER = """
 import errno, importlib, json, os, signal, sys
@@ -99,7 +73,7 @@ def study(tmp_path_factory) -> Path:
     data = generate(root / "faces", identities=8, images_per_identity=10, size=32, seed=0, workers=1)
     (root / "fault.py").write_text(WRAPPER)
     path = root / "study.toml"
-    path.write_text(CONFIG.format(data=data))
+    path.write_text(tiny_study(data, **STUDY))
     return path
 
 

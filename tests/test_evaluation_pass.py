@@ -11,36 +11,19 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import tiny_study
 from faceprobe.run import load_config, read_table, run_study
 from faceprobe.studies.layerwise import AttributeRows, fit_layer, probe_layer
 
-CONFIG = """
-[data]
-spec = "synthetic:{data}"
-attributes = ["Eyeglasses", "Wearing_Hat"]
-train = 16
-val = 24
-test = -1
-seed = 5
 
-[[models]]
-architecture = "small"
-weights = ["random"]
-layers = "auto"
-input_size = 32
-
-[probe]
-components = 3
-top_k = 3
-single_units = true
-vip_study = 6
-
-[run]
-batch_size = 16
-device = "cpu"
-memory_gb = {memory_gb}
-keep_store = true
-"""
+def _study(faces, **run: object) -> str:
+    """Both attributes at small draws, single units and the VIP study, the store kept."""
+    return tiny_study(
+        faces,
+        data={"test": -1, "seed": 5},
+        probe={"single_units": True, "vip_study": 6},
+        run={"keep_store": True, **run},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +59,7 @@ def runs(tiny_faces, tmp_path_factory, passes):
     out = {}
     for mode, memory_gb in (("memory", 4.0), ("store", 0)):
         study = root / f"{mode}.toml"
-        study.write_text(CONFIG.format(data=tiny_faces, memory_gb=memory_gb))
+        study.write_text(_study(tiny_faces, memory_gb=memory_gb))
         start = len(passes)
         run_study(load_config(study), root / mode)
         out[mode] = (root / mode, passes[start:])
@@ -182,7 +165,7 @@ def test_plan_predicts_the_images_and_the_store_of_the_run(runs, tiny_faces, tmp
 
     store_dir, _ = runs["store"]
     study = tmp_path / "store.toml"
-    study.write_text(CONFIG.format(data=tiny_faces, memory_gb=0))
+    study.write_text(_study(tiny_faces, memory_gb=0))
     (cost,) = study_costs(load_config(study), tmp_path / "run")
     train, evaluation_only = _image_sets(store_dir)
     assert (cost.mode, cost.train_images, cost.evaluation_images) == (
@@ -215,7 +198,7 @@ def test_a_forced_store_that_outgrows_the_disk_budget_is_refused_before_any_work
     from conftest import assert_one_line_error, run_cli
 
     study = tmp_path / "tight.toml"
-    study.write_text(CONFIG.format(data=tiny_faces, memory_gb=0) + 'disk_gb = 0.0001\nmode = "store"\n')
+    study.write_text(_study(tiny_faces, memory_gb=0, disk_gb=0.0001, mode="store"))
     proc = run_cli("run", str(study), "--out", str(tmp_path / "run"))
     assert_one_line_error(proc, "run.disk_gb", "GiB", "float16", 'run.mode = "auto"')
     assert not (tmp_path / "run").exists()

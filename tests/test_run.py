@@ -15,42 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import UNITS_STUDY, tiny_study
 from faceprobe.data.synth import generate
 from faceprobe.run import load_config, read_table, run_status, run_study
 from faceprobe.run.config import parse_config
-
-CONFIG = """
-[data]
-spec = "synthetic:{data}"
-attributes = ["Eyeglasses", "Wearing_Hat"]
-train = 40
-val = 60
-test = -1
-seed = 3
-
-[[models]]
-architecture = "small"
-weights = ["random"]
-seeds = [0]
-layers = "auto"
-input_size = 32
-
-[probe]
-components = 4
-top_k = 4
-single_units = true
-vip_study = 10
-
-[ablation]
-depths = [1]
-fractions = [0.1, 0.5]
-attributes = ["Eyeglasses"]
-
-[run]
-layers_per_unit = 2
-batch_size = 32
-device = "cpu"
-"""
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +26,7 @@ def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
     data = generate(root / "faces", identities=12, images_per_identity=20, size=48, seed=0, workers=1)
     path = root / "study.toml"
-    path.write_text(CONFIG.format(data=data))
+    path.write_text(tiny_study(data, **UNITS_STUDY))
     return path
 
 

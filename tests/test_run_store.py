@@ -6,44 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import UNITS_STUDY, tiny_study
 from faceprobe.data.synth import generate
 from faceprobe.errors import FaceprobeError
 from faceprobe.run import load_config, read_table, run_study
 from faceprobe.run.config import parse_config
-
-CONFIG = """
-[data]
-spec = "synthetic:{data}"
-attributes = ["Eyeglasses", "Wearing_Hat"]
-train = 40
-val = 60
-test = -1
-seed = 3
-
-[[models]]
-architecture = "small"
-weights = ["random"]
-layers = "auto"
-input_size = 32
-
-[probe]
-components = 4
-top_k = 4
-single_units = true
-vip_study = 10
-
-[ablation]
-depths = [1]
-fractions = [0.1, 0.5]
-attributes = ["Eyeglasses"]
-
-[run]
-layers_per_unit = 2
-batch_size = 32
-device = "cpu"
-memory_gb = {memory_gb}
-keep_store = true
-"""
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +21,8 @@ def faces(tmp_path_factory):
 
 def _run(faces, run_dir, memory_gb):
     path = run_dir.parent / f"{run_dir.name}.toml"
-    path.write_text(CONFIG.format(data=faces, memory_gb=memory_gb))
+    run = {**UNITS_STUDY["run"], "memory_gb": memory_gb, "keep_store": True}
+    path.write_text(tiny_study(faces, **{**UNITS_STUDY, "run": run}))
     run_study(load_config(path), run_dir)
     return read_table(run_dir, "results"), read_table(run_dir, "vip_study")
 
