@@ -14,9 +14,11 @@ from PIL import Image
 
 from conftest import run_cli, tiny_study
 from faceprobe import MulticlassProbe, RegressionProbe
-from faceprobe.data import generate, load_celeba
+from faceprobe.data import SYNTH_ATTRIBUTES, generate, load_celeba
 from faceprobe.data.registry import load_dataset
+from faceprobe.data.sampling import attribute_labels
 from faceprobe.data.synth import TARGETS, identity_traits, image_params, render_face, target_names
+from faceprobe.errors import DataError
 from faceprobe.run import read_table
 from faceprobe.targets import kind_of
 
@@ -198,3 +200,18 @@ def test_age_lines_the_face_and_greys_the_hair() -> None:
     ]
     ages = [aged.age for _, aged in pairs]
     assert min(closer) >= -3 and max(closer) > 30 and np.corrcoef(ages, closer)[0, 1] > 0.7, closer
+
+
+def test_a_synthetic_dataset_probes_its_targets_by_name_and_all_stays_binary(turned: Path) -> None:
+    dataset = load_dataset(f"synthetic:{turned}")
+    assert dataset.attribute_names == list(SYNTH_ATTRIBUTES)  # what "all" and the baseline read
+    assert attribute_labels(dataset, "all").columns.tolist() == list(SYNTH_ATTRIBUTES)
+    labels = attribute_labels(dataset, ["Yaw", "Smiling", "Hair_Color"])
+    table = load_dataset(f"folder:{turned}/targets.csv").attributes
+    table.index = table.index.str.removeprefix("img_align_celeba/")
+    assert labels.index.equals(table.index)
+    np.testing.assert_array_equal(labels["Yaw"].to_numpy(), table["Yaw"].to_numpy())
+    assert kind_of(labels["Hair_Color"]) == "multiclass" and kind_of(labels["Smiling"]) == "binary"
+    assert (labels["Hair_Color"] == table["Hair_Color"]).sum() == table["Hair_Color"].notna().sum()
+    with pytest.raises(DataError, match="did you mean Yaw"):
+        attribute_labels(dataset, ["Yawn"])
