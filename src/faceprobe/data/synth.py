@@ -104,9 +104,9 @@ _MOUTH_Y = 0.72
 _CHIN_Y = 0.83
 _HAIR_SIDE_Y = 0.40  # short hair covers the head's sides down to here, just above the ears
 # How far in front of the head's outline a yawed face's parts lie (fractions of the side): how far they shift.
-_SKIN_DEPTH = 0.08
-_FEATURE_DEPTH = 0.1
-_NOSE_DEPTH = 0.15
+_SKIN_DEPTH = 0.06
+_FEATURE_DEPTH = 0.08
+_NOSE_DEPTH = 0.12
 
 _HAIR_COLORS: dict[str, Sequence[Color]] = {
     "black": [(28, 24, 24), (40, 32, 30)],
@@ -512,8 +512,8 @@ class _Canvas:
         if not self.turn:  # no yaw: the points untouched, so unturned faces keep their exact pixels
             return points
         dx = points[:, 0] - _CX
-        if self._depth:
-            x = _CX + dx * np.sqrt(1 - self.turn**2) + self._depth * self.turn
+        if self._depth:  # narrowed half as much as a rigid turn: the eyes' spacing tells identities apart
+            x = _CX + dx * (1 + np.sqrt(1 - self.turn**2)) / 2 + self._depth * self.turn
         else:
             x = _CX + dx * (1 - 0.2 * np.sign(dx) * self.turn)
         return np.column_stack([x, points[:, 1]])
@@ -664,12 +664,14 @@ def _draw_skin(c: _Canvas, traits: FaceTraits, params: ImageParams, head: _Head)
     """The face and what marks its skin: stubble, age, blush."""
     skin = traits.skin
     c.polygon(head.outline, skin)
-    if c.turn:  # the cheek on the turned side faces away from the camera: a shadow deepening with the turn
-        side = np.sign(c.turn)
-        outer = head.outline[np.sign(head.outline[:, 0] - _CX) == side]
+    # The cheek on the turned side faces away from the camera and darkens, the other faces it and lightens;
+    # the face's mean tone, part of who it is, barely changes, and the eyes keep their light.
+    for side, light in ((np.sign(c.turn), -0.4), (-np.sign(c.turn), 0.3)) if c.turn else ():
+        below_eyes = head.outline[:, 1] > _EYE_Y + 0.05
+        outer = head.outline[(np.sign(head.outline[:, 0] - _CX) == side) & below_eyes]
         outer = outer[np.argsort(outer[:, 1])]
         inner = np.column_stack([_CX + (outer[:, 0] - _CX) * 0.5, outer[:, 1]])
-        c.polygon(np.concatenate([outer, inner[::-1]]), _shade(skin, 1 - 0.5 * abs(c.turn)))
+        c.polygon(np.concatenate([outer, inner[::-1]]), _shade(skin, 1 + light * abs(c.turn)))
     if traits.stubble:
         jaw = head.outline[head.outline[:, 1] > 0.56]
         below_nose = _polyline(
