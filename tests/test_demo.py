@@ -199,17 +199,20 @@ def test_vip_predicts_single_neuron_accuracy_in_the_trained_network(demo_run, re
     expected = width.clip(upper=50).reindex(each.index.droplevel("attribute")).to_numpy()
     assert (each["neurons"].to_numpy() == expected).all(), each["neurons"]
     trained = each[each.index.get_level_values("source").str.startswith("demo-face#")]
-    assert np.isfinite(trained[["r(vip, accuracy)", "r(mean_positive, accuracy)"]]).all().all(), trained
+    assert np.isfinite(trained["r(vip, accuracy)"]).all(), trained
+    binary = trained[trained.index.get_level_values("attribute").isin(QUICK_BINARY)]  # others: no positives
+    assert np.isfinite(binary["r(mean_positive, accuracy)"]).all(), binary
     control = _trained(vip[vip["attribute"] == "Control_Random"])
     assert (control["n_eval"] >= 900).all()
     off = control[~_chance_band(control, width=4.5)]  # the most extreme of ~300 neurons: a wider band
     assert off.empty, off[["layer", "neuron", "accuracy"]]
-    # The thesis statistic (mean r over projections, Control_Random left out): VIP predicts a neuron's
-    # accuracy, its mean activation on positives much less (thesis 0.93 and 0.38). Measured (seed 0, the
-    # quick demo's 12 epochs, one and two threads): 0.51 and 0.08-0.14.
-    summary = vip_correlations(vip).set_index(["source", "measure"])["mean r"]
+    # The thesis statistic (mean r over projections, binary attributes, Control_Random left out): VIP predicts
+    # a neuron's accuracy, its mean activation on positives much less (thesis 0.93 and 0.38). Measured (seed
+    # 0, the quick demo's 12 epochs): 0.42 and 0.03 on the turned faces (0.51 and 0.08-0.14 on unturned ones).
+    summary = vip_correlations(vip[vip["attribute"].isin(QUICK_BINARY)]).set_index(["source", "measure"])
+    summary = summary["mean r"]
     face = summary[summary.index.get_level_values("source").str.startswith("demo-face#")].droplevel("source")
-    assert face["vip"] >= 0.45 and face["vip"] - face["mean_positive"] >= 0.25, face
+    assert face["vip"] >= 0.35 and face["vip"] - face["mean_positive"] >= 0.25, face
     # The planted attributes at the block outputs: positive in every projection (measured 0.23-0.88), 0.4
     # and more on average over the blocks (measured 0.50-0.84).
     blocks = results.loc[results["kind"] == "block", "layer"].unique()

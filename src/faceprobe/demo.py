@@ -103,7 +103,8 @@ class DemoConfig:
             # every face several times, so 112-pixel files only cost time.
             size=80,
             epochs=12,
-            baseline_epochs=8,
+            # On turned faces 8 epochs left the baseline at 80% on Wearing_Hat; 12 reach 98% (seed 0).
+            baseline_epochs=12,
             n_train=600,
             n_val=1000,
             seed=seed,
@@ -115,6 +116,7 @@ class DemoConfig:
                 "Smiling",
                 "Male",
                 "Bangs",
+                "Blond_Hair",
                 "Big_Nose",
                 "Control_Random",
             ),

@@ -22,7 +22,7 @@ def demo(
     ] = Path("faceprobe-demo"),
     quick: Annotated[
         bool,
-        typer.Option(help="Smaller data, fewer epochs, 7 attributes and 3 targets: about 2 minutes, not 5."),
+        typer.Option(help="Smaller data, fewer epochs, 8 attributes and 3 targets: about 2 minutes, not 5."),
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed for the data, the draws and the training.")] = 0,
 ) -> None:
