@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,7 +16,9 @@ from faceprobe.report.tables import vip_correlations, vip_projections
 from faceprobe.results import BASELINE_COLUMNS, RESULT_COLUMNS, STABLE_COLUMNS
 from faceprobe.run import read_table
 
-QUICK_ATTRIBUTES = set(DemoConfig.quick().attributes or ())
+QUICK_BINARY = set(DemoConfig.quick().attributes or ())  # the baseline learns these
+QUICK_TARGETS = set(DemoConfig.quick().targets)  # beyond binary, from the faces' targets.csv
+QUICK_ATTRIBUTES = QUICK_BINARY | QUICK_TARGETS
 PLANTED = ["Eyeglasses", "Wearing_Hat"]  # drawn per image, plainly visible: every network should find them
 #: The report's sections (ids are its headings, slugged), in order.
 SECTIONS = [
@@ -24,6 +27,7 @@ SECTIONS = [
     "attribute-groups",
     "residual-blocks",
     "weight-origins",
+    "targets-beyond-binary",
     "vip-scores",
     "tables",
     "manifest",
@@ -83,7 +87,7 @@ def test_demo_is_a_run_of_the_runner_with_every_table(demo_run, results):
     assert sorted(ablation["fraction"].unique()) == [0.05, 0.2]
     baseline = pd.read_parquet(run / "baseline.parquet")
     assert list(baseline.columns) == list(BASELINE_COLUMNS)
-    assert QUICK_ATTRIBUTES <= set(baseline["attribute"]) and baseline["accuracy"].notna().all()
+    assert set(baseline["attribute"]) == QUICK_BINARY and baseline["accuracy"].notna().all()
     assert (out / "baseline" / "baseline.parquet").is_file()
 
 
@@ -102,6 +106,34 @@ def test_planted_attributes_are_found_and_the_control_stays_at_chance(results):
     unbiased = control[pooled | (control["split"] == "test")]
     off = unbiased[~_chance_band(unbiased)]
     assert off.empty, off[["model", "layer", "representation", "split", "accuracy", "n_eval"]]
+
+
+def _at_best_layer(rows: pd.DataFrame, attribute: str, metric: str) -> pd.Series:
+    """The whole-layer score of ``attribute`` per split at the layer of the trained network that scores best
+    on the validation split (chosen on val, so its test score is unbiased)."""
+    mine = _trained(rows[(rows["attribute"] == attribute) & (rows["metric"] == metric)])
+    mine = mine[mine["representation"] == "layer"]
+    val = mine[mine["split"] == "val"]
+    layer = val.loc[val["accuracy"].idxmax(), "layer"]
+    return mine[mine["layer"] == layer].set_index("split")["accuracy"]
+
+
+def test_targets_beyond_binary_are_read_and_the_continuous_control_is_not(results):
+    """The yaw planted per image is read by PLS regression (R^2) at the trained network's best layer, the
+    four hair colours by PLS-DA + QDA far above chance (balanced accuracy, chance 1/4), and Random_Value,
+    drawn apart from every pixel, at no layer of either network by any probe."""
+    assert set(results.loc[results["attribute"] == "Yaw", "metric"]) == {"r2", "mae"}
+    yaw = _at_best_layer(results, "Yaw", "r2")
+    assert yaw["val"] >= 0.8 and yaw["test"] >= 0.8, yaw
+    hair = _at_best_layer(results, "Hair_Color", "balanced_accuracy")
+    assert set(results.loc[results["attribute"] == "Hair_Color", "chance"]) == {0.25}
+    # val draws share identities with the train draws; the test identities (a handful, each one colour) not
+    assert hair["val"] >= 0.8 and hair["test"] >= 2 * 0.25, hair
+    control = results[(results["attribute"] == "Random_Value") & (results["metric"] == "r2")]
+    scored = control[~_constant(control)].dropna(subset=["accuracy"])  # a linear layer has no channels
+    assert set(scored["representation"]) == {"layer", "channels", "neurons", "channel", "neuron"}
+    assert set(scored["layer"]) == set(results["layer"]) and set(scored["split"]) == {"val", "test"}
+    assert (scored["accuracy"] <= 0.05).all(), scored[["model", "layer", "representation", "accuracy"]]
 
 
 def test_demo_trains_a_real_recognition_network_and_a_baseline(demo_run):
@@ -123,7 +155,7 @@ def test_the_report_has_every_section_and_nothing_missing(demo_run, results):
     assert 'class="missing"' not in page, re.findall(r'class="missing">([^<]*)', page)
     sections = dict(re.findall(r'<section id="([^"]+)">(.*?)</section>', page, flags=re.S))
     assert list(sections) == SECTIONS
-    for name in SECTIONS[:6]:  # the figures: summary heat map, depth, groups, residual, weight origins, VIP
+    for name in SECTIONS[:7]:  # figures: heat map, depth, groups, residual, origins, other targets, VIP
         assert '<img src="data:image/png;base64,' in sections[name], name
     tables = sections["tables"]
     for table in ("Table 5.2", "Table 5.3", "Table 5.4", "Fig. 5.9"):
@@ -138,6 +170,23 @@ def test_the_report_has_every_section_and_nothing_missing(demo_run, results):
         assert model in sections["manifest"], model
 
 
+def _legend(svg: Path) -> set[str]:
+    """The texts of a figure (its SVG keeps them as text)."""
+    return set(re.findall(r"<text[^>]*>([^<]*)</text>", svg.read_text()))
+
+
+def test_report_legends_name_the_model_each_kind_of_target_is_read_by(demo_run):
+    """Binary attributes are read by PLS + QDA, multi-class targets by PLS-DA + QDA, continuous ones by PLS
+    regression: each figure's legend says which, and the top-k curves name the study's k."""
+    figures = (demo_run[0] / "report" / "figures").glob("*.svg")
+    texts = {svg.name.split("-demo-")[0]: _legend(svg) for svg in figures if "-demo-face-" in svg.name}
+    assert "whole layer (PLS+QDA)" in texts["depth"] and "top-8 VIP channels" in texts["depth"]
+    assert "whole layer (PLS regression, no QDA)" in texts["r2"]
+    assert not any("PLS+QDA" in text or "PLS-DA" in text for text in texts["r2"]), texts["r2"]
+    assert "whole layer (PLS-DA+QDA)" in texts["balanced_accuracy"]
+    assert "whole layer (PLS+QDA)" not in texts["balanced_accuracy"]
+
+
 def test_vip_predicts_single_neuron_accuracy_in_the_trained_network(demo_run, results):
     out, _ = demo_run
     vip = load_run(out / "run").table("vip_study")
@@ -150,17 +199,20 @@ def test_vip_predicts_single_neuron_accuracy_in_the_trained_network(demo_run, re
     expected = width.clip(upper=50).reindex(each.index.droplevel("attribute")).to_numpy()
     assert (each["neurons"].to_numpy() == expected).all(), each["neurons"]
     trained = each[each.index.get_level_values("source").str.startswith("demo-face#")]
-    assert np.isfinite(trained[["r(vip, accuracy)", "r(mean_positive, accuracy)"]]).all().all(), trained
+    assert np.isfinite(trained["r(vip, accuracy)"]).all(), trained
+    binary = trained[trained.index.get_level_values("attribute").isin(QUICK_BINARY)]  # others: no positives
+    assert np.isfinite(binary["r(mean_positive, accuracy)"]).all(), binary
     control = _trained(vip[vip["attribute"] == "Control_Random"])
     assert (control["n_eval"] >= 900).all()
     off = control[~_chance_band(control, width=4.5)]  # the most extreme of ~300 neurons: a wider band
     assert off.empty, off[["layer", "neuron", "accuracy"]]
-    # The thesis statistic (mean r over projections, Control_Random left out): VIP predicts a neuron's
-    # accuracy, its mean activation on positives much less (thesis 0.93 and 0.38). Measured (seed 0, the
-    # quick demo's 12 epochs, one and two threads): 0.51 and 0.08-0.14.
-    summary = vip_correlations(vip).set_index(["source", "measure"])["mean r"]
+    # The thesis statistic (mean r over projections, binary attributes, Control_Random left out): VIP predicts
+    # a neuron's accuracy, its mean activation on positives much less (thesis 0.93 and 0.38). Measured (seed
+    # 0, the quick demo's 12 epochs): 0.42 and 0.03 on the turned faces (0.51 and 0.08-0.14 on unturned ones).
+    summary = vip_correlations(vip[vip["attribute"].isin(QUICK_BINARY)]).set_index(["source", "measure"])
+    summary = summary["mean r"]
     face = summary[summary.index.get_level_values("source").str.startswith("demo-face#")].droplevel("source")
-    assert face["vip"] >= 0.45 and face["vip"] - face["mean_positive"] >= 0.25, face
+    assert face["vip"] >= 0.35 and face["vip"] - face["mean_positive"] >= 0.25, face
     # The planted attributes at the block outputs: positive in every projection (measured 0.23-0.88), 0.4
     # and more on average over the blocks (measured 0.50-0.84).
     blocks = results.loc[results["kind"] == "block", "layer"].unique()

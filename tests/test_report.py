@@ -28,8 +28,11 @@ KINDS = ("conv", "residual", "block", "residual", "block", "fc")
 MODELS = (("toy-face", "checkpoint:faces", 1.0), ("toy-random", "random", 0.35))
 
 
-def synthetic_run(out: Path, attributes: tuple[str, ...] = ("Smiling", "Bald", "Control_Random")) -> Path:
-    """A small real run on synthetic layers: results with val and test rows, VIP study, ablation, baseline.
+def synthetic_run(
+    out: Path, attributes: tuple[str, ...] = ("Smiling", "Bald", "Control_Random"), k: int = 8
+) -> Path:
+    """A small real run on synthetic layers: results with val and test rows, VIP study, ablation, baseline
+    (``k``: the top-k VIP channels and neurons probed).
 
     Each attribute is planted in its own features, more strongly after a skip (block) than inside a
     residual branch; Control_Random is planted nowhere. Results go to a folder of Parquet parts.
@@ -50,7 +53,7 @@ def synthetic_run(out: Path, attributes: tuple[str, ...] = ("Smiling", "Bald", "
         for depth, kind in enumerate(KINDS):
             strength = gain * (1.5 if kind == "block" else 0.8) * (1 + depth / 3)
             X = (rng.normal(size=planted.shape) + strength * planted).astype(np.float32)
-            probes = probe_layer(X, SHAPE, sel, single_units=True, vip_study=12)
+            probes = probe_layer(X, SHAPE, sel, k=k, single_units=True, vip_study=12)
             meta = {"model": model, "layer": f"stage{depth}.{kind}", "depth": depth}
             rows += [
                 {
@@ -82,7 +85,7 @@ def synthetic_run(out: Path, attributes: tuple[str, ...] = ("Smiling", "Bald", "
     manifest = {
         "faceprobe_version": "0.1.0",
         "created": "synthetic fixture",
-        "config": {"probe": {"k": 8, "n_components": 8}},
+        "config": {"probe": {"top_k": k, "components": 8}},
         "models": [
             {"name": m, "architecture": "toynet", "weights": w, "seed": 0, "digest": f"sha256:{m}-digest"}
             for m, w, _ in MODELS
@@ -146,6 +149,7 @@ def run_dir(quick_demo, tmp_path_factory) -> Path:
     results = pd.read_parquet(demo / "run" / "results.parquet")
     trained = results[results["model"].str.startswith("demo-face")]  # the trained network, as one model
     trained = trained[trained["attribute"] != "Big_Nose"]  # no attribute of the Primary biometrics group
+    trained = trained[trained["metric"] == "accuracy"]  # the thesis's views; other kinds: test_demo.py
     trained = trained.assign(model="small-synthetic", variant="small-synthetic")
     trained.to_parquet(run / "results.parquet" / "part-demo.parquet", index=False)
     return run
@@ -315,6 +319,15 @@ def test_compare_overlays_runs(run_dir, tmp_path):
     assert {"run: random", "other: checkpoint:faces"} <= set(origins["series"])
     page = (tmp_path / "cmp" / "index.html").read_text()
     assert "<h3>run</h3>" in page and "<h3>other</h3>" in page
+
+
+def test_legends_name_the_top_k_the_run_probed(tmp_path):
+    run = synthetic_run(tmp_path / "run", k=4)
+    proc = run_cli("report", str(run), "--out", str(tmp_path / "report"))
+    assert proc.returncode == 0, proc.stderr
+    legend = (tmp_path / "report" / "figures" / "depth-toy-face.svg").read_text()
+    assert "top-4 VIP channels" in legend and "top-4 VIP neurons" in legend and "top-8" not in legend
+    assert "whole layer (PLS+QDA)" in legend
 
 
 def test_missing_tables_are_named_on_the_page(tmp_path):

@@ -22,7 +22,7 @@ def demo(
     ] = Path("faceprobe-demo"),
     quick: Annotated[
         bool,
-        typer.Option(help="Smaller data, fewer epochs and 8 attributes: about 2 minutes instead of about 5."),
+        typer.Option(help="Smaller data, fewer epochs, 8 attributes and 3 targets: about 2 minutes, not 5."),
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed for the data, the draws and the training.")] = 0,
 ) -> None:
@@ -33,7 +33,9 @@ def demo(
     (OUT/baseline), then runs a study as `faceprobe run` does into OUT/run: every block output and residual
     branch of the trained network and of the same network with random weights, probed for every planted
     attribute (the whole layer by PLS with 8 components + QDA, its top-8 VIP channels and neurons, its best
-    single channel and neuron), the VIP study, and the ablation of the top-VIP neurons of one block.
+    single channel and neuron), the VIP study, and the ablation of the top-VIP neurons of one block; and
+    targets beyond binary the faces plant: Yaw (continuous, PLS regression), Hair_Color (four classes, PLS-DA
+    + QDA) and Random_Value (a continuous control, R^2 near 0).
     Writes the report of that run to OUT/report/index.html (self-contained: open it in a browser), prints
     the best layer per attribute and the report's path. Control_Random (random labels) is the control: it
     should stay near 50% at every layer. OUT/model, OUT/baseline, OUT/run and OUT/report are replaced.
@@ -45,8 +47,9 @@ def demo(
         result = run_demo(out, config, step=stepper(progress))
     table = Table(
         title=f"Best layer per attribute, {MODEL_LABEL}",
-        caption="validation accuracy (%) of the best layer, and of its top-8 VIP channels and neurons; "
-        "multitask: the multitask attribute network on the test identities (Table 5.2's ceiling)",
+        caption="validation accuracy (%) of the best layer, and of its top-8 VIP channels and neurons "
+        "(balanced accuracy or R^2 where the target says so); multitask: the multitask attribute network on "
+        "the test identities (Table 5.2's ceiling)",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         collapse_padding=True,
@@ -60,7 +63,8 @@ def demo(
     for row in best.itertuples():
         probes = (row.layer_accuracy, row.channels_accuracy, row.neurons_accuracy)
         cells = (_percent(v) for v in (*probes, ceiling.get(row.attribute)))
-        table.add_row(row.attribute, row.layer, *cells)
+        name = row.attribute if row.metric == "accuracy" else f"{row.attribute} ({_METRICS[row.metric]})"
+        table.add_row(name, row.layer, *cells)
     out_console.print(table)
     out_console.print(
         f"identity accuracy on held-out images: {100 * result.identity_accuracy:.1f}%  |  "
@@ -70,6 +74,9 @@ def demo(
     out_console.print(
         f"run:    {result.run_dir}\nreport: {result.report_path}", soft_wrap=True, highlight=False
     )
+
+
+_METRICS = {"balanced_accuracy": "balanced acc.", "r2": "R^2"}
 
 
 def _percent(value: float | None) -> str:

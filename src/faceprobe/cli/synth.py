@@ -18,6 +18,9 @@ def synth(
     size: Annotated[int, typer.Option(min=32, help="Image width and height in pixels.")] = 112,
     seed: Annotated[int, typer.Option(help="Same seed, same bytes.")] = 0,
     workers: Annotated[int | None, typer.Option(help="Processes (default: all cores).")] = None,
+    yaw_and_age: Annotated[
+        bool, typer.Option(help="Also draw a yaw per image and an age per identity, and plant both.")
+    ] = False,
 ) -> None:
     """Generate synthetic aligned faces with planted attributes and identities, in CelebA's layout.
 
@@ -29,7 +32,10 @@ def synth(
 
     targets.csv plants targets of other kinds, probed as folder:OUT/targets.csv: Head_Roll (the face's
     in-plane angle), Lighting and Skin_Tone (continuous), Hair_Color (four classes) and Random_Value (a
-    continuous control nothing drawn depends on).
+    continuous control nothing drawn depends on). With --yaw-and-age also Yaw (the head turned out of the
+    image plane, degrees) and Age (years, per identity: lines and greying hair); without it the images and
+    label files are those of earlier versions, byte for byte. A synthetic:OUT study probes these columns
+    where it names them.
     """
     from faceprobe.data.synth import generate
 
@@ -42,5 +48,6 @@ def synth(
             seed,
             workers,
             progress=stepper(progress)("synthesising faces", identities * images_per_identity),
+            yaw_and_age=yaw_and_age,
         )
     out_console.print(f"wrote {identities * images_per_identity} faces to {path}", markup=False)

@@ -6,6 +6,8 @@ names, then one row of -1/1 values per image), ``identity_CelebA.txt`` and ``lis
 second; when something is off, the file is scanned line by line so the error can name the line to fix.
 Kaggle's edition is read too: ``list_attr_celeba.csv`` (-1/1 or 0/1, an ``image_id`` column),
 ``list_eval_partition.csv``, no identity file, images nested in ``img_align_celeba/img_align_celeba/``.
+Synthetic faces add ``targets.csv`` (targets beyond binary), read as targets a study uses where it names
+them (:attr:`FaceDataset.named_targets`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from faceprobe.data.tables import (
     binary_columns,
     check_text_file,
     data_lines,
+    label_columns,
     line_of_row,
     read_table,
     unique_ids,
@@ -44,6 +47,7 @@ IMAGE_DIR = "img_align_celeba"
 ATTRIBUTE_FILE = "list_attr_celeba.txt"
 IDENTITY_FILE = "identity_CelebA.txt"
 PARTITION_FILE = "list_eval_partition.txt"
+TARGET_FILE = "targets.csv"  # synthetic faces only: their targets beyond binary
 
 _LAYOUT = f"{IMAGE_DIR}/, {ATTRIBUTE_FILE}, {IDENTITY_FILE}, {PARTITION_FILE}, or the .csv variants"
 
@@ -80,9 +84,11 @@ def load_celeba(root: str | Path) -> CelebA:
 
 def celeba_dataset(root: str | Path, kind: str = "celeba", skip_bad_images: bool = False) -> FaceDataset:
     """CelebA (or a sample, or synthetic faces) as a :class:`FaceDataset`; the identity file is optional,
-    as Kaggle's CSV edition lacks it, and every listed image must exist (or is skipped and recorded)."""
+    as Kaggle's CSV edition lacks it, and every listed image must exist (or is skipped and recorded).
+    Synthetic faces' ``targets.csv``, when there, gives the dataset's :attr:`FaceDataset.named_targets`."""
     root = Path(root)
     image_dir, attributes, identities, partitions = _read_layout(root, need_identities=False)
+    targets = root / TARGET_FILE
     dataset = FaceDataset(
         kind,
         root,
@@ -92,8 +98,18 @@ def celeba_dataset(root: str | Path, kind: str = "celeba", skip_bad_images: bool
         identities=identities,
         partitions=partitions,
         skip_bad_images=skip_bad_images,
+        named_targets=_read_targets(targets, image_dir) if kind == "synthetic" and targets.exists() else None,
     )
     return dataset.check_files()
+
+
+def _read_targets(path: Path, image_dir: Path) -> pd.DataFrame:
+    """The target columns of a synthetic ``targets.csv`` (ids relative to the folder above the images),
+    indexed as the attribute table is; its identity and partition repeat the CelebA files'."""
+    table = read_table(path)
+    ids = unique_ids(path, table, "image_id").str.removeprefix(f"{image_dir.name}/")
+    targets = table.drop(columns=["image_id", "identity", "partition"], errors="ignore")
+    return label_columns(path, targets).set_axis(pd.Index(ids, name="image"))
 
 
 def _read_layout(root: Path, need_identities: bool) -> tuple[Path, pd.DataFrame, pd.Series | None, pd.Series]:

@@ -46,7 +46,10 @@ class FaceDataset:
 
     ``attributes`` holds 0/1 ``int8`` labels and may cover only some ids (as in a sample of CelebA);
     ``identities`` are integers, ``partitions`` 0 train, 1 val, 2 test, and ``boxes`` the VGGFace2 loose
-    crops (``left, top, width, height``); each is ``None`` when the layout has none.
+    crops (``left, top, width, height``); each is ``None`` when the layout has none. ``named_targets`` are
+    labels used only where named (a synthetic dataset's ``targets.csv``): kept out of ``attributes`` so that
+    every attribute, as ``"all"`` and the attribute baseline read them, stays the layout's binary columns;
+    :meth:`naming` moves the named ones in.
     """
 
     kind: str
@@ -59,11 +62,18 @@ class FaceDataset:
     boxes: pd.DataFrame | None = None
     skip_bad_images: bool = False
     skipped: tuple[BadImage, ...] = ()
+    named_targets: pd.DataFrame | None = None
     scanned: frozenset[str] = frozenset()
 
     @property
     def attribute_names(self) -> list[str]:
         return [] if self.attributes is None else list(self.attributes.columns)
+
+    @property
+    def label_names(self) -> list[str]:
+        """Every label a study may name: the attributes, then the named targets not among them."""
+        extra = [] if self.named_targets is None else list(self.named_targets.columns)
+        return self.attribute_names + [name for name in extra if name not in self.attribute_names]
 
     def fingerprint(self) -> str:
         """A digest of the image ids and every label table: equal fingerprints, the same labelled data.
@@ -78,6 +88,16 @@ class FaceDataset:
 
     def image_path(self, image_id: str) -> Path:
         return self.image_dir / image_id
+
+    def naming(self, names: Iterable[str] | str) -> FaceDataset:
+        """This dataset with the :attr:`named_targets` among ``names`` added to its attributes (``"all"``
+        names none of them)."""
+        extra = self.named_targets
+        wanted = [] if extra is None or isinstance(names, str) else [n for n in names if n in extra]
+        if not wanted or self.attributes is None:
+            return self
+        labels = self.attributes.join(extra[[n for n in wanted if n not in self.attributes]], how="left")
+        return dataclasses.replace(self, attributes=labels)
 
     def open_image(self, image_id: str) -> Image.Image:
         """The RGB image, cropped to its loose box when the dataset has boxes (the VGGFace2 protocol)."""
@@ -109,7 +129,7 @@ class FaceDataset:
             ids=self.ids.difference(drop, sort=False),
             **{
                 name: table.drop(drop, errors="ignore")
-                for name in ("attributes", "identities", "partitions", "boxes")
+                for name in ("attributes", "identities", "partitions", "boxes", "named_targets")
                 if (table := getattr(self, name)) is not None
             },
             skipped=(*self.skipped, *bad),

@@ -249,7 +249,8 @@ def attribute_labels(dataset: FaceDataset, attributes: Sequence[str] | Literal["
         return dataset.attributes
     if isinstance(attributes, str):
         attributes = [attributes]
-    names = list(dataset.attributes.columns)
+    dataset = dataset.naming(attributes)
+    names = dataset.label_names
     for attribute in attributes:
         if attribute not in names:
             close = difflib.get_close_matches(attribute, names, n=3)

@@ -11,6 +11,12 @@ what is rendered), the hair colour as one target of four classes, and ``Random_V
 nothing drawn depends on. They are read off what the generator draws anyway, so the images and the binary
 labels are the same as without them.
 
+With ``yaw_and_age`` two more are drawn and rendered: ``Yaw``, the head's turn out of the image plane (drawn
+in 2D: the inner features shift toward the turn, the face and ears foreshorten and the cheek turned away
+darkens), and ``Age``, an age in years that marks the skin (forehead lines, folds) and greys the hair. It
+is off by default so that faces drawn before it, and the thresholds measured on them, stay byte-identical;
+a ``synthetic:`` dataset's study probes these columns where it names them.
+
 Every identity and every image draws from its own random stream, seeded by ``(seed, identity[, image])``,
 so the output is byte-identical whatever the number of worker processes.
 """
@@ -21,6 +27,7 @@ import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +45,7 @@ __all__ = [
     "identity_traits",
     "image_params",
     "render_face",
+    "target_names",
     "target_values",
 ]
 
@@ -95,6 +103,10 @@ _NOSE_Y = 0.585
 _MOUTH_Y = 0.72
 _CHIN_Y = 0.83
 _HAIR_SIDE_Y = 0.40  # short hair covers the head's sides down to here, just above the ears
+# How far in front of the head's outline a yawed face's parts lie (fractions of the side): how far they shift.
+_SKIN_DEPTH = 0.06
+_FEATURE_DEPTH = 0.08
+_NOSE_DEPTH = 0.12
 
 _HAIR_COLORS: dict[str, Sequence[Color]] = {
     "black": [(28, 24, 24), (40, 32, 30)],
@@ -172,6 +184,7 @@ class FaceTraits:
     p_lipstick: float
     p_makeup: float
     p_rosy_cheeks: float
+    age: float | None = None  # years, with ``yaw_and_age``: its marks replace the young/old creases
 
 
 @dataclass(frozen=True)
@@ -212,6 +225,7 @@ class ImageParams:
     noise_sigma: float
     noise_seed: int
     jpeg_quality: int
+    yaw: float = 0.0  # degrees out of the image plane, positive turning the features to the image's right
 
 
 def _jitter(rng: np.random.Generator, color: Color, spread: float) -> Color:
@@ -240,9 +254,9 @@ def _bimodal(
     return float(rng.uniform(*(high if on else low)))
 
 
-def identity_traits(seed: int, identity: int) -> FaceTraits:
+def identity_traits(seed: int, identity: int, aged: bool = False) -> FaceTraits:
     """Draw the traits of ``identity`` from its own stream, so they do not depend on how many identities or
-    which worker draws them."""
+    which worker draws them; ``aged`` adds an age (its own stream, so every other trait is unchanged)."""
     rng = np.random.default_rng([seed, 1, identity])
     u = rng.random
     male = u() < 0.45
@@ -280,6 +294,11 @@ def identity_traits(seed: int, identity: int) -> FaceTraits:
     lip_scale = _bimodal(rng, big_lips, (0.85, 1.1), (1.55, 1.85))
     lips = _shade(_mix(skin, (200, 90, 95), 0.45), 0.9)
     eyeglasses_wearer = u() < (0.2 if young else 0.45)
+    age = None
+    if aged:  # Young stays what it was: young faces are 20-40, the others 45-80
+        age = float(np.random.default_rng([seed, 8, identity]).uniform(*((20, 40) if young else (45, 80))))
+        if hair_color_name != "gray":  # greying: up to a third of the way to gray, from 40 on
+            hair = _mix(hair, _HAIR_COLORS["gray"][0], 0.35 * float(np.clip((age - 40) / 40, 0, 1)))
     return FaceTraits(
         male=male,
         young=young,
@@ -338,11 +357,15 @@ def identity_traits(seed: int, identity: int) -> FaceTraits:
         p_lipstick=(0.5 if u() < 0.02 else 0.0) if male else (0.9 if u() < 0.75 else 0.1),
         p_makeup=0.0 if male else (0.75 if u() < 0.45 else 0.05),
         p_rosy_cheeks=(0.6 if u() < 0.1 else 0.02) if male else (0.75 if u() < 0.35 else 0.03),
+        age=age,
     )
 
 
-def image_params(seed: int, identity: int, index: int, traits: FaceTraits) -> ImageParams:
-    """Draw what varies in image ``index`` of ``identity`` from that image's own stream."""
+def image_params(
+    seed: int, identity: int, index: int, traits: FaceTraits, turned: bool = False
+) -> ImageParams:
+    """Draw what varies in image ``index`` of ``identity`` from that image's own stream; ``turned`` adds a
+    yaw (a stream of its own, so every other parameter is unchanged)."""
     rng = np.random.default_rng([seed, 2, identity, index])
     u = rng.random
     smiling = u() < 0.48
@@ -383,6 +406,7 @@ def image_params(seed: int, identity: int, index: int, traits: FaceTraits) -> Im
         noise_sigma=float(rng.uniform(1, 4)),
         noise_seed=int(rng.integers(2**32)),
         jpeg_quality=int(rng.integers(82, 97)),
+        yaw=float(np.random.default_rng([seed, 7, identity, index]).uniform(-35, 35)) if turned else 0.0,
     )
 
 
@@ -456,10 +480,17 @@ def _band(x: np.ndarray, top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
 
 class _Canvas:
     """ImageDraw in face coordinates (fractions of the side, origin top left), seen through the image's pose:
-    transforming the shapes rather than the rendered image keeps edges sharp and needs no compositing."""
+    transforming the shapes rather than the rendered image keeps edges sharp and needs no compositing.
+
+    A yaw turns the head in 2D: shapes drawn :meth:`at_depth` (the inner features, in front of the head's
+    outline) shift toward the turn and narrow, the rest foreshortens on the side the face turns to (where
+    :func:`_draw_skin` shades the cheek).
+    """
 
     def __init__(self, image: Image.Image, params: ImageParams) -> None:
         self.draw = ImageDraw.Draw(image)
+        self.turn = float(np.sin(np.deg2rad(params.yaw)))
+        self._depth = 0.0
         side = image.width
         a = np.deg2rad(params.angle)
         rotation = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
@@ -468,8 +499,27 @@ class _Canvas:
         self._offset = (centre + params.shift) * side - centre @ self._matrix
         self._unit = params.scale * side
 
+    @contextmanager
+    def at_depth(self, depth: float) -> Iterator[None]:
+        """Draw the shapes inside at ``depth`` (a fraction of the side) in front of the face's outline."""
+        self._depth = depth
+        try:
+            yield
+        finally:
+            self._depth = 0.0
+
+    def _turned(self, points: np.ndarray) -> np.ndarray:
+        if not self.turn:  # no yaw: the points untouched, so unturned faces keep their exact pixels
+            return points
+        dx = points[:, 0] - _CX
+        if self._depth:  # narrowed half as much as a rigid turn: the eyes' spacing tells identities apart
+            x = _CX + dx * (1 + np.sqrt(1 - self.turn**2)) / 2 + self._depth * self.turn
+        else:
+            x = _CX + dx * (1 - 0.2 * np.sign(dx) * self.turn)
+        return np.column_stack([x, points[:, 1]])
+
     def _xy(self, points: np.ndarray) -> list[float]:
-        return (points @ self._matrix + self._offset).ravel().tolist()
+        return (self._turned(points) @ self._matrix + self._offset).ravel().tolist()
 
     def _width(self, width: float) -> int:
         return max(1, round(width * self._unit))
@@ -604,7 +654,8 @@ def _ears(traits: FaceTraits, head: _Head) -> list[tuple[float, float, float, fl
 
 
 def _draw_ears(c: _Canvas, traits: FaceTraits, head: _Head) -> None:
-    for x, y, rx, ry in _ears(traits, head):
+    for side, (x, y, rx, ry) in zip((-1, 1), _ears(traits, head), strict=True):
+        rx = rx * (1 - 0.9 * side * c.turn)  # the ear on the side the face turns to goes behind the head
         c.ellipse(x, y, rx, ry, _shade(traits.skin, 0.95))
         c.ellipse(x, y, rx * 0.55, ry * 0.65, _shade(traits.skin, 0.8))
 
@@ -613,32 +664,34 @@ def _draw_skin(c: _Canvas, traits: FaceTraits, params: ImageParams, head: _Head)
     """The face and what marks its skin: stubble, age, blush."""
     skin = traits.skin
     c.polygon(head.outline, skin)
+    # The cheek on the turned side faces away from the camera and darkens, the other faces it and lightens;
+    # the face's mean tone, part of who it is, barely changes, and the eyes keep their light.
+    for side, light in ((np.sign(c.turn), -0.4), (-np.sign(c.turn), 0.3)) if c.turn else ():
+        below_eyes = head.outline[:, 1] > _EYE_Y + 0.05
+        outer = head.outline[(np.sign(head.outline[:, 0] - _CX) == side) & below_eyes]
+        outer = outer[np.argsort(outer[:, 1])]
+        inner = np.column_stack([_CX + (outer[:, 0] - _CX) * 0.5, outer[:, 1]])
+        c.polygon(np.concatenate([outer, inner[::-1]]), _shade(skin, 1 + light * abs(c.turn)))
     if traits.stubble:
         jaw = head.outline[head.outline[:, 1] > 0.56]
         below_nose = _polyline(
             _CX + np.array([-0.1, -0.05, 0.0, 0.05, 0.1]), np.array([0.66, 0.615, 0.622, 0.615, 0.66])
         )
         c.polygon(np.concatenate([jaw, below_nose]), _mix(skin, (60, 50, 45), 0.25))
+    with c.at_depth(_SKIN_DEPTH):
+        _draw_skin_marks(c, traits, params)
+
+
+def _draw_skin_marks(c: _Canvas, traits: FaceTraits, params: ImageParams) -> None:
+    skin = traits.skin
     if params.rosy_cheeks:
         for side in (-1, 1):
             c.ellipse(_CX + side * 0.15, 0.61, 0.055, 0.035, _mix(skin, (235, 80, 95), 0.4))
-    crease = _shade(skin, 0.72)
-    if not traits.young:
-        u = np.linspace(-1, 1, 9)
-        for y in (_EYE_Y - 0.15, _EYE_Y - 0.12):
-            c.line(_polyline(_CX + 0.09 * u, y - 0.008 * (1 - u**2)), crease, 0.005)
-        for side in (-1, 1):
-            fold = np.linspace(0, 1, 6)
-            c.line(
-                _polyline(_CX + side * (0.05 * traits.nose_scale + 0.06 * fold), 0.6 + 0.125 * fold),
-                crease,
-                0.005,
-            )
-            ex = _CX + side * (traits.eye_spacing + 0.06)
-            for dy in (-0.012, 0.0, 0.012):
-                c.line(
-                    np.array([[ex, _EYE_Y + dy * 0.5], [ex + side * 0.025, _EYE_Y + dy * 1.6]]), crease, 0.004
-                )
+    if traits.age is not None:
+        _draw_age(c, traits, traits.age)
+    elif not traits.young:
+        lines = (_EYE_Y - 0.15, _EYE_Y - 0.12)
+        _draw_creases(c, traits, _shade(skin, 0.72), lines, True, True, (0.005, 0.004))
     if traits.bags_under_eyes:
         u = np.linspace(-1, 1, 9)
         for side in (-1, 1):
@@ -650,6 +703,48 @@ def _draw_skin(c: _Canvas, traits: FaceTraits, params: ImageParams, head: _Head)
             )
     if traits.mark is not None:
         c.ellipse(*traits.mark, 0.006, 0.006, (70, 45, 35))
+
+
+def _draw_age(c: _Canvas, traits: FaceTraits, age: float) -> None:
+    """Marks that grow with ``age``: forehead lines from about 33 (one more every 15 years, up to three),
+    folds beside the nose from 35, crow's feet from 50, all darker and wider the older the face."""
+    t = float(np.clip((age - 20) / 60, 0, 1))
+    lines = [_EYE_Y - 0.16 + 0.025 * k for k in range(int(np.clip(round((age - 25) / 15), 0, 3)))]
+    width = 0.003 + 0.003 * t
+    _draw_creases(
+        c, traits, _shade(traits.skin, 0.85 - 0.25 * t), lines, age >= 35, age >= 50, (width, width)
+    )
+
+
+def _draw_creases(
+    c: _Canvas,
+    traits: FaceTraits,
+    color: Color,
+    lines: Sequence[float],
+    folds: bool,
+    crows_feet: bool,
+    widths: tuple[float, float],
+) -> None:
+    """Forehead lines at heights ``lines``, folds from the nose to the mouth's corners, crow's feet."""
+    u = np.linspace(-1, 1, 9)
+    for y in lines:
+        c.line(_polyline(_CX + 0.09 * u, y - 0.008 * (1 - u**2)), color, widths[0])
+    for side in (-1, 1):
+        if folds:
+            fold = np.linspace(0, 1, 6)
+            c.line(
+                _polyline(_CX + side * (0.05 * traits.nose_scale + 0.06 * fold), 0.6 + 0.125 * fold),
+                color,
+                widths[0],
+            )
+        if crows_feet:
+            ex = _CX + side * (traits.eye_spacing + 0.06)
+            for dy in (-0.012, 0.0, 0.012):
+                c.line(
+                    np.array([[ex, _EYE_Y + dy * 0.5], [ex + side * 0.025, _EYE_Y + dy * 1.6]]),
+                    color,
+                    widths[1],
+                )
 
 
 def _draw_eyes(c: _Canvas, traits: FaceTraits, params: ImageParams) -> None:
@@ -762,6 +857,16 @@ def _draw_mouth(c: _Canvas, traits: FaceTraits, params: ImageParams, mouth: _Mou
 
 def _draw_facial_hair(c: _Canvas, traits: FaceTraits, head: _Head, mouth: _Mouth) -> None:
     beard = _shade(traits.hair, 0.85)
+    with c.at_depth(_FEATURE_DEPTH):
+        _draw_beard(c, traits, mouth, beard)
+    if traits.sideburns:
+        y = np.linspace(_HAIR_SIDE_Y, 0.6, 8)
+        outer = head.half_width(y) + 0.004
+        for side in (-1, 1):
+            c.polygon(_side_strip(side, outer - 0.028 + 0.012 * (y - _HAIR_SIDE_Y) / 0.2, outer, y), beard)
+
+
+def _draw_beard(c: _Canvas, traits: FaceTraits, mouth: _Mouth, beard: Color) -> None:
     if traits.mustache:
         top = np.minimum(mouth.lip_top, _MOUTH_Y - 0.012) - 0.028
         c.polygon(_band(_CX + 1.12 * (mouth.x - _CX), top, mouth.lip_top + 0.004), beard)
@@ -770,11 +875,6 @@ def _draw_facial_hair(c: _Canvas, traits: FaceTraits, head: _Head, mouth: _Mouth
         x = mouth.x[inner]
         u = (x - _CX) / (x[-1] - _CX)
         c.polygon(_band(x, mouth.lip_bottom[inner] + 0.004, _CHIN_Y - 0.008 - 0.02 * u**2), beard)
-    if traits.sideburns:
-        y = np.linspace(_HAIR_SIDE_Y, 0.6, 8)
-        outer = head.half_width(y) + 0.004
-        for side in (-1, 1):
-            c.polygon(_side_strip(side, outer - 0.028 + 0.012 * (y - _HAIR_SIDE_Y) / 0.2, outer, y), beard)
 
 
 def _side_strip(side: int, inner: np.ndarray, outer: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -935,15 +1035,19 @@ def render_face(traits: FaceTraits, params: ImageParams, size: int = 112) -> Ima
     _draw_body(c, traits, params, head)
     _draw_ears(c, traits, head)
     _draw_skin(c, traits, params, head)
-    _draw_eyes(c, traits, params)
-    _draw_nose(c, traits)
-    _draw_mouth(c, traits, params, mouth)
+    with c.at_depth(_FEATURE_DEPTH):
+        _draw_eyes(c, traits, params)
+    with c.at_depth(_NOSE_DEPTH):
+        _draw_nose(c, traits)
+    with c.at_depth(_FEATURE_DEPTH):
+        _draw_mouth(c, traits, params, mouth)
     _draw_facial_hair(c, traits, head, mouth)
     _draw_hair(c, traits, head)
     if params.hat:
         _draw_hat(c, traits, params, head)
     if params.eyeglasses:
-        _draw_glasses(c, traits, head)
+        with c.at_depth(_FEATURE_DEPTH):
+            _draw_glasses(c, traits, head)
     if params.earrings:
         _draw_earrings(c, traits, params, head)
     return _finish(image.reduce(2), params, rng)
@@ -954,35 +1058,48 @@ def render_face(traits: FaceTraits, params: ImageParams, size: int = 112) -> Ima
 
 #: The columns of ``targets.csv`` after the image id, identity and partition: continuous values, then the
 #: hair colour's classes (CelebA's four; red and auburn hair are left unlabelled), then the control.
-TARGETS: tuple[str, ...] = ("Head_Roll", "Lighting", "Skin_Tone", "Hair_Color", "Random_Value")
+#: ``Yaw`` and ``Age`` are written only when drawn (``generate(yaw_and_age=True)``).
+TARGETS: tuple[str, ...] = ("Head_Roll", "Lighting", "Skin_Tone", "Yaw", "Age", "Hair_Color", "Random_Value")
+_YAW_AND_AGE = ("Yaw", "Age")
 _TARGET_HAIR = ("black", "blond", "brown", "gray")
 
 
+def target_names(yaw_and_age: bool = False) -> tuple[str, ...]:
+    """The target columns ``generate`` writes, in :data:`TARGETS` order."""
+    return TARGETS if yaw_and_age else tuple(t for t in TARGETS if t not in _YAW_AND_AGE)
+
+
 def target_values(seed: int, identity: int, index: int, traits: FaceTraits, params: ImageParams) -> list:
-    """The planted non-binary targets of one image, in :data:`TARGETS` order ("" or NaN: no label).
+    """The planted non-binary targets of one image, in :func:`target_names` order ("" or NaN: no label);
+    ``Yaw`` and ``Age`` when the face was drawn with an age.
 
     ``Head_Roll`` is the in-plane angle the face is drawn at (degrees), ``Lighting`` the brightness factor
-    applied to the whole image, ``Skin_Tone`` the mix from light to dark skin; ``Random_Value`` is drawn
-    from a stream of its own that nothing rendered reads.
+    applied to the whole image, ``Skin_Tone`` the mix from light to dark skin, ``Yaw`` the turn out of the
+    image plane (degrees), ``Age`` the age in years; ``Random_Value`` is drawn from a stream of its own that
+    nothing rendered reads.
     """
     hair = traits.hair_color_name if traits.hair_color_name in _TARGET_HAIR else ""
     control = float(np.random.default_rng([seed, 6, identity, index]).random())
-    return [params.angle, params.brightness, traits.skin_tone, hair, control]
+    drawn = [params.yaw, traits.age] if traits.age is not None else []
+    return [params.angle, params.brightness, traits.skin_tone, *drawn, hair, control]
 
 
 def _file_name(number: int) -> str:
     return f"{number:06d}.jpg"
 
 
-def _render_identity(job: tuple[Path, int, int, int, int]) -> tuple[int, np.ndarray, list[list]]:
+_Job = tuple[Path, int, int, int, int, bool]
+
+
+def _render_identity(job: _Job) -> tuple[int, np.ndarray, list[list]]:
     """Render and write every image of one identity; return its labels, one 0/1 row per image, and its
     planted non-binary targets, one row per image."""
-    image_dir, seed, identity, count, size = job
-    traits = identity_traits(seed, identity)
+    image_dir, seed, identity, count, size, yaw_and_age = job
+    traits = identity_traits(seed, identity, aged=yaw_and_age)
     labels = np.empty((count, len(SYNTH_ATTRIBUTES)), dtype=np.int8)
     targets = []
     for index in range(count):
-        params = image_params(seed, identity, index, traits)
+        params = image_params(seed, identity, index, traits, turned=yaw_and_age)
         image = render_face(traits, params, size)
         image.save(
             image_dir / _file_name(identity * count + index + 1), format="JPEG", quality=params.jpeg_quality
@@ -999,9 +1116,7 @@ def _default_workers() -> int:
     return os.cpu_count() or 1
 
 
-def _run(
-    jobs: list[tuple[Path, int, int, int, int]], workers: int
-) -> Iterator[tuple[int, np.ndarray, list[list]]]:
+def _run(jobs: list[_Job], workers: int) -> Iterator[tuple[int, np.ndarray, list[list]]]:
     """Render identities in ``workers`` processes, yielding each as it finishes."""
     if workers == 1:
         yield from map(_render_identity, jobs)
@@ -1039,9 +1154,11 @@ def _write_lists(out: Path, labels: np.ndarray, partitions: np.ndarray) -> None:
         f.writelines(f"{name} {partitions[i]}\n" for name, i in zip(names, identity_of, strict=True))
 
 
-def _write_targets(out: Path, targets: list[list[list]], partitions: np.ndarray) -> None:
+def _write_targets(
+    out: Path, targets: list[list[list]], partitions: np.ndarray, names: Sequence[str]
+) -> None:
     """``targets.csv``: per image its id (relative to ``out``), identity, partition and planted targets."""
-    lines = [",".join(("image_id", "identity", "partition", *TARGETS))]
+    lines = [",".join(("image_id", "identity", "partition", *names))]
     number = 0
     for identity, rows in enumerate(targets):
         for row in rows:
@@ -1060,8 +1177,12 @@ def _write_targets(out: Path, targets: list[list[list]], partitions: np.ndarray)
     (out / "targets.csv").write_text("\n".join(lines) + "\n")
 
 
-def _write_readme(out: Path, identities: int, per_identity: int, size: int, seed: int) -> None:
+def _write_readme(
+    out: Path, identities: int, per_identity: int, size: int, seed: int, yaw_and_age: bool
+) -> None:
     from faceprobe import __version__  # here, not at the top: faceprobe's __init__ may import this module
+
+    drawn = _YAW_AND_AGE_README if yaw_and_age else ""
 
     (out / "README.md").write_text(
         f"""# Synthetic faces (faceprobe)
@@ -1075,6 +1196,7 @@ Generated by `faceprobe.data.synth.generate` (faceprobe {__version__}) with:
 - identities: {identities}
 - images per identity: {per_identity}
 - image size: {size}x{size} RGB JPEG
+- yaw and age drawn: {"yes" if yaw_and_age else "no"}
 
 The same parameters (and the same numpy and Pillow) give byte-identical files whatever the number of
 worker processes.
@@ -1087,9 +1209,19 @@ worker processes.
 - `targets.csv`: targets beyond binary ones, probed as `folder:DIR/targets.csv`: `Head_Roll` (the face's
   in-plane angle, degrees), `Lighting` (the image's brightness factor), `Skin_Tone` (0 light to 1 dark;
   empty for pale skin), `Hair_Color` (black, blond, brown or gray; empty for red hair) and `Random_Value`
-  (drawn apart from everything rendered: no probe should predict it).
+  (drawn apart from everything rendered: no probe should predict it).{drawn}
+  A `synthetic:DIR` study probes these columns too when it names them (`attributes = ["Yaw", ...]`);
+  `attributes = "all"` means the binary columns of `list_attr_celeba.txt`.
 """
     )
+
+
+_YAW_AND_AGE_README = """
+  With them, `Yaw` (degrees, -35 to 35, per image: the head turned out of the image plane, positive to the
+  image's right; the eyes, brows, nose and mouth shift toward the turn, the face and ears foreshorten and
+  the cheek on the turned side darkens)
+  and `Age` (years, per identity: 20-40 for `Young` faces, 45-80 for the others; forehead lines, folds
+  beside the nose and crow's feet come and darken with it, and the hair greys from 40 on)."""
 
 
 def generate(
@@ -1100,11 +1232,13 @@ def generate(
     seed: int = 0,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    yaw_and_age: bool = False,
 ) -> Path:
     """Write a synthetic face dataset in CelebA's published layout to ``out`` and return its path.
 
     ``workers`` processes (default: one per available core) render identities in parallel; ``progress`` is
     called with the number of images each time some are finished, e.g. to advance a progress bar.
+    ``yaw_and_age`` also draws and plants ``Yaw`` and ``Age`` (off: the files are those drawn without them).
     """
     for name, value, least in (
         ("identities", identities, 1),
@@ -1121,7 +1255,9 @@ def generate(
         raise DataError(f"{image_dir} already holds images; generate into a new or empty folder")
     image_dir.mkdir(parents=True, exist_ok=True)
 
-    jobs = [(image_dir, seed, identity, images_per_identity, size) for identity in range(identities)]
+    jobs = [
+        (image_dir, seed, identity, images_per_identity, size, yaw_and_age) for identity in range(identities)
+    ]
     labels = np.empty((identities, images_per_identity, len(SYNTH_ATTRIBUTES)), dtype=np.int8)
     targets: list[list[list]] = [[] for _ in range(identities)]
     for identity, rows, values in _run(jobs, min(workers or _default_workers(), identities)):
@@ -1129,6 +1265,6 @@ def generate(
         if progress is not None:
             progress(len(rows))
     _write_lists(out, labels, _partitions(identities, seed))
-    _write_targets(out, targets, _partitions(identities, seed))
-    _write_readme(out, identities, images_per_identity, size, seed)
+    _write_targets(out, targets, _partitions(identities, seed), target_names(yaw_and_age))
+    _write_readme(out, identities, images_per_identity, size, seed, yaw_and_age)
     return out

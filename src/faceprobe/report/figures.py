@@ -42,6 +42,7 @@ __all__ = [
     "layer_positions",
     "mean_over_seeds",
     "plot_depth_curves",
+    "representation_labels",
     "save_figure",
 ]
 
@@ -52,6 +53,22 @@ REPRESENTATION_STYLE = {
     "channels": {"color": "#E69F00", "marker": "s", "label": "top-8 VIP channels"},
     "neurons": {"color": "#009E73", "marker": "^", "label": "top-8 VIP neurons"},
 }
+#: The model each kind's headline metric is read by: a legend that says QDA over a regression would mislead.
+_PROBE_MODELS = {"accuracy": "PLS+QDA", "balanced_accuracy": "PLS-DA+QDA", "r2": "PLS regression, no QDA"}
+
+
+def representation_labels(metric: str = "accuracy", top_k: int | None = 8) -> dict[str, str]:
+    """Legend labels of the pooled representations for targets scored by ``metric``: the whole layer names
+    its model (binary PLS+QDA, multi-class PLS-DA+QDA, continuous PLS regression), the top-k ones the
+    study's ``top_k`` (None: runs that differ, "top-k")."""
+    k = "k" if top_k is None else str(top_k)
+    return {
+        "layer": f"whole layer ({_PROBE_MODELS[metric]})",
+        "channels": f"top-{k} VIP channels",
+        "neurons": f"top-{k} VIP neurons",
+    }
+
+
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 _LINESTYLES = ("-", "--", "-.", ":")
 _REFERENCE = {"color": "0.55", "linestyle": ":", "linewidth": 1.4}
@@ -68,9 +85,10 @@ def _text_as_data() -> Iterator[None]:
         yield
 
 
-def _style(series: str, index: int) -> dict:
+def _style(series: str, index: int, labels: Mapping[str, str] | None = None) -> dict:
     if series in REPRESENTATION_STYLE:
-        return REPRESENTATION_STYLE[series]
+        style = REPRESENTATION_STYLE[series]
+        return {**style, "label": labels[series]} if labels and series in labels else style
     return {
         "color": OKABE_ITO[index % len(OKABE_ITO)],
         "marker": _MARKERS[index % len(_MARKERS)],
@@ -137,6 +155,7 @@ def draw_panels(
     ylabel: str = "val. accuracy (%)",
     selectivity: bool = False,
     chance: float | Mapping[str, float] = 0.5,
+    labels: Mapping[str, str] | None = None,
 ) -> Figure:
     """Accuracy over depth, one panel per ``panel`` value (in order of appearance), a curve per ``series``.
 
@@ -150,7 +169,8 @@ def draw_panels(
     around a line at 0 (where a probe does no better than on random labels) instead of chance at 50%.
     ``chance`` is where a probe that learned nothing lies, dashed (a fraction): 0.5 for accuracy on balanced
     draws, 1/classes for balanced accuracy, 0 for R^2 (the mean predictor; a value far below it is clipped);
-    a mapping gives each panel its own.
+    a mapping gives each panel its own. ``labels`` replaces the representations' legend labels (see
+    :func:`representation_labels`).
 
     Layers are spaced evenly (ticks name their depth and layer). The figure is as wide as the page (half of
     it for one panel), and every text is placed by the layout: nothing is clipped at any number of panels.
@@ -205,7 +225,7 @@ def draw_panels(
                 curve = curve.sort_values("depth")
                 x = curve["depth"].map(at).to_numpy(float)
                 y = 100 * curve["accuracy"].to_numpy(float)
-                style = _style(name, series.index(name))
+                style = _style(name, series.index(name), labels)
                 line = {k: v for k, v in style.items() if k != "label"}
                 label = (
                     _fill(style["label"], 0.9 * max(legend_room - 0.4, 1.0), 6)

@@ -34,6 +34,7 @@ from faceprobe.report.figures import (
     draw_vip,
     layer_positions,
     mean_over_seeds,
+    representation_labels,
     save_figure,
 )
 from faceprobe.report.groups import DEFAULT_GROUPS
@@ -143,8 +144,13 @@ class _Page:
     """The page under construction: sections in order, and where their files go."""
 
     out: Path
+    top_k: int | None = 8  # the runs' probe.top_k (None: they differ), for the legends
     sections: list[tuple[str, str, list[str]]] = field(default_factory=list)
     _names: set[str] = field(default_factory=set)
+
+    def labels(self, metric: str = "accuracy") -> dict[str, str]:
+        """The representations' legend labels for targets scored by ``metric``."""
+        return representation_labels(metric, self.top_k)
 
     def section(self, heading: str) -> list[str]:
         parts: list[str] = []
@@ -208,7 +214,7 @@ def build_report(
     run = runs[0] if len(runs) == 1 else combine_runs(runs)
     run, beyond = _binary_only(run)
     compare = len(runs) > 1
-    page = _Page(out)
+    page = _Page(out, _top_k(run))
     results = run.table("results")
     summary = page.section("Summary")
     sections = page.section("Accuracy over depth"), page.section("Attribute groups")
@@ -241,6 +247,15 @@ def build_report(
     return index
 
 
+def _top_k(run: Run) -> int | None:
+    """The top-k of the runs' pooled VIP probes (``probe.top_k``, 8 unless set), None where they differ."""
+    values = {
+        (((run.manifests.get(name) or {}).get("config") or {}).get("probe") or {}).get("top_k", 8)
+        for name in run.runs
+    }
+    return values.pop() if len(values) == 1 else None
+
+
 def _binary_only(run: Run) -> tuple[Run, pd.DataFrame | None]:
     """The run with its binary attributes' rows only (accuracy: every view of the thesis reads those),
     and the rows of its multi-class and continuous targets (:mod:`faceprobe.targets`), which get views of
@@ -258,7 +273,11 @@ def _binary_only(run: Run) -> tuple[Run, pd.DataFrame | None]:
 
 #: Each headline metric beyond binary accuracy: its axis label and where chance (or the mean predictor) lies.
 _KIND_AXES = {
-    "balanced_accuracy": ("val. balanced accuracy (%)", "multi-class targets", "chance, 1 / classes"),
+    "balanced_accuracy": (
+        "val. balanced accuracy (%)",
+        "multi-class targets, read by PLS-DA + QDA",
+        "chance, 1 / classes",
+    ),
     "r2": (
         "val. R^2 (%)",
         "continuous targets, read by least squares on the PLS scores or units (no QDA)",
@@ -281,7 +300,7 @@ def _kinds_section(page: _Page, parts: list[str], rows: pd.DataFrame) -> None:
             title = (
                 f"{variant}: validation {measure} over depth, {what} (dashed: {baseline}; beyond the thesis)"
             )
-            fig = draw_panels(curves, title, ylabel=ylabel, chance=chance)
+            fig = draw_panels(curves, title, ylabel=ylabel, chance=chance, labels=page.labels(metric))
             page.figure(parts, f"{metric}-{variant}", fig, curves.rename(columns={"accuracy": metric}), title)
     layer = val[val["representation"] == "layer"]
     r2 = layer[layer["metric"] == "r2"]
@@ -553,7 +572,9 @@ class _DepthView:
         reference: pd.DataFrame | None,
     ) -> None:
         ylabel = "val. selectivity (points)" if self.selectivity else "val. accuracy (%)"
-        fig = draw_panels(curves, title, reference, ylabel=ylabel, selectivity=self.selectivity)
+        fig = draw_panels(
+            curves, title, reference, ylabel=ylabel, selectivity=self.selectivity, labels=page.labels()
+        )
         data = curves.rename(columns={"accuracy": "selectivity"}) if self.selectivity else curves
         page.figure(parts, f"{self.prefix}-{name}", fig, data, title)
 
@@ -561,13 +582,13 @@ class _DepthView:
 def _depth_section(page: _Page, parts: list[str], val: pd.DataFrame, compare: bool, view: _DepthView) -> None:
     if compare:  # one figure per representation, one curve per run and variant
         several = bool((_seeds(val) > 1).any())
-        for representation, style in REPRESENTATION_STYLE.items():
+        for representation, label in page.labels().items():
             curves = view.curves(val[val["representation"] == representation])
             if curves.empty:
                 continue
             curves = mean_over_seeds(curves, ["variant", *_DEPTH_KEYS]).assign(series=lambda f: f["variant"])
             over = ", mean ± std over seeds (bars)" if several else ""
-            title = f"{view.measure.capitalize()} over depth, {style['label']}: runs overlaid{over}"
+            title = f"{view.measure.capitalize()} over depth, {label}: runs overlaid{over}"
             reference = None if view.selectivity else _control(val)  # runs' controls differ in number
             view.figure(page, parts, representation, curves, title, reference)
         return

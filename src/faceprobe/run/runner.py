@@ -88,7 +88,7 @@ def _dataset(config: RunConfig) -> Any:
     from faceprobe.targets import with_targets
 
     data = config.data
-    dataset = load_dataset(data.spec, skip_bad_images=data.skip_bad_images)
+    dataset = load_dataset(data.spec, skip_bad_images=data.skip_bad_images).naming(data.attributes)
     return with_targets(dataset, data.kinds, data.groups, f"{config.source or 'config'}: data")
 
 
@@ -160,7 +160,7 @@ def plan_units(config: RunConfig, dataset: Any) -> list[Unit]:
     wanted = config.data.attributes
     for attribute in [] if wanted == "all" else wanted:
         if attribute not in known:
-            problems.append(_unknown("data.attributes", attribute, known))
+            problems.append(_unknown("data.attributes", attribute, known | set(dataset.label_names)))
         elif not is_control(attribute) and (few := _too_few(dataset, attribute)):
             problems.append(f"data.attributes: {attribute} {few}; leave it out")
     ablation = config.ablation
