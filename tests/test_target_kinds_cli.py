@@ -99,7 +99,10 @@ def test_the_report_draws_each_kind_on_its_own_axis(finished, tmp_path: Path) ->
     assert proc.returncode == 0, proc.stderr
     page = (tmp_path / "report" / "index.html").read_text()
     assert "Targets beyond binary" in page
-    assert "balanced accuracy over depth, multi-class targets (dashed: chance, 1 / classes" in page
+    assert (
+        "balanced accuracy over depth, multi-class targets, read by PLS-DA + QDA (dashed: chance, 1 / classes"
+        in page
+    )
     assert "R^2 over depth, continuous targets, read by least squares" in page and "R^2 = 0" in page
     figures = {p.name for p in (tmp_path / "report").rglob("*.png")}
     assert any(name.startswith("balanced_accuracy-") for name in figures), figures
