@@ -384,7 +384,7 @@ def one_blas_thread() -> AbstractContextManager[None]:
 
     Hold it around many fits run on threads of one's own: between two fits BLAS would get its threads
     back, and OpenBLAS's threads, once woken by a product outside a fit, spin on the cores that the other
-    fits' passes need (many small fits on two threads ran up to a hundred times slower)."""
+    fits' passes need."""
     return _BLAS.one_thread()
 
 
