@@ -250,10 +250,9 @@ def _peer(folder: Path, settings: dict) -> dict[tuple[str, str], float]:
 
 
 def _child(side: str, folder: Path, memory_gb: float | None) -> dict:
-    import torch
-
-    for module in _IMPORTS[side]:
+    for module in _IMPORTS[side]:  # first: faceprobe's command line sets its OpenMP policy before torch loads
         importlib.import_module(module)  # before the clock starts: imports are no side's work
+    import torch
 
     settings = json.loads((folder / "settings.json").read_text()) | {"memory_gb": memory_gb}
     plan = _plan(folder, settings) if side == "faceprobe" else []
