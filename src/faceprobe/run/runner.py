@@ -99,7 +99,7 @@ def _catalogue(loaded: Any) -> list:
     from faceprobe.extract.catalogue import catalogue
 
     h, w = loaded.preprocessing.input_size
-    return catalogue(loaded.module, torch.zeros(2, 3, h, w, device=next(loaded.module.parameters()).device))
+    return catalogue(loaded.module, torch.zeros(2, 3, h, w))  # on the meta device inside its context
 
 
 def _planned_catalogue(entry: ModelEntry) -> list:
