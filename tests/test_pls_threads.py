@@ -7,7 +7,6 @@ if the result depends on how many threads shared the pass.
 
 from __future__ import annotations
 
-import os
 import threading
 
 import numpy as np
@@ -17,7 +16,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 from faceprobe import pls
 from faceprobe.pls import PLS, fit_shared, transform_shared
 
-CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+CPUS = pls.usable_cpus()
 
 
 def _blas_threads() -> int:

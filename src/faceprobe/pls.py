@@ -403,8 +403,12 @@ def _pass_threads(blocks: _RowBlocks, n_chunks: int | None = None) -> int:
     for a streamed X, whose rows arrive once, in order."""
     if _legacy_passes() or blocks.streamed or blocks.n * blocks.m * blocks.dtype.itemsize < _MIN_SPLIT_BYTES:
         return 1
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(_BLAS.threads(), cpus, n_chunks or _MAX_WORKERS, _MAX_WORKERS))
+    return max(1, min(_BLAS.threads(), usable_cpus(), n_chunks or _MAX_WORKERS, _MAX_WORKERS))
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the OS has one), for sizing thread pools."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _each_chunk(

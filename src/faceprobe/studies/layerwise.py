@@ -21,7 +21,6 @@ they get no channel or channels rows.
 
 from __future__ import annotations
 
-import os
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -42,6 +41,7 @@ from faceprobe.pls import (
     one_blas_thread,
     top_k_channels,
     top_k_neurons,
+    usable_cpus,
 )
 from faceprobe.probe import MulticlassProbe, Probe, RegressionProbe
 from faceprobe.studies.units import sample_by_vip, single_unit_scores
@@ -194,8 +194,7 @@ def _unit_fit_threads() -> int:
     """Attributes whose unit probes are fitted at once: their many small PLS fits are mostly
     single-threaded passes over a few channels, so one per CPU this process may run on, at most
     :data:`_MAX_UNIT_FIT_THREADS` (a wider fit splits its own passes between threads too)."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return min(cpus, _MAX_UNIT_FIT_THREADS)
+    return min(usable_cpus(), _MAX_UNIT_FIT_THREADS)
 
 
 _MAX_UNIT_FIT_THREADS = 8
