@@ -16,6 +16,10 @@ its own:
   ``QuadraticDiscriminantAnalysis`` on its scores: the standardisation and ``reg_param`` of
   :class:`faceprobe.Probe`, so both sides compute the same layer probe.
 
+faceprobe runs a network's convolutions channels-last on a CPU (:func:`faceprobe.devices.channels_last`);
+``--channels-last`` also runs the peer and the bare forward so (sides ``peer-cl`` and ``bare-cl``), the
+peer a researcher who knows that trick would write, and the lower floor.
+
 Two more measurements ride along: a **bare forward** (the peer's loader and network over the same images,
 no hooks, nothing kept: the floor any probe pays, for the issue's "protocol <= 2x a bare forward"), and
 the **plan's estimate** (``faceprobe probe ... --plan``'s costs, computed in the faceprobe child before its
@@ -77,10 +81,23 @@ _IMPORTS = {
 
 
 def _model(settings: dict):
+    """The seeded network; channels-last (weights and, through :func:`_layout`, inputs) on the ``-cl``
+    sides, as faceprobe's forward passes run on a CPU."""
+    import torch
+
     from faceprobe.models import load_model
 
     size = settings["size"]
-    return load_model("resnet50", "random", seed=settings["seed"], input_size=(size, size))
+    loaded = load_model("resnet50", "random", seed=settings["seed"], input_size=(size, size))
+    if settings.get("channels_last"):
+        loaded.module.to(memory_format=torch.channels_last)
+    return loaded
+
+
+def _layout(x, settings: dict):
+    import torch
+
+    return x.contiguous(memory_format=torch.channels_last) if settings["channels_last"] else x
 
 
 def _draws(folder: Path):
@@ -199,7 +216,7 @@ def _bare(folder: Path, settings: dict) -> dict[tuple[str, str], float]:
     _, loader = _loader(folder, settings, loaded)
     with torch.inference_mode():
         for x in loader:
-            loaded.module(x)
+            loaded.module(_layout(x, settings))
     return {}
 
 
@@ -228,7 +245,7 @@ def _peer(folder: Path, settings: dict) -> dict[tuple[str, str], float]:
     start = 0
     with torch.inference_mode():
         for x in loader:
-            for layer, out in extractor(x).items():
+            for layer, out in extractor(_layout(x, settings)).items():
                 flat = out.flatten(1).numpy()
                 if layer not in layers:
                     layers[layer] = np.empty((len(images), flat.shape[1]), np.float32)
@@ -250,17 +267,19 @@ def _peer(folder: Path, settings: dict) -> dict[tuple[str, str], float]:
 
 
 def _child(side: str, folder: Path, memory_gb: float | None) -> dict:
-    for module in _IMPORTS[side]:  # first: faceprobe's command line sets its OpenMP policy before torch loads
+    kind, channels_last = side.removesuffix("-cl"), side.endswith("-cl")
+    for module in _IMPORTS[kind]:  # first: faceprobe's command line sets its OpenMP policy before torch loads
         importlib.import_module(module)  # before the clock starts: imports are no side's work
     import torch
 
-    settings = json.loads((folder / "settings.json").read_text()) | {"memory_gb": memory_gb}
+    settings = json.loads((folder / "settings.json").read_text())
+    settings |= {"memory_gb": memory_gb, "channels_last": channels_last}
     plan = _plan(folder, settings) if side == "faceprobe" else []
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     disk = _DiskPeak(_run_dir(folder, settings))
     start = time.perf_counter()
     with disk:
-        accuracy = {"peer": _peer, "bare": _bare, "faceprobe": _faceprobe}[side](folder, settings)
+        accuracy = {"peer": _peer, "bare": _bare, "faceprobe": _faceprobe}[kind](folder, settings)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
@@ -286,17 +305,25 @@ class _DiskPeak:
     def __init__(self, folder: Path) -> None:
         self.folder, self.peak = folder, 0
 
-    def _size(self) -> int:
-        if not self.folder.exists():
-            return 0
-        return sum(f.stat().st_size for f in self.folder.rglob("*") if f.is_file())
+    def _size(self, folder: str | None = None) -> int:
+        """Bytes of the files under the folder, walked with ``os.scandir`` (its entries carry their stat:
+        pathlib's ``rglob`` + ``stat`` kept much of a core busy on a store of thousands of chunks, a core
+        the measured run needs)."""
+        total = 0
+        try:
+            with os.scandir(folder or self.folder) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        total += self._size(entry.path)
+                    elif entry.is_file(follow_symlinks=False):
+                        total += entry.stat(follow_symlinks=False).st_size
+        except FileNotFoundError:  # not made yet, or deleted while listed
+            pass
+        return total
 
     def _watch(self) -> None:
         while not self._stop.wait(0.2):
-            try:
-                self.peak = max(self.peak, self._size())
-            except FileNotFoundError:  # a file deleted while listed
-                continue
+            self.peak = max(self.peak, self._size())
 
     def __enter__(self) -> None:
         import threading
@@ -371,6 +398,12 @@ def arguments() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-peer", action="store_true", help="run the faceprobe side(s) only")
     parser.add_argument("--no-bare", action="store_true", help="skip the bare forward pass")
+    parser.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="also run the peer and the bare forward with the network and its inputs channels-last, as "
+        "faceprobe runs them on a CPU (sides peer-cl and bare-cl)",
+    )
     parser.add_argument("--size", type=int, default=112)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
@@ -390,6 +423,8 @@ def main() -> None:
         + ([] if args.no_peer else [("peer", "0")])
         + ([] if args.no_bare else [("bare", "0")])
     )
+    if args.channels_last:
+        cases += [(f"{side}-cl", gb) for side, gb in cases if side in ("peer", "bare")]
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
         data = _prepare(Path(tmp), args)
         print(
@@ -415,14 +450,15 @@ def main() -> None:
                 f"{r['base_gib']:.2f} GiB)  torch threads {r['threads']}  load {os.getloadavg()[0]:.2f}",
                 flush=True,
             )
-    bare, peer = results.pop("bare", None), results.pop("peer", None)
+    bares = {side: results.pop(side) for side in ("bare", "bare-cl") if side in results}
+    peers = {side: results.pop(side) for side in ("peer", "peer-cl") if side in results}
     for name, ours in results.items():
         _against_plan(name, ours)
-        if bare is not None:
+        for side, bare in bares.items():
             times = ours["seconds"] / bare["seconds"]
-            print(f"{name}: {times:.2f}x the bare forward ({bare['seconds']:.1f} s)")
-        if peer is not None:
-            _compare(name, ours, peer)
+            print(f"{name}: {times:.2f}x the {side} forward ({bare['seconds']:.1f} s)")
+        for side, peer in peers.items():
+            _compare(name, ours, side, peer)
 
 
 def _against_plan(name: str, ours: dict) -> None:
@@ -437,12 +473,12 @@ def _against_plan(name: str, ours: dict) -> None:
     )
 
 
-def _compare(name: str, ours: dict, peer: dict) -> None:
+def _compare(name: str, ours: dict, side: str, peer: dict) -> None:
     def working(r: dict) -> float:
         return r["peak_gib"] - r["base_gib"]
 
     print(
-        f"{name} vs peer: {peer['seconds'] / ours['seconds']:.2f}x faster; peak memory "
+        f"{name} vs {side}: {peer['seconds'] / ours['seconds']:.2f}x faster; peak memory "
         f"{ours['peak_gib'] / peer['peak_gib']:.2f} of the peer's, "
         f"{working(ours) / working(peer):.2f} above the imports (libraries: ~{ours['base_gib']:.1f} GiB)"
     )

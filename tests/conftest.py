@@ -84,6 +84,19 @@ UNITS_STUDY: dict[str, dict] = {
 }
 
 
+@contextmanager
+def as_extracted(model) -> Iterator:
+    """The model as faceprobe's forward passes run it on the CPU (4-D weights channels-last,
+    :func:`faceprobe.devices.channels_last`), and the function that lays out an input as they do: a manual
+    forward inside gives the extracted values to the last bit."""
+    import torch
+
+    from faceprobe.devices import channels_last
+
+    with channels_last(model, torch.device("cpu")) as nhwc:
+        yield lambda x: x.contiguous(memory_format=torch.channels_last) if nhwc and x.dim() == 4 else x
+
+
 def tiny_study(faces: Path, **tables: dict) -> str:
     """A study file over the tiny faces: two attributes, the small network at 32 pixels, on the CPU.
 

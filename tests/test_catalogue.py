@@ -11,6 +11,7 @@ import torchvision
 from torch import nn
 from typer.testing import CliRunner
 
+from conftest import as_extracted
 from faceprobe.cli import app
 from faceprobe.errors import FaceprobeError
 from faceprobe.extract import block_layers, catalogue, extract, select_layers
@@ -54,8 +55,8 @@ def test_residual_and_post_skip_captures_equal_a_manual_forward(block_type):
     end = "bn2" if block_type == "basic" else "bn3"
     x = torch.randn(2, 3, 32, 32)
     acts = extract(model, x, [f"layer2.0.{end}", "layer2.0"])
-    with torch.no_grad():
-        h = model.layer1(model.maxpool(model.relu(model.bn1(model.conv1(x)))))
+    with torch.no_grad(), as_extracted(model) as layout:
+        h = model.layer1(model.maxpool(model.relu(model.bn1(model.conv1(layout(x))))))
         block = model.layer2[0]
         if block_type == "basic":
             branch = block.bn2(block.conv2(torch.relu(block.bn1(block.conv1(h)))))
@@ -79,9 +80,11 @@ def test_face_backbones_mark_blocks_and_end_in_the_embedding():
     x = torch.randn(2, 3, 32, 32)
     acts = extract(iresnet, x, ["layer1.1.bn3", "layer1.1"])
     block = iresnet.layer1[1]
-    with torch.no_grad():
-        h = extract(iresnet, x, ["layer1.0"])["layer1.0"].reshape(2, 64, 16, 16)
-        branch = block.bn3(block.conv2(block.prelu(block.bn2(block.conv1(block.bn1(torch.from_numpy(h)))))))
+    h = extract(iresnet, x, ["layer1.0"])["layer1.0"].reshape(2, 64, 16, 16)
+    with torch.no_grad(), as_extracted(iresnet) as layout:
+        branch = block.bn3(
+            block.conv2(block.prelu(block.bn2(block.conv1(block.bn1(layout(torch.from_numpy(h)))))))
+        )
     np.testing.assert_array_equal(acts["layer1.1.bn3"], branch.flatten(1).numpy())
     np.testing.assert_allclose(acts["layer1.1"], acts["layer1.1.bn3"] + h.reshape(2, -1), rtol=0, atol=1e-6)
 

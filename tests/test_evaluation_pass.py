@@ -204,7 +204,7 @@ def test_a_forced_store_that_outgrows_the_disk_budget_is_refused_before_any_work
     assert not (tmp_path / "run").exists()
 
 
-def test_the_memory_budget_defaults_to_half_the_free_ram_shared_by_local_workers(monkeypatch):
+def test_the_memory_budget_defaults_to_three_quarters_of_the_free_ram_shared_by_local_workers(monkeypatch):
     import psutil
 
     from faceprobe.run.config import parse_config
@@ -212,9 +212,9 @@ def test_the_memory_budget_defaults_to_half_the_free_ram_shared_by_local_workers
 
     monkeypatch.setattr(psutil, "virtual_memory", lambda: type("Free", (), {"available": 8 * 2**30})())
     study = {"data": {"spec": "synthetic:x"}, "models": [{"architecture": "small"}]}
-    assert memory_budget(parse_config(study)) == 4 * 2**30
+    assert memory_budget(parse_config(study)) == 6 * 2**30
     dask = {**study, "run": {"executor": "dask", "workers": 4}}
-    assert memory_budget(parse_config(dask)) == 2**30
+    assert memory_budget(parse_config(dask)) == 6 * 2**30 // 4
     given = {**study, "run": {"memory_gb": 1.5}}
     assert memory_budget(parse_config(given)) == int(1.5 * 2**30)
 

@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 from torchvision.models.feature_extraction import create_feature_extractor
 
+from conftest import as_extracted
 from faceprobe.errors import FaceprobeError
 from faceprobe.extract import LayerInfo, block_layers, capture, describe_layers, extract
 from faceprobe.models import SmallFaceNet
@@ -114,10 +115,10 @@ def test_extract_matches_manual_forward():
     x = torch.randn(7, 3, 48, 48)
     names = [name for name, _, _ in SMALL_BLOCKS]
     acts = extract(model, x, names)
-    with torch.no_grad():
+    with torch.no_grad(), as_extracted(model) as layout:
         model.eval()
         b = model.backbone
-        expected = {"backbone.stem": b.stem(x)}
+        expected = {"backbone.stem": b.stem(layout(x))}
         expected["backbone.stage1.0"] = b.stage1[0](expected["backbone.stem"])
         expected["backbone.stage1.1"] = b.stage1[1](expected["backbone.stage1.0"])
         expected["backbone.stage2.0"] = b.stage2[0](expected["backbone.stage1.1"])
@@ -134,11 +135,35 @@ def test_extract_matches_torch_fx_on_resnet18():
     model = _resnet18().eval()
     x = torch.randn(5, 3, 64, 64)
     names = ["layer1.0", "layer2.1", "layer4.1", "avgpool", "fc"]
-    with torch.no_grad():
-        expected = create_feature_extractor(model, return_nodes=names)(x)
+    with torch.no_grad(), as_extracted(model) as layout:
+        expected = create_feature_extractor(model, return_nodes=names)(layout(x))
     acts = extract(model, x, names)
     for name in names:
         np.testing.assert_array_equal(acts[name], expected[name].flatten(1).numpy(), err_msg=name)
+
+
+def test_cpu_passes_run_channels_last_and_leave_the_model_as_it_came():
+    """On the CPU the convolutions see channels-last tensors (faster kernels); the outputs equal a
+    contiguous forward's up to rounding, still flattened in C, H, W order, and every weight gets its own
+    memory format back."""
+    model = _resnet18().eval()
+    model.layer2[0].conv1.weight.data = model.layer2[0].conv1.weight.data.contiguous(
+        memory_format=torch.channels_last
+    )  # a caller's own choice, kept
+    formats = {name: t.is_contiguous() for name, t in model.state_dict().items()}
+    seen = []
+    model.conv1.register_forward_pre_hook(
+        lambda module, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    x = torch.randn(4, 3, 64, 64)
+    acts = extract(model, x, ["layer1.0", "fc"])
+    assert seen == [False, True]  # the dry forward of one image, then the pass
+    with torch.no_grad():
+        expected = create_feature_extractor(model, return_nodes=["layer1.0", "fc"])(x)
+    for name in ("layer1.0", "fc"):
+        np.testing.assert_allclose(acts[name], expected[name].flatten(1).numpy(), rtol=1e-4, atol=1e-5)
+    assert {name: t.is_contiguous() for name, t in model.state_dict().items()} == formats
+    assert not formats["layer2.0.conv1.weight"]
 
 
 def test_inplace_relu_does_not_corrupt_captures():
@@ -147,8 +172,8 @@ def test_inplace_relu_does_not_corrupt_captures():
     block = model.layer1[0]
     x = torch.randn(3, 3, 32, 32)
     acts = extract(model, x, ["layer1.0.bn1", "layer1.0.conv2"])
-    with torch.no_grad():
-        block_in = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+    with torch.no_grad(), as_extracted(model) as layout:
+        block_in = model.maxpool(model.relu(model.bn1(model.conv1(layout(x)))))
         bn1 = block.bn1(block.conv1(block_in))
         conv2 = block.conv2(torch.relu(bn1))
     assert (acts["layer1.0.bn1"] < 0).any()
@@ -198,8 +223,8 @@ def test_extract_generator_of_batches():
     x = torch.randn(6, 3, 32, 32)
     batches = [x[i : i + 2] for i in range(0, 6, 2)]
     acts = extract(model, iter(batches), ["embedding"])
-    with torch.no_grad():
-        expected = torch.cat([model.eval().embed(batch) for batch in batches])
+    with torch.no_grad(), as_extracted(model) as layout:
+        expected = torch.cat([model.eval().embed(layout(batch)) for batch in batches])
     np.testing.assert_array_equal(acts["embedding"], expected.numpy())
 
 

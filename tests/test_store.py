@@ -23,6 +23,7 @@ from faceprobe.extract import describe_layers, extract
 from faceprobe.extract.chunks import BadChunk
 from faceprobe.extract.store import ActivationStore, CorruptStoreError, extract_to_store, store_key
 from faceprobe.models import SmallFaceNet
+from faceprobe.pls import PLS
 
 torch.set_num_threads(2)
 
@@ -310,6 +311,29 @@ def test_a_whole_chunk_is_mapped_and_its_checksum_checked_once_per_reader(tmp_pa
     embedding.read_rows(slice(4, 8), out)  # this reader checked the chunk already: later passes trust it
     with pytest.raises(CorruptStoreError):
         store.layer("embedding").read_rows(slice(4, 8), out)  # a new reader checks again
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_a_fit_multiplies_stored_rows_where_they_are_read_and_converts_only_another_dtype(
+    tmp_path, setup, dtype, monkeypatch
+):
+    """A pass over a float32 layer multiplies the mapped or read chunk rows in place (a copy of every block
+    in every pass once cost more than its products); float16 rows are converted, and the fit is the
+    in-memory one's either way."""
+    import faceprobe.pls
+
+    model, data, layers, key = setup
+    store = ActivationStore.open(tmp_path, key, batch_size=4)
+    store = extract_to_store(model, data, layers, store, dtype=dtype)
+    converted = []
+    real = faceprobe.pls._convert
+    monkeypatch.setattr(faceprobe.pls, "_convert", lambda block, out: converted.append(1) or real(block, out))
+    stored = store.layer("backbone.stem")
+    y = np.arange(10) % 2
+    fitted = PLS(2, block_bytes=1).fit(stored, y)  # a block of rows at a time
+    assert (len(converted) > 0) == (dtype == np.float16)
+    expected = PLS(2, block_bytes=1).fit(np.asarray(stored[:], dtype=np.float32), y)
+    np.testing.assert_array_equal(fitted.x_scores_, expected.x_scores_)
 
 
 def test_the_writer_queue_is_bounded_in_bytes_and_never_blocks_when_empty(tmp_path, setup, monkeypatch):

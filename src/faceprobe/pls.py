@@ -142,16 +142,20 @@ class _RowBlocks:
             return self._stream_reader()
         read_rows = getattr(X, "read_rows", None)
         raw = np.empty((self.piece_rows, self.m), stored) if read_rows is not None else None
-        copied = stored != self.dtype or not in_place
-        converted = np.empty((self.rows, self.m), self.dtype) if copied else None
+        converted: NDArray | None = None  # made when a block first needs it
 
         def pieces(span: slice) -> Iterator[tuple[slice, NDArray]]:
+            nonlocal converted
             for start in range(span.start, span.stop, self.piece_rows):
                 rows = slice(start, min(start + self.piece_rows, span.stop))
                 piece = np.asarray(X[rows]) if raw is None else read_rows(rows, raw[: rows.stop - start])
                 for offset in range(0, len(piece), self.rows):
                     block = piece[offset : offset + self.rows]
-                    if converted is not None:
+                    # Blocks read or mapped in the compute dtype are multiplied where they are; the others
+                    # (another dtype, or strided: column-ordered X) are converted into a row-ordered buffer.
+                    if block.dtype != self.dtype or not block.flags.c_contiguous:
+                        if converted is None:
+                            converted = np.empty((self.rows, self.m), self.dtype)
                         block = _convert(block, converted[: len(block)])
                     yield slice(start + offset, start + offset + len(block)), block
 

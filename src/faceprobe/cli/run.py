@@ -216,8 +216,8 @@ def probe(
         float | None,
         typer.Option(
             min=0,
-            help="RAM a work unit may hold its layers of the train images in (default: half the free RAM); "
-            "wider ones go to the on-disk activation store in OUT/store (0: always).",
+            help="RAM a work unit may hold its layers of the train images in (default: three quarters of the "
+            "free RAM); wider ones go to the on-disk activation store in OUT/store (0: always).",
         ),
     ] = None,
     disk_gb: Annotated[

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from torchvision.models import mobilenetv2, resnet
 from torchvision.ops.misc import Conv2dNormActivation
 
-from faceprobe.devices import autocast
+from faceprobe.devices import autocast, channels_last
 from faceprobe.errors import FaceprobeError
 
 __all__ = [
@@ -319,6 +319,7 @@ class _Forward:
         self.stop = stop
         self.seen: set[str] = set()
         self._contexts = ExitStack()
+        self._channels_last = False
 
     def _hook(self, name: str, output: Any) -> None:
         if name in self.seen:
@@ -331,6 +332,7 @@ class _Forward:
     def __enter__(self) -> _Forward:
         with ExitStack() as contexts:
             contexts.enter_context(evaluating(self.model))
+            self._channels_last = contexts.enter_context(channels_last(self.model, self.device))
             contexts.enter_context(torch.inference_mode())
             contexts.enter_context(capture(self.model, self.names, self._hook))
             self._contexts = contexts.pop_all()
@@ -343,13 +345,23 @@ class _Forward:
 
     def __call__(self, x: torch.Tensor) -> None:
         self.seen.clear()
+        x = x.to(self.device)
+        if self._channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         try:
             with autocast(self.device, self.precision):
-                self.model(x.to(self.device))
+                self.model(x)
         except _StopForward:
             pass
         if missing := [name for name in self.names if name not in self.seen]:
             raise _not_run_error(missing)
+
+
+def copy_flat(rows: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    """``rows`` (images x features, row-ordered) filled with ``output`` flattened in C, H, W order, in one
+    copy whatever the output's memory format (``flatten`` of a channels-last output would copy it first)."""
+    rows.view(output.shape).copy_(output)
+    return rows
 
 
 def _first(batches: Iterable[Any]) -> tuple[Any, Iterator[Any]]:
@@ -380,7 +392,7 @@ class _Recorder:
         self.rows = slice(self.rows.stop, self.rows.stop + n)
 
     def __call__(self, name: str, output: torch.Tensor) -> None:
-        torch.from_numpy(self.arrays[name][self.rows]).copy_(output.flatten(1))
+        copy_flat(torch.from_numpy(self.arrays[name][self.rows]), output)
 
 
 def extract(

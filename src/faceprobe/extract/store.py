@@ -58,7 +58,7 @@ from faceprobe.extract.chunks import (
     _stale,
     _write_atomically,
 )
-from faceprobe.extract.hooks import LayerInfo, _dry_run, _first, _Forward, batch_images
+from faceprobe.extract.hooks import LayerInfo, _dry_run, _first, _Forward, batch_images, copy_flat
 from faceprobe.extract.writer import _Buffers, _Writer
 
 __all__ = ["ActivationStore", "CorruptStoreError", "LayerArray", "extract_to_store", "store_key"]
@@ -492,8 +492,8 @@ def extract_to_store(
     buffers = _Buffers()
 
     def keep(name: str, output: torch.Tensor) -> None:
-        flat = output.flatten(1)
-        writer.put(batch_index, name, buffers.take(flat.shape, stored).copy_(flat))
+        rows = buffers.take((len(output), output[0].numel()), stored)
+        writer.put(batch_index, name, copy_flat(rows, output))
 
     with (
         _Writer(store, _QUEUE_BYTES, buffers.give) as writer,

@@ -50,7 +50,7 @@ Example (every key but ``data.spec`` and one model is optional)::
     layers_per_unit = 0               # a work unit is (model, group of layers); 0: as many as fit
     batch_size = 64
     device = "auto"
-    memory_gb = 4.0                   # RAM a unit may hold its layers in (default: half the free RAM)
+    memory_gb = 4.0                   # RAM a unit may hold its layers in (default: 3/4 of the free RAM)
     store = "store"                   # activation store folder, inside the run folder
     store_dtype = "float32"           # float32 | float16 (half the disk; mind overflow in wide layers)
     precision = "float32"             # float32 | bfloat16 (autocast forward passes; for GPUs)

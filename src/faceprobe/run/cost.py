@@ -1,15 +1,15 @@
 """What a study will cost before it runs: per work unit its images, features, mode, RAM and disk.
 
 The figures follow from the plan and the draws alone (no image is read). A probe unit holds its layers of
-the train images in RAM while they fit in ``run.memory_gb`` (default: half the free RAM), else writes them
-to the activation store; either way it keeps its fitted state (PLS rotations and VIP per attribute) for the
-evaluation pass, whose images are never stored. Stores stay until the run is finished, so the run's peak
-disk is the sum of its models' stores plus the largest ablated pass. When that exceeds ``run.disk_gb``
-(default: the free space of the run folder's disk less 10%), the widest stored layers are streamed instead
-(held nowhere: one forward pass per pass of their fits) until the rest fits: wide layers are the cheapest
-to stream for the disk they would take, and the layers before the deepest streamed one then stream for
-free. ``run.mode`` forces one mode for every layer; a forced store that
-does not fit is refused by :func:`check_budgets` before any work.
+the train images in RAM while they fit in ``run.memory_gb`` (default: three quarters of the free RAM),
+else writes them to the activation store; either way it keeps its fitted state (PLS rotations and VIP per
+attribute) for the evaluation pass, whose images are never stored. Stores stay until the run is finished,
+so the run's peak disk is the sum of its models' stores plus the largest ablated pass. When that exceeds
+``run.disk_gb`` (default: the free space of the run folder's disk less 10%), the widest stored layers are
+streamed instead (held nowhere: one forward pass per pass of their fits) until the rest fits: wide layers
+are the cheapest to stream for the disk they would take, and the layers before the deepest streamed one
+then stream for free. ``run.mode`` forces one mode for every layer; a forced store that does not fit is
+refused by :func:`check_budgets` before any work.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ __all__ = [
 #: Share of the free disk a run may fill when ``run.disk_gb`` is 0.
 _FREE_SHARE = 0.9
 #: Share of the free memory a unit may hold its layers in when ``run.memory_gb`` is not set.
-_FREE_SHARE_RAM = 0.5
+_FREE_SHARE_RAM = 0.75
 
 
 @dataclass(frozen=True)
@@ -256,7 +256,7 @@ def calibrate(units: Sequence[Any], config: RunConfig, n_attributes: int, folder
 
     import torch
 
-    from faceprobe.devices import resolve_device
+    from faceprobe.devices import channels_last, resolve_device
     from faceprobe.extract import catalogue, extract
     from faceprobe.extract.lockstep import rows_device
     from faceprobe.pls import fit_shared
@@ -280,11 +280,12 @@ def calibrate(units: Sequence[Any], config: RunConfig, n_attributes: int, folder
             widest = max((info.features for info in upto), default=0)
             working[unit.id] = weights + 3 * config.run.batch_size * widest * 4
             last = [unit.layers[-1]]
-            # warm at the timed batch's shape: a CPU's first forward of a shape prepares its kernels
-            extract(loaded.module, images, last, device=device, precision=config.run.precision)
-            start = time.perf_counter()
-            extract(loaded.module, images, last, device=device, precision=config.run.precision)
-            forward[unit.id] = (time.perf_counter() - start) / len(images)
+            with channels_last(loaded.module, device):  # set once for the unit's passes, as a unit does
+                # warm at the timed batch's shape: a CPU's first forward of a shape prepares its kernels
+                extract(loaded.module, images, last, device=device, precision=config.run.precision)
+                start = time.perf_counter()
+                extract(loaded.module, images, last, device=device, precision=config.run.precision)
+                forward[unit.id] = (time.perf_counter() - start) / len(images)
     rng = np.random.default_rng(0)
     X = rng.standard_normal(_CALIBRATION_SHAPE, dtype=np.float32)
     Y = rng.integers(0, 2, (X.shape[0], n_attributes)).astype(float)
@@ -364,9 +365,9 @@ def _disk_rate(folder: Path) -> float:
 
 
 def memory_budget(config: RunConfig) -> int:
-    """Bytes a work unit may hold its layers in: ``run.memory_gb``, or by default half the memory this
-    machine has free, shared by the workers of a local Dask cluster. Holding in RAM is the fast path; the
-    store takes what does not fit."""
+    """Bytes a work unit may hold its layers in: ``run.memory_gb``, or by default three quarters of the
+    memory this machine has free (the rest for the network, the fitted state and the system), shared by the
+    workers of a local Dask cluster. Holding in RAM is the fast path; the store takes what does not fit."""
     if config.run.memory_gb is not None:
         return int(config.run.memory_gb * 2**30)
     import psutil
