@@ -168,7 +168,7 @@ def fit_layer(
                 continue
             if attribute not in units:  # read more units once the fits queued so far are under way
                 _wait_until_running(pending.values(), threads)
-                units |= _read_units(X, shape, picks, attribute)
+                units |= _read_units(X, shape, picks, attributes, attribute)
             unit_values = units.pop(attribute)
             settings = (n_components, single_units)
             pending[attribute] = pool.submit(
@@ -323,13 +323,13 @@ class _AttributeFit:
         shape: tuple[int, ...],
         settings: tuple[int, bool],
     ) -> tuple[_AttributeFit, _ReadoutEntries]:
-        """Fit the attribute's unit probes on the units read for it (``values`` and their ``positions``:
-        channel, neuron and sampled columns), with what scoring will need from the readout."""
+        """Fit the attribute's unit probes on the units read for it (their values on its train rows, and
+        their ``positions`` there: channel, neuron and sampled columns), with what scoring will need from
+        the readout."""
         n_components, single_units = settings
         readout = _ReadoutEntries()
-        values, (channel_at, neuron_at, sampled_at) = units
+        U_train, (channel_at, neuron_at, sampled_at) = units
         channel_cols = picks.columns(shape)[0]
-        U_train = values[sel.train]
         readout.project(("layer", attribute), pls)
         probes = [("layer", 0, -1, _qda(pls.x_scores_, _train_labels(sel), sel.kind), ("layer", attribute))]
 
@@ -530,13 +530,19 @@ def _train_labels(sel: AttributeRows) -> NDArray:
 
 
 def _read_units(
-    X: Any, shape: tuple[int, ...], picks: Mapping[str, _Picks], first: str
+    X: Any,
+    shape: tuple[int, ...],
+    picks: Mapping[str, _Picks],
+    attributes: Mapping[str, AttributeRows],
+    first: str,
 ) -> dict[str, tuple[NDArray, list[NDArray]]]:
-    """The columns of X that ``first`` and the attributes after it pick, as (values, positions) per attribute.
+    """The columns of X that ``first`` and the attributes after it pick, on each one's train rows, as
+    (values, positions) per attribute.
 
     ``positions`` are the attribute's channel, neuron and sampled columns within ``values``. An in-memory X
-    is indexed for ``first`` alone; any other X costs a pass to read, so it is read once for as many of the
-    following attributes as ``_UNITS_BYTES`` holds (at least ``first``), the values shared among them.
+    is indexed for ``first`` alone, its train rows only; any other X costs a pass to read, so it is read once
+    for as many of the following attributes as ``_UNITS_BYTES`` holds (at least ``first``), every row, and
+    each attribute then takes its train rows.
     """
     names = list(picks)
     requested: dict[str, tuple[NDArray, NDArray, NDArray]] = {}
@@ -549,18 +555,20 @@ def _read_units(
         if requested and X.shape[0] * union.size * 4 > _UNITS_BYTES:
             break
         requested[attribute], wanted = columns, union
+    if isinstance(X, np.ndarray):  # both axes at once: row-ordered, and no row that is not fitted on
+        values = X[np.ix_(attributes[first].train, wanted)].astype(np.float32, copy=False)
+        return {first: (values, _positions(wanted, requested[first]))}
     values = _read_columns(X, wanted)
-    return {
-        a: (values, [np.searchsorted(wanted, np.asarray(c, dtype=np.intp)) for c in columns])
-        for a, columns in requested.items()
-    }
+    return {a: (values[attributes[a].train], _positions(wanted, c)) for a, c in requested.items()}
+
+
+def _positions(wanted: NDArray[np.intp], columns: Sequence[NDArray]) -> list[NDArray[np.intp]]:
+    return [np.searchsorted(wanted, np.asarray(c, dtype=np.intp)) for c in columns]
 
 
 def _read_columns(X: Any, columns: NDArray[np.intp]) -> NDArray[np.float32]:
-    """``X[:, columns]`` in float32; a stored or streamed X is read in one pass of row blocks, the columns
+    """``X[:, columns]`` in float32 of a stored or streamed X, read in one pass of row blocks, the columns
     gathered where the blocks are."""
-    if isinstance(X, np.ndarray):
-        return np.take(X, columns, axis=1).astype(np.float32, copy=False)  # row-ordered, unlike X[:, columns]
     out = np.empty((X.shape[0], len(columns)), dtype=np.float32)
     blocks = _RowBlocks(X, _DEFAULT_BLOCK_BYTES)
     picked = blocks.math.operand(columns)
