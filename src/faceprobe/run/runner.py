@@ -350,6 +350,8 @@ def execute_unit(
     still run once over the images; those units then find their layers stored. The unit's layers are held
     where the plan put them (``unit.held``, ``unit.streamed``).
     """
+    from faceprobe.devices import channels_last
+
     run_dir = Path(run_dir)
     done = run_dir / "units" / f"{unit.id}.done"
     if done.exists():
@@ -360,10 +362,9 @@ def execute_unit(
     draws = read_draws(run_dir)
     entry = unit.model
     loaded = entry.load()
-    from faceprobe.devices import channels_last
-
+    device = _device(config.run.device)
     # the network's layout for the CPU's passes set once for the unit, not once per pass
-    with channels_last(loaded.module, _device(config.run.device)):
+    with channels_last(loaded.module, device):
         infos = {info.name: info for info in _catalogue(loaded)}
         train = tuple(draws.train_images())
         advance = None
@@ -378,7 +379,7 @@ def execute_unit(
             dataset,
             train,
             config.run.batch_size,
-            _device(config.run.device),
+            device,
             config.run.precision,
             advance,
         )
