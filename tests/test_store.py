@@ -317,9 +317,8 @@ def test_a_whole_chunk_is_mapped_and_its_checksum_checked_once_per_reader(tmp_pa
 def test_a_fit_multiplies_stored_rows_where_they_are_read_and_converts_only_another_dtype(
     tmp_path, setup, dtype, monkeypatch
 ):
-    """A pass over a float32 layer multiplies the mapped or read chunk rows in place (a copy of every block
-    in every pass once cost more than its products); float16 rows are converted, and the fit is the
-    in-memory one's either way."""
+    """A pass over a float32 layer multiplies the mapped or read chunk rows in place (no copy of every
+    block in every pass); float16 rows are converted, and the fit is the in-memory one's either way."""
     import faceprobe.pls
 
     model, data, layers, key = setup
