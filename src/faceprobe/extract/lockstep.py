@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from faceprobe.errors import FaceprobeError
+from faceprobe.extract.hooks import copy_flat
 
 __all__ = ["PASS_BACKEND_ENV", "Deliver", "StreamedLayer", "fit_in_lockstep", "rows_device"]
 
@@ -69,10 +70,10 @@ def rows_device(device: str | torch.device) -> torch.device | None:
 def _copied_rows(output: torch.Tensor | np.ndarray, device: torch.device | None) -> Any:
     """A batch of a layer's output as its fits read it: float32 rows (images x features), a tensor on
     ``device`` or, without one, a NumPy array; always a copy (a hook's output may change in place later)."""
-    rows = torch.as_tensor(output).detach().flatten(1)
-    if device is None:
-        return rows.to("cpu", torch.float32, copy=True).numpy()
-    return rows.to(device, torch.float32, copy=True)
+    output = torch.as_tensor(output).detach()
+    rows = torch.empty((len(output), output[0].numel()), dtype=torch.float32, device=device or "cpu")
+    copy_flat(rows, output)  # one copy, whatever the output's memory format
+    return rows.numpy() if device is None else rows
 
 
 class StreamedLayer:

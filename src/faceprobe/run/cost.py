@@ -280,7 +280,7 @@ def calibrate(units: Sequence[Any], config: RunConfig, n_attributes: int, folder
             widest = max((info.features for info in upto), default=0)
             working[unit.id] = weights + 3 * config.run.batch_size * widest * 4
             last = [unit.layers[-1]]
-            with channels_last(loaded.module, device):  # set once for the unit's passes, as a unit does
+            with channels_last(loaded.module, device):  # its per-pass conversion is no per-image cost
                 # warm at the timed batch's shape: a CPU's first forward of a shape prepares its kernels
                 extract(loaded.module, images, last, device=device, precision=config.run.precision)
                 start = time.perf_counter()

@@ -350,8 +350,6 @@ def execute_unit(
     still run once over the images; those units then find their layers stored. The unit's layers are held
     where the plan put them (``unit.held``, ``unit.streamed``).
     """
-    from faceprobe.devices import channels_last
-
     run_dir = Path(run_dir)
     done = run_dir / "units" / f"{unit.id}.done"
     if done.exists():
@@ -362,77 +360,72 @@ def execute_unit(
     draws = read_draws(run_dir)
     entry = unit.model
     loaded = entry.load()
-    device = _device(config.run.device)
-    # the network's layout for the CPU's passes set once for the unit, not once per pass
-    with channels_last(loaded.module, device):
-        infos = {info.name: info for info in _catalogue(loaded)}
-        train = tuple(draws.train_images())
-        advance = None
-        if progress is not None:
-            what = f"ablation of {unit.ablated}" if unit.ablated else f"{unit.layers[0]} .. {unit.layers[-1]}"
-            total = len(draws.images())  # streamed layers: the train images once more per pass of the fits
-            total += len(train) * (config.probe.components + 2) * bool(unit.streamed)
-            advance = progress(f"{entry.label}: {what}: images", None if unit.ablated else total)
-        forward = Forward(
-            loaded.module,
-            loaded.preprocessing.transform(),
-            dataset,
-            train,
-            config.run.batch_size,
-            device,
-            config.run.precision,
-            advance,
+    infos = {info.name: info for info in _catalogue(loaded)}
+    train = tuple(draws.train_images())
+    advance = None
+    if progress is not None:
+        what = f"ablation of {unit.ablated}" if unit.ablated else f"{unit.layers[0]} .. {unit.layers[-1]}"
+        total = len(draws.images())  # streamed layers: the train images once more per pass of the fits
+        total += len(train) * (config.probe.components + 2) * bool(unit.streamed)
+        advance = progress(f"{entry.label}: {what}: images", None if unit.ablated else total)
+    forward = Forward(
+        loaded.module,
+        loaded.preprocessing.transform(),
+        dataset,
+        train,
+        config.run.batch_size,
+        _device(config.run.device),
+        config.run.precision,
+        advance,
+    )
+    model_keys = {"model": entry.id, "variant": entry.variant}
+    if unit.ablated and config.ablation is not None:
+        attributes = draws.attributes if config.ablation.attributes == "all" else config.ablation.attributes
+        ablation = Ablation(
+            config.ablation.fractions,
+            tuple(attributes),
+            config.probe.top_k,
+            config.probe.components,
+            _baseline(run_dir, unit),
         )
-        model_keys = {"model": entry.id, "variant": entry.variant}
-        if unit.ablated and config.ablation is not None:
-            attributes = (
-                draws.attributes if config.ablation.attributes == "all" else config.ablation.attributes
-            )
-            ablation = Ablation(
-                config.ablation.fractions,
-                tuple(attributes),
-                config.probe.top_k,
-                config.probe.components,
-                _baseline(run_dir, unit),
-            )
-            layers = [infos[unit.ablated], *(infos[n] for n in unit.layers if n in infos)]
-            storage = None if unit.streamed else _storage(run_dir, config, loaded, forward.images, unit.held)
-            placement = Placement(storage, frozenset(unit.streamed))
-            rows = ablation_rows(forward, draws, layers[0], layers[1:], ablation, placement)
+        layers = [infos[unit.ablated], *(infos[n] for n in unit.layers if n in infos)]
+        storage = None if unit.streamed else _storage(run_dir, config, loaded, forward.images, unit.held)
+        placement = Placement(storage, frozenset(unit.streamed))
+        rows = ablation_rows(forward, draws, layers[0], layers[1:], ablation, placement)
+        _write_part(
+            run_dir,
+            "ablation",
+            unit.id,
+            to_frame([{**model_keys, **r} for r in rows], "ablation"),
+        )
+    else:
+        layers = [infos[n] for n in unit.layers]
+        ahead = [
+            infos[name]
+            for other in later
+            if other.model == unit.model and not other.ablated and other.held == "store"
+            for name in other.layers
+            if name not in other.streamed
+        ]
+        stored = unit.held == "store" and len(unit.streamed) < len(unit.layers)
+        storage = _storage(run_dir, config, loaded, forward.images, unit.held, ahead) if stored else None
+        placement = Placement(storage, frozenset(unit.streamed))
+        results, vip = probe_rows(forward, draws, layers, config.probe, config.data.seed, placement)
+        identity = {
+            **model_keys,
+            "architecture": entry.architecture,
+            "weights": entry.weights,
+            "seed": entry.seed,
+            "epoch": entry.epoch,
+        }
+        _write_part(run_dir, "results", unit.id, to_frame([{**identity, **r} for r in results]))
+        if vip:
             _write_part(
                 run_dir,
-                "ablation",
+                "vip_study",
                 unit.id,
-                to_frame([{**model_keys, **r} for r in rows], "ablation"),
+                to_frame([{**model_keys, **r} for r in vip], "vip_study"),
             )
-        else:
-            layers = [infos[n] for n in unit.layers]
-            ahead = [
-                infos[name]
-                for other in later
-                if other.model == unit.model and not other.ablated and other.held == "store"
-                for name in other.layers
-                if name not in other.streamed
-            ]
-            stored = unit.held == "store" and len(unit.streamed) < len(unit.layers)
-            storage = _storage(run_dir, config, loaded, forward.images, unit.held, ahead) if stored else None
-            placement = Placement(storage, frozenset(unit.streamed))
-            results, vip = probe_rows(forward, draws, layers, config.probe, config.data.seed, placement)
-            identity = {
-                **model_keys,
-                "architecture": entry.architecture,
-                "weights": entry.weights,
-                "seed": entry.seed,
-                "epoch": entry.epoch,
-            }
-            _write_part(run_dir, "results", unit.id, to_frame([{**identity, **r} for r in results]))
-            if vip:
-                _write_part(
-                    run_dir,
-                    "vip_study",
-                    unit.id,
-                    to_frame([{**model_keys, **r} for r in vip], "vip_study"),
-                )
     atomic_write_text(done, time.strftime("%Y-%m-%dT%H:%M:%S"))
     _log(run_dir, {"event": "finish", "unit": unit.id})
     return unit.id
