@@ -12,9 +12,9 @@ Two cases, each run in both conditions and, to show the before/after, in both wa
 The ways of running a pass (the environment variable ``FACEPROBE_PLS_PASSES``):
 
 * ``split`` (the default): each pass over X is split between threads of faceprobe's own, one per BLAS
-  thread, with BLAS limited to one thread inside;
+  thread, each product on one thread of its kernels (BLAS and torch limited to one thread inside);
 * ``blas`` (``FACEPROBE_PLS_PASSES=blas``, the behaviour before): one thread reads the blocks and each
-  product is split by BLAS between its own threads.
+  product is split by its kernels (torch's, and BLAS's outside them) between their own threads.
 
 "loaded" runs while a competing process spins one core (a Python busy loop, started before the timed
 run and stopped after it). Conditions and ways alternate within each repeat, so drift in the machine's

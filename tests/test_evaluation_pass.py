@@ -108,15 +108,20 @@ def _layer(n=360, shape=(5, 3, 3), seed=2):
     return X.reshape(n, -1), shape, y
 
 
-def test_scoring_readouts_of_images_outside_x_equals_probing_them_inside_it():
-    # The definition: a probe fitted on the train rows scores an evaluation image the same whether the
-    # image's layer output was a row of X or went through the readout batch by batch afterwards.
-    X, shape, y = _layer()
-    rows = {
+def _train_val_test(y):
+    """One attribute: train rows 0-149, validation 150-259, test 260-359."""
+    return {
         "A": AttributeRows(
             np.arange(150), np.arange(150, 260), y[:150], y[150:260], np.arange(260, 360), y[260:]
         )
     }
+
+
+def test_scoring_readouts_of_images_outside_x_equals_probing_them_inside_it():
+    # The definition: a probe fitted on the train rows scores an evaluation image the same whether the
+    # image's layer output was a row of X or went through the readout batch by batch afterwards.
+    X, shape, y = _layer()
+    rows = _train_val_test(y)
     whole = probe_layer(X, shape, rows, k=3, n_components=4, single_units=True, vip_study=6)
     fit = fit_layer(X[:150], shape, rows, k=3, n_components=4, single_units=True, vip_study=6)
     later = np.concatenate([fit.readout(torch.from_numpy(b)).numpy() for b in np.array_split(X[150:], 7)])
@@ -124,6 +129,18 @@ def test_scoring_readouts_of_images_outside_x_equals_probing_them_inside_it():
     pd.testing.assert_frame_equal(pd.DataFrame(whole.rows), pd.DataFrame(split.rows))
     pd.testing.assert_frame_equal(pd.DataFrame(whole.vip_rows), pd.DataFrame(split.vip_rows))
     assert pd.DataFrame(split.rows)["accuracy"].max() > 0.9
+
+
+def test_evaluation_rows_inside_x_are_read_out_as_the_readout_reads_any_image():
+    # The unit parts of an evaluation row inside X are read out from the units read for the fits, not
+    # from X; they are what the readout computes from the row itself, up to float rounding.
+    X, shape, y = _layer()
+    rows = _train_val_test(y)
+    fit = fit_layer(X, shape, rows, k=3, n_components=4, single_units=True, vip_study=6)
+    direct = fit.readout(torch.from_numpy(X[150:])).numpy()
+    assert fit.readout.width > 4 + 3 + 4  # the layer's scores, the channels', the neurons...
+    np.testing.assert_allclose(fit.known[150:], direct, rtol=1e-5, atol=1e-5)
+    assert np.isnan(fit.known[:150, 4:]).all()  # train rows: no unit readouts, which no probe scores
 
 
 def test_a_train_row_outside_x_is_refused():

@@ -211,9 +211,9 @@ def test_passes_over_x_do_not_grow_with_the_number_of_targets():
         assert sum(start == 0 for start, _ in counting.reads) == 6  # one pass for the means, one a component
         assert sum(stop - start for start, stop in counting.reads) == 6 * 200
         heights[n_targets] = counting.reads[0][1]
-    # 9600 bytes hold 20 rows of 60 float64 features, 16 as a power of two; 12 targets read at least 2 rows
-    # per target at once, 32 as a power of two
-    assert heights == {1: 16, 12: 32}
+    # 9600 bytes hold 20 rows of 60 float64 features, 16 as a power of two; 12 targets read at least 4 rows
+    # per target at once, 64 as a power of two
+    assert heights == {1: 16, 12: 64}
 
 
 def test_a_tiny_budget_fits_in_groups_with_the_same_results():

@@ -182,3 +182,46 @@ def test_a_layers_unit_fits_keep_blas_at_one_thread_from_first_to_last(monkeypat
     # each attribute fits a top-4 channel probe and 4 single-channel ones (20 small fits); BLAS got its
     # threads back after the layer's PLS, after the unit fits, and after the readouts' pass at most
     assert 1 <= len(restored) <= 3, len(restored)
+
+
+@pytest.fixture
+def two_torch_threads():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_the_same_x_gives_the_same_fit_to_the_last_bit_every_time(two_torch_threads):
+    """A product split between torch's threads sums in an order that changes from run to run; each
+    product of a pass runs on one thread, so the same rows, held anywhere, give the same fit every time."""
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((200, 3000), dtype=np.float32)
+    y = (X[:, :10].sum(axis=1) > 0).astype(float)
+    first = PLS(4).fit(X, y)
+    for again in (X, X, X.copy()):
+        fitted = PLS(4).fit(again, y)
+        np.testing.assert_array_equal(fitted.x_scores_, first.x_scores_)
+        np.testing.assert_array_equal(fitted.vip_, first.vip_)
+
+
+@pytest.mark.skipif(CPUS < 2, reason="one CPU: passes run in the calling thread")
+def test_threads_reading_blocks_of_different_targets_use_their_own_weights(two_blas_threads):
+    """Each 128-row block serves one target: the threads of a pass multiply their blocks by different
+    rows of the weights at the same time, and each must get its own (a pick shared between threads once
+    gave one thread the other's weights). The split fit equals the fit in one thread."""
+    X, _ = _data()
+    rng = np.random.default_rng(1)
+    Y = rng.integers(0, 2, (len(X), 4)).astype(float)
+    masks = np.zeros((len(X), 4), dtype=bool)
+    for target in range(4):
+        masks[target * 128 : (target + 1) * 128, target] = True
+    with threadpool_limits(1, user_api="blas"):
+        single = fit_shared(X, Y, masks, n_components=3)
+    for _ in range(5):
+        split = fit_shared(X, Y, masks, n_components=3)
+        for ours, reference in zip(split, single, strict=True):
+            np.testing.assert_array_equal(ours.x_scores_, reference.x_scores_)
+            np.testing.assert_array_equal(ours.vip_, reference.vip_)

@@ -16,8 +16,8 @@ found so far, so X is only ever read, one row block at a time:
 So ``n_components`` components cost ``n_components + 1`` passes over X and no copy of it. Arithmetic runs in
 X's precision when X is float32 or float64 (any other dtype, e.g. float16, is converted block by block to
 float32); the small per-component quantities are kept in float64. The products with X's blocks run where the
-blocks are: NumPy on the host, or, for a streamed layer whose rows stay on the network's device as torch
-tensors, torch in float32 on that device (:class:`_TorchMath`; torch is imported only then).
+blocks are, by torch's kernels: on the host's arrays (:class:`_HostMath`), or, for a streamed layer whose
+rows stay on the network's device as torch tensors, in float32 on that device (:class:`_TorchMath`).
 
 :func:`fit_shared` runs many such fits in lockstep, one per target column, each on its own subset of the rows
 (a row mask): every pass multiplies a block by the weights of all targets at once and accumulates all their
@@ -62,7 +62,7 @@ _MIN_SPLIT_BYTES = 8 * 2**20  # passes over less X run in the calling thread: th
 _COPY_BYTES = 64 * 2**20  # a column-ordered X up to this size is copied in row order before its passes
 _CHUNK_BLOCKS = 8  # blocks a pass's thread takes at a time; its sums join the total once per chunk
 _MAX_WORKERS = 8  # threads of a pass, each holding two k x m sums; the passes are bound by memory
-_PASSES_ENV = "FACEPROBE_PLS_PASSES"  # "blas": passes in one thread with BLAS's own threads (the old way)
+_PASSES_ENV = "FACEPROBE_PLS_PASSES"  # "blas": passes in one thread, products on their kernels' threads
 
 
 def _compute_dtype(dtype: np.dtype) -> np.dtype:
@@ -91,8 +91,8 @@ class _RowBlocks:
     A pass is split into chunks that the pass's threads take in turn (a streamed layer's in one thread, in
     order); each thread reads its chunks through its own :meth:`reader`, so the buffers above are per thread.
 
-    ``math`` runs the products of a pass with the blocks: NumPy's on the host, or torch's on the device a
-    streamed layer's rows stay on (its ``rows_device``), see :class:`_TorchMath`.
+    ``math`` runs the products of a pass with the blocks: on host arrays (:class:`_HostMath`), or on the
+    device a streamed layer's rows stay on (its ``rows_device``), see :class:`_TorchMath`.
     """
 
     def __init__(self, X: Any, block_bytes: int, min_rows: int = _MIN_BLOCK_ROWS) -> None:
@@ -129,7 +129,8 @@ class _RowBlocks:
         X, stored = self.X, np.dtype(self.X.dtype)
         # Rows of a C-ordered ndarray are read where they are; those of a large column-ordered one are
         # copied a block at a time: its strided blocks multiply several times slower.
-        in_place = isinstance(X, np.ndarray) and X.flags.c_contiguous
+        # Torch's products take writable memory only: a read-only array (a memory map) is copied too.
+        in_place = isinstance(X, np.ndarray) and X.flags.c_contiguous and X.flags.writeable
         if in_place and stored == self.dtype:
 
             def views(span: slice) -> Iterator[tuple[slice, NDArray]]:
@@ -152,8 +153,8 @@ class _RowBlocks:
                 for offset in range(0, len(piece), self.rows):
                     block = piece[offset : offset + self.rows]
                     # Blocks read or mapped in the compute dtype are multiplied where they are; the others
-                    # (another dtype, or strided: column-ordered X) are converted into a row-ordered buffer.
-                    if block.dtype != self.dtype or not block.flags.c_contiguous:
+                    # (another dtype, strided: column-ordered X, or read-only) are converted into a buffer.
+                    if block.dtype != self.dtype or not (block.flags.c_contiguous and block.flags.writeable):
                         if converted is None:
                             converted = np.empty((self.rows, self.m), self.dtype)
                         block = _convert(block, converted[: len(block)])
@@ -196,11 +197,99 @@ class _RowBlocks:
         return blocks
 
 
-class _NumpyMath:
-    """The products of a pass with NumPy blocks (in RAM, read from the store, or streamed to the host):
-    BLAS on the host, into the caller's buffers."""
+class _TorchMath:
+    """The products of a pass with torch blocks, on their device (a streamed layer whose rows stay where
+    the network computed them): only the sums a pass returns and the scores (rows x targets) reach the
+    host, so on a GPU no activation leaves it. Arithmetic is float32 there; the blocks are cut as on the
+    host and the sums added in the same order.
+
+    Sums accumulate in place (``addmm``): a product into a buffer added after would write and read a
+    k x m temporary per block, as much traffic as the block itself on wide layers. Each product runs on
+    one of torch's threads (:meth:`_one_thread`).
+    """
+
+    def __init__(self, device: Any) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+
+    @contextmanager
+    def _one_thread(self) -> Iterator[None]:
+        """Torch's CPU kernels on one thread for one product, then as many as before (torch keeps the count
+        per thread; setting it costs a tenth of a microsecond). A pass's threads split its rows already:
+        products that split themselves again would spin-wait for cores the other threads, or another
+        process, hold (as BLAS's did, see :class:`_BlasThreads`), and on two threads they sum in an order
+        that changes from run to run, where a pass must give the same sums every time."""
+        if _legacy_passes():
+            yield
+            return
+        before = self.torch.get_num_threads()
+        self.torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            self.torch.set_num_threads(before)
+
+    def zeros(self, rows: int, columns: int) -> Any:
+        return self.torch.zeros((rows, columns), dtype=self.torch.float32, device=self.device)
+
+    def empty(self, rows: int, columns: int) -> Any:
+        return self.torch.empty((rows, columns), dtype=self.torch.float32, device=self.device)
+
+    def batch(self, rows: Any) -> Any:
+        """A streamed batch as a block."""
+        return self.torch.as_tensor(rows, dtype=self.torch.float32, device=self.device)
+
+    def operand(self, a: NDArray) -> Any:
+        """A host array (weights, columns) as the products with blocks take it."""
+        return self.torch.as_tensor(np.ascontiguousarray(a), device=self.device)
+
+    def host(self, a: Any) -> NDArray:
+        return a.cpu().numpy()
+
+    def tensor(self, block: Any) -> Any:
+        """The block (or a buffer of this math's) as a torch tensor, for code that computes in torch."""
+        return block
+
+    def add_vt(self, total: Any, V: NDArray, block: Any, targets: NDArray[np.intp] | None) -> None:
+        """``total += V' block`` for the block's rows of V (rows x k, on the host); into the rows
+        ``targets`` of total only when given (V then holds their columns).
+
+        The other rows get zero weights instead of a product of their own: one product of all the rows
+        took about the time of one row's alone here, and every row's took that time each."""
+        if targets is not None:
+            full = np.zeros((len(V), int(total.shape[0])), dtype=V.dtype)
+            full[:, targets] = V
+            V = full
+        Vt, block, total = self.operand(V).T, self.tensor(block), self.tensor(total)
+        with self._one_thread():
+            self.torch.addmm(total, Vt, block, out=total)
+
+    def block_times(self, block: Any, B: Any, out: NDArray | None = None) -> NDArray:
+        """``block @ B`` (B from :meth:`operand`) on the host, into ``out`` when given."""
+        with self._one_thread():
+            product = self.tensor(block) @ B
+        if out is None:
+            return self.host(product)
+        self.torch.from_numpy(out).copy_(product)
+        return out
+
+    def take(self, block: Any, columns: Any, out: NDArray) -> None:
+        """``out = block[:, columns]`` on the host (columns from :meth:`operand`)."""
+        with self._one_thread():
+            picked = self.tensor(block).index_select(1, columns)  # block[:, columns] is far slower
+        self.torch.from_numpy(out).copy_(picked)
+
+
+class _HostMath(_TorchMath):
+    """The products of a pass with NumPy blocks (in RAM, read from the store, or streamed to the host),
+    in the blocks' own dtype, into host buffers: torch's CPU kernels on the arrays' memory. For the shapes
+    of a pass (a few dozen rows against k x m weights or sums) they ran about twice as fast here as
+    NumPy's BLAS (docs/benchmarks.md)."""
 
     def __init__(self, dtype: np.dtype) -> None:
+        super().__init__("cpu")
         self.dtype = dtype
 
     def zeros(self, rows: int, columns: int) -> NDArray:
@@ -210,99 +299,30 @@ class _NumpyMath:
         return np.empty((rows, columns), self.dtype)
 
     def batch(self, rows: Any) -> NDArray:
-        """A streamed batch as a block."""
         return np.asarray(rows, dtype=self.dtype)
 
-    def operand(self, a: NDArray) -> NDArray:
-        """A host array (weights, columns) as the products with blocks take it."""
-        return a
-
-    def host(self, a: NDArray) -> NDArray:
-        return a
-
-    def tensor(self, block: NDArray) -> Any:
-        """The block as a torch tensor (sharing its memory), for code that computes in torch."""
-        import torch
-
-        return torch.from_numpy(np.ascontiguousarray(block))
-
-    def vt_block(self, V: NDArray, block: NDArray, out: NDArray) -> None:
-        """``out = V' block`` for the block's rows of V (rows x k, on the host)."""
-        np.dot(V.T, block, out=out)
-
-    def add_rows(self, total: NDArray, part: NDArray, targets: NDArray[np.intp] | None) -> None:
-        """``total[targets] += part`` (every row of total when ``targets`` is None)."""
-        if targets is None:
-            np.add(total, part, out=total)
-            return
-        for i, target in enumerate(targets):
-            np.add(total[target], part[i], out=total[target])
-
-    def block_times(self, block: NDArray, B: NDArray, out: NDArray | None = None) -> NDArray:
-        """``block @ B`` (B from :meth:`operand`) on the host, into ``out`` when given."""
-        return np.dot(block, B, out=out)
-
-    def take(self, block: NDArray, columns: NDArray[np.intp], out: NDArray) -> None:
-        """``out = block[:, columns]`` on the host (columns from :meth:`operand`)."""
-        np.take(block, columns, axis=1, out=out)
-
-
-class _TorchMath:
-    """The products of a pass with torch blocks, on their device, in float32 (a streamed layer whose rows
-    stay where the network computed them): only the sums a pass returns and the scores (rows x targets)
-    reach the host, so on a GPU no activation leaves it. The blocks are cut as NumPy's are, and the sums
-    added in the same order; only the products' own rounding differs (torch's kernels, not BLAS's).
-    """
-
-    def __init__(self, device: Any) -> None:
-        import torch
-
-        self.torch = torch
-        self.device = torch.device(device)
-
-    def zeros(self, rows: int, columns: int) -> Any:
-        return self.torch.zeros((rows, columns), dtype=self.torch.float32, device=self.device)
-
-    def empty(self, rows: int, columns: int) -> Any:
-        return self.torch.empty((rows, columns), dtype=self.torch.float32, device=self.device)
-
-    def batch(self, rows: Any) -> Any:
-        return self.torch.as_tensor(rows, dtype=self.torch.float32, device=self.device)
-
     def operand(self, a: NDArray) -> Any:
-        return self.torch.as_tensor(np.ascontiguousarray(a), device=self.device)
+        return self.torch.from_numpy(np.ascontiguousarray(a))
 
     def host(self, a: Any) -> NDArray:
-        return a.cpu().numpy()
+        return a if isinstance(a, np.ndarray) else a.numpy()
 
     def tensor(self, block: Any) -> Any:
-        return block
-
-    def vt_block(self, V: NDArray, block: Any, out: Any) -> None:
-        self.torch.mm(self.operand(V).T, block, out=out)
-
-    def add_rows(self, total: Any, part: Any, targets: NDArray[np.intp] | None) -> None:
-        if targets is None:
-            total.add_(part)
-        else:
-            total.index_add_(0, self.operand(targets), part)
+        return self.torch.from_numpy(block) if isinstance(block, np.ndarray) else block
 
     def block_times(self, block: Any, B: Any, out: NDArray | None = None) -> NDArray:
-        product = block @ B
-        if out is None:
-            return self.host(product)
-        self.torch.from_numpy(out).copy_(product)
+        with self._one_thread():
+            if out is None:
+                return (self.tensor(block) @ B).numpy()
+            self.torch.mm(self.tensor(block), B, out=self.torch.from_numpy(out))
         return out
 
-    def take(self, block: Any, columns: Any, out: NDArray) -> None:
-        self.torch.from_numpy(out).copy_(block.index_select(1, columns))  # block[:, columns] is far slower
 
-
-def _pass_math(X: Any, dtype: np.dtype) -> _NumpyMath | _TorchMath:
+def _pass_math(X: Any, dtype: np.dtype) -> _HostMath | _TorchMath:
     """Torch's products on the device of a streamed layer whose rows are tensors there (its
-    ``rows_device``), NumPy's for every other matrix."""
+    ``rows_device``), on host arrays for every other matrix."""
     device = getattr(X, "rows_device", None)
-    return _NumpyMath(dtype) if device is None else _TorchMath(device)
+    return _HostMath(dtype) if device is None else _TorchMath(device)
 
 
 def _power_of_two(n: int, up: bool = False) -> int:
@@ -378,7 +398,8 @@ _BLAS = _BlasThreads()
 
 
 def _legacy_passes() -> bool:
-    """Whether passes run as before the split (one thread, BLAS's threads per product), to compare."""
+    """Whether passes run as before the split (one thread, the kernels' own threads per product), to
+    compare."""
     return os.environ.get(_PASSES_ENV) == "blas"
 
 
@@ -599,12 +620,13 @@ def fit_shared(
     n_components, block_bytes : int
         As for :class:`PLS`.
     max_bytes : int, optional
-        Budget for the working state, about ``(2 n_components + 5 + 4 threads) m`` values of the compute dtype
+        Budget for the working state, about ``(2 n_components + 5 + 6 threads) m`` values of the compute dtype
         per target (weights, loadings, cross-products, means, the sums of a pass, and per thread of a pass its
-        partial sums and two rows of each block of X it reads). Targets are fitted in groups that fit in
-        it, each group costing its own ``n_components + 1`` passes. By default the larger of 1 GiB and half
-        of X (in the compute dtype; a streamed X takes no memory, so 1 GiB). Each fitted model keeps
-        ``(3 n_components + 2) m`` values (weights, loadings, rotations, VIP and means) after the fit.
+        partial sums, its product buffer and four rows of each block of X it reads). Targets are fitted in
+        groups that fit in it, each group costing its own ``n_components + 1`` passes. By default the larger
+        of 1 GiB and half of X (in the compute dtype; a streamed X takes no memory, so 1 GiB). Each fitted
+        model keeps ``(3 n_components + 2) m`` values (weights, loadings, rotations, VIP and means) after the
+        fit.
 
     Returns
     -------
@@ -634,13 +656,14 @@ def fit_shared(
         return []
     _check_n_components(n_components)
     itemsize = blocks.dtype.itemsize
-    per_target = (2 * n_components + 5 + 4 * _pass_threads(blocks)) * blocks.m * itemsize
+    per_target = (2 * n_components + 5 + 6 * _pass_threads(blocks)) * blocks.m * itemsize
     per_target += (n_components + 4) * n * 8
     held = 0 if blocks.streamed else n * blocks.m * itemsize  # a streamed X is not in memory at all
     budget = max(_MIN_STATE_BYTES, held // 2) if max_bytes is None else max_bytes
     n_groups = -(-n_targets // max(1, budget // per_target))
-    # Blocks of at least 2 rows per target: 40-column products on 16 rows ran at half speed here.
-    blocks = _RowBlocks(X, block_bytes, min_rows=max(_MIN_BLOCK_ROWS, 2 * -(-n_targets // n_groups)))
+    # Blocks of at least 4 rows per target: each block is multiplied by the k x m weights and adds into
+    # k x m sums, whose traffic fewer rows per block do not amortise (see docs/benchmarks.md).
+    blocks = _RowBlocks(X, block_bytes, min_rows=max(_MIN_BLOCK_ROWS, 4 * -(-n_targets // n_groups)))
     results: list[PLS | ProbeInputError] = []
     for group in np.array_split(np.arange(n_targets), n_groups):
         models = [PLS(n_components, block_bytes=block_bytes) for _ in group]
@@ -898,18 +921,20 @@ def _scores_and_cross(
 
 
 class _Subsets:
-    """Rows of a matrix picked by index, the last pick kept: consecutive blocks mostly serve the same
-    targets, and copying the picked rows of W for every block would cost as much as the products. W is
-    where the blocks are (an ndarray, or a tensor on their device)."""
+    """Rows of a matrix picked by index, each thread's last pick kept: consecutive blocks mostly serve the
+    same targets, and copying the picked rows of W for every block would cost as much as the products.
+    The pick is the thread's own, since a pass's threads read different blocks at once. W is where the
+    blocks are (an ndarray, or a tensor on their device)."""
 
     def __init__(self, W: Any) -> None:
         self.W = W
-        self.picked: tuple[NDArray[np.intp], Any] | None = None
+        self._last = threading.local()
 
     def rows(self, index: NDArray[np.intp]) -> Any:
-        if self.picked is None or not np.array_equal(self.picked[0], index):
-            self.picked = (index, self.W[index])
-        return self.picked[1]
+        picked = getattr(self._last, "picked", None)
+        if picked is None or not np.array_equal(picked[0], index):
+            picked = self._last.picked = (index, self.W[index])
+        return picked[1]
 
 
 def _accumulate_vtx(
@@ -921,20 +946,18 @@ def _accumulate_vtx(
     """``V'X`` (k x m) in one pass, where ``weights(rows, block, targets)`` gives the block's rows of V
     (rows x k, or only the columns ``targets`` when that is not None).
 
-    ``support`` (n x k) says which entries of V may be nonzero: each target's rows. A block's product then
-    runs over the targets that have rows in it only, so a pass costs the rows each target fits on, not the
-    union's rows times the targets (the train draws of a study overlap little). Each block's product goes
-    into a reused buffer (no fresh m-sized temporary per block, which costs more than the product itself on
-    wide layers). The products use ``np.dot``, which releases the GIL around BLAS; ``np.matmul`` of one
-    matrix by a vector held it here, so a pass's threads took turns. V is on the host; the products and
-    the sums are where the blocks are (``blocks.math``), and the sum comes back to the host.
+    ``support`` (n x k) says which entries of V may be nonzero: each target's rows. ``weights`` is then
+    asked for the targets that have rows in the block only (the scores of a pass are products too), and a
+    block no target fits on is skipped. Each block's product adds into its thread's sums in place
+    (:meth:`_TorchMath.add_vt`). V is on the host; the products and the
+    sums are where the blocks are (``blocks.math``), and the sum comes back to the host.
     """
     math = blocks.math
     acc = math.zeros(k, blocks.m)
 
     def worker() -> Callable[[slice], Any]:
         read = blocks.reader()
-        partial, buffer = math.zeros(k, blocks.m), math.empty(k, blocks.m)
+        partial = math.zeros(k, blocks.m)
 
         def accumulate(chunk: slice) -> Any:
             partial[...] = 0
@@ -946,9 +969,7 @@ def _accumulate_vtx(
                         targets = None
                     elif len(targets) == 0:  # rows no target fits on: in no sum
                         continue
-                out = buffer if targets is None else buffer[: len(targets)]
-                math.vt_block(weights(rows, block, targets), block, out)
-                math.add_rows(partial, out, targets)
+                math.add_vt(partial, weights(rows, block, targets), block, targets)
             return partial
 
         return accumulate

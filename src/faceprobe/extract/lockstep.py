@@ -15,7 +15,7 @@ same blocks whatever the source, a streamed layer is fitted exactly as the same 
 Where the network runs on an accelerator, the rows stay there as torch tensors and the passes' products
 run on it (:class:`faceprobe.pls._TorchMath`): only the fits' sums and scores reach the host. On the CPU
 they become NumPy arrays, as held and stored layers are, which keeps the three fits equal to the last bit
-(torch's products round differently). ``FACEPROBE_PASS_BACKEND=torch`` (or ``numpy``) forces either, e.g.
+(same blocks, same buffers, same kernels). ``FACEPROBE_PASS_BACKEND=torch`` (or ``numpy``) forces either, e.g.
 to test the torch passes on a CPU.
 """
 

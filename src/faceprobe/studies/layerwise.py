@@ -61,6 +61,8 @@ __all__ = [
 _EMPTY = np.zeros(0, dtype=np.intp)
 #: Largest matrix of units read from a stored layer in one pass (the units of several attributes).
 _UNITS_BYTES = 256 * 2**20
+#: Row blocks of :meth:`Readout.read` (measured fastest here; see docs/benchmarks.md).
+_READOUT_BLOCK_BYTES = 64 * 2**20
 
 
 def has_channels(shape: tuple[int, ...]) -> bool:
@@ -157,7 +159,7 @@ def fit_layer(
         for attribute, pls in layer_fits.items()
         if isinstance(pls, PLS)
     }
-    units: dict[str, tuple[NDArray, Sequence[NDArray]]] = {}
+    units: dict[str, _Units] = {}
     pending: dict[str, Future[tuple[_AttributeFit, _ReadoutEntries]]] = {}
     threads = _unit_fit_threads()
     with one_blas_thread(), ThreadPoolExecutor(threads) as pool:
@@ -174,11 +176,16 @@ def fit_layer(
             pending[attribute] = pool.submit(
                 _AttributeFit.fitted, attribute, sel, pls, picks[attribute], unit_values, shape, settings
             )
+    readouts = []
     for attribute, done in pending.items():  # registered in the attributes' order: the same readout
         fits[attribute], entries = done.result()
         entries.into(readout)
+        readouts.append(entries)
+    known = readout.read(X)
+    for entries in readouts:
+        entries.fill(readout, known)
     fits = {attribute: fits[attribute] for attribute in attributes}
-    return LayerFit(shape, dict(attributes), fits, readout, readout.read(X))
+    return LayerFit(shape, dict(attributes), fits, readout, known)
 
 
 def _wait_until_running(futures: Iterable[Future], limit: int) -> None:
@@ -202,23 +209,35 @@ _MAX_UNIT_FIT_THREADS = 8
 
 class _ReadoutEntries:
     """What one attribute's probes will need from the :class:`Readout`, collected while they are fitted
-    (possibly in a thread of their own) and added to the layer's readout in a fixed order afterwards."""
+    (possibly in a thread of their own) and added to the layer's readout in a fixed order afterwards, with
+    the readouts of the unit parts on the attribute's evaluation rows of X, computed from its units."""
 
-    def __init__(self) -> None:
-        self._entries: list[tuple[str, tuple, Any]] = []
+    def __init__(self, known_rows: NDArray[np.intp]) -> None:
+        self.known_rows = known_rows
+        self._entries: list[tuple[str, tuple, Any, NDArray | None]] = []
 
-    def project(self, key: tuple, pls: PLS, columns: NDArray | None = None) -> None:
-        self._entries.append(("project", key, (pls, columns)))
+    def project(
+        self, key: tuple, pls: PLS, columns: NDArray | None = None, known: NDArray | None = None
+    ) -> None:
+        """``known``: the scores of the known rows (every row of X for the layer PLS, read by
+        :meth:`Readout.read`, so None then)."""
+        self._entries.append(("project", key, (pls, columns), known))
 
-    def gather(self, key: tuple, columns: NDArray) -> None:
-        self._entries.append(("gather", key, columns))
+    def gather(self, key: tuple, columns: NDArray, known: NDArray) -> None:
+        self._entries.append(("gather", key, columns, known))
 
     def into(self, readout: Readout) -> None:
-        for what, key, args in self._entries:
+        for what, key, args, _ in self._entries:
             if what == "project":
                 readout.project(key, *args)
             else:
                 readout.gather(key, args)
+
+    def fill(self, readout: Readout, known: NDArray[np.float32]) -> None:
+        """Write the parts' readouts of the known rows into ``known`` (rows of X x readout columns)."""
+        for _, key, _, values in self._entries:
+            if values is not None:
+                known[self.known_rows, readout.slices[key]] = values
 
 
 class Readout:
@@ -247,8 +266,7 @@ class Readout:
 
     def project(self, key: tuple, pls: PLS, columns: NDArray | None = None) -> None:
         """Add ``pls``'s scores of the layer's ``columns`` (None: the whole layer) under ``key``."""
-        rotations = pls.x_rotations_.astype(np.float32)
-        offset = pls.x_mean_.astype(np.float32) @ rotations
+        rotations, offset = _projection(pls)
         where = self._add(key, rotations.shape[1])
         if columns is None:
             self._whole.append((rotations, offset, where))
@@ -259,14 +277,17 @@ class Readout:
         """Add the layer's ``columns`` themselves under ``key``."""
         self._parts.append((np.asarray(columns, dtype=np.int64), None, None, self._add(key, len(columns))))
 
+    def _whole_at(self) -> NDArray[np.intp]:
+        """The readout columns of the layer-wide PLS scores."""
+        return np.concatenate([np.arange(s.start, s.stop) for _, _, s in self._whole])
+
     def _tensors(self, device: torch.device) -> tuple[Any, ...]:
         if self._cache is None or self._cache[0] != device:
             whole = None
             if self._whole:
                 rotations = np.concatenate([r for r, _, _ in self._whole], axis=1)
                 offsets = np.concatenate([o for _, o, _ in self._whole])
-                at = np.concatenate([np.arange(s.start, s.stop) for _, _, s in self._whole])
-                whole = tuple(torch.from_numpy(a).to(device) for a in (rotations, offsets, at))
+                whole = tuple(torch.from_numpy(a).to(device) for a in (rotations, offsets, self._whole_at()))
             parts = [
                 (*(None if a is None else torch.from_numpy(a).to(device) for a in part[:3]), part[3])
                 for part in self._parts
@@ -288,13 +309,28 @@ class Readout:
         return out
 
     def read(self, X: Any) -> NDArray[np.float32]:
-        """The readout of every row of X (an array, a stored or a streamed layer), in one pass of row
-        blocks, computed where the blocks are."""
-        out = np.empty((int(X.shape[0]), self.width), dtype=np.float32)
-        blocks = _RowBlocks(X, _DEFAULT_BLOCK_BYTES)
+        """The layer PLS scores of every row of X (an array, a stored or a streamed layer), in one pass of
+        row blocks, computed where the blocks are; NaN in the columns of the unit parts, whose readouts
+        of X's rows the attributes' fits compute from the units they read (:meth:`_ReadoutEntries.fill`).
+
+        The blocks are larger than a PLS pass's: each one is multiplied by every attribute's rotations,
+        which would otherwise be read again for every few rows."""
+        out = np.full((int(X.shape[0]), self.width), np.nan, dtype=np.float32)
+        if not self._whole:
+            return out
+        at = self._whole_at()
+        blocks = _RowBlocks(X, _READOUT_BLOCK_BYTES)
         for rows, block in blocks:
-            torch.from_numpy(out[rows]).copy_(self(blocks.math.tensor(block)))
+            block = blocks.math.tensor(block).float()
+            _, (rotations, offsets, _), _ = self._tensors(block.device)
+            out[rows, at] = (block @ rotations - offsets).cpu().numpy()
         return out
+
+
+def _projection(pls: PLS) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """A fitted PLS's scores as ``x @ rotations - offset`` in float32: how every readout computes them."""
+    rotations = pls.x_rotations_.astype(np.float32)
+    return rotations, pls.x_mean_.astype(np.float32) @ rotations
 
 
 @dataclass
@@ -319,16 +355,15 @@ class _AttributeFit:
         sel: AttributeRows,
         pls: PLS,
         picks: _Picks,
-        units: tuple[NDArray, Sequence[NDArray]],
+        units: _Units,
         shape: tuple[int, ...],
         settings: tuple[int, bool],
     ) -> tuple[_AttributeFit, _ReadoutEntries]:
-        """Fit the attribute's unit probes on the units read for it (their values on its train rows, and
-        their ``positions`` there: channel, neuron and sampled columns), with what scoring will need from
-        the readout."""
+        """Fit the attribute's unit probes on the units read for it, with what scoring will need from the
+        readout, and the unit parts' readouts of its evaluation rows that are rows of X."""
         n_components, single_units = settings
-        readout = _ReadoutEntries()
-        U_train, (channel_at, neuron_at, sampled_at) = units
+        readout = _ReadoutEntries(units.known_rows)
+        channel_at, neuron_at, sampled_at = units.positions
         channel_cols = picks.columns(shape)[0]
         readout.project(("layer", attribute), pls)
         probes = [("layer", 0, -1, _qda(pls.x_scores_, _train_labels(sel), sel.kind), ("layer", attribute))]
@@ -337,11 +372,12 @@ class _AttributeFit:
             """PLS + QDA on some units: the PLS read out by its scores, QDA fitted on the train scores."""
             try:
                 fitted = PLS(min(n_components, len(at))).fit(
-                    np.take(U_train, at, axis=1), _pls_target(sel.kind, sel.y_train)
-                )  # in row order: ``U_train[:, at]`` is column-ordered, and passes over it are slow
+                    np.take(units.train, at, axis=1), _pls_target(sel.kind, sel.y_train)
+                )  # in row order: ``units.train[:, at]`` is column-ordered, and passes over it are slow
             except ProbeInputError as err:
                 return err
-            readout.project(key, fitted, columns)
+            rotations, offset = _projection(fitted)
+            readout.project(key, fitted, columns, np.take(units.known, at, axis=1) @ rotations - offset)
             return _qda(fitted.x_scores_, sel.y_train, sel.kind)
 
         channels = picks.channels
@@ -349,8 +385,8 @@ class _AttributeFit:
             key = ("channels", attribute)
             probes.append(("channels", len(channels), -1, through_pls(key, channel_at, channel_cols), key))
         key = ("neurons", attribute)
-        readout.gather(key, picks.neurons)
-        neurons = _qda(U_train[:, neuron_at], sel.y_train, sel.kind)
+        readout.gather(key, picks.neurons, units.known[:, neuron_at])
+        neurons = _qda(units.train[:, neuron_at], sel.y_train, sel.kind)
         probes.append(("neurons", len(picks.neurons), -1, neurons, key))
         if single_units:
             per_channel = len(channel_at) // max(1, len(channels))
@@ -361,14 +397,14 @@ class _AttributeFit:
                     ("channel", 1, int(channel), through_pls(key, channel_at[part], channel_cols[part]), key)
                 )
         if len(picks.sampled):
-            readout.gather(("sampled", attribute), picks.sampled)
+            readout.gather(("sampled", attribute), picks.sampled, units.known[:, sampled_at])
         fit = cls(
             probes,
             pls.vip_,
             picks.neurons,
-            U_train[:, neuron_at] if single_units else None,
+            units.train[:, neuron_at] if single_units else None,
             picks.sampled,
-            U_train[:, sampled_at],
+            units.train[:, sampled_at],
         )
         return fit, readout
 
@@ -529,20 +565,37 @@ def _train_labels(sel: AttributeRows) -> NDArray:
     return np.asarray(sel.y_train)[np.argsort(sel.train, kind="stable")]
 
 
+@dataclass(frozen=True)
+class _Units:
+    """The columns of X one attribute's picks read: their values on its train rows, and on its evaluation
+    rows that are rows of X (``known_rows``, read out from these values instead of from X), with each
+    pick's columns within them (``positions``: channel, neuron and sampled columns)."""
+
+    train: NDArray[np.float32]
+    known: NDArray[np.float32]
+    known_rows: NDArray[np.intp]
+    positions: list[NDArray[np.intp]]
+
+
+def _known_rows(sel: AttributeRows, n_rows: int) -> NDArray[np.intp]:
+    """The attribute's evaluation rows (every split) that are rows of X, sorted and unique."""
+    rows = np.unique(np.concatenate([rows for rows, _ in sel.evaluations().values()]).astype(np.intp))
+    return rows[rows < n_rows]
+
+
 def _read_units(
     X: Any,
     shape: tuple[int, ...],
     picks: Mapping[str, _Picks],
     attributes: Mapping[str, AttributeRows],
     first: str,
-) -> dict[str, tuple[NDArray, list[NDArray]]]:
-    """The columns of X that ``first`` and the attributes after it pick, on each one's train rows, as
-    (values, positions) per attribute.
+) -> dict[str, _Units]:
+    """The columns of X that ``first`` and the attributes after it pick, on each one's train and known
+    evaluation rows.
 
-    ``positions`` are the attribute's channel, neuron and sampled columns within ``values``. An in-memory X
-    is indexed for ``first`` alone, its train rows only; any other X costs a pass to read, so it is read once
-    for as many of the following attributes as ``_UNITS_BYTES`` holds (at least ``first``), every row, and
-    each attribute then takes its train rows.
+    An in-memory X is indexed for ``first`` alone, on those rows only; any other X costs a pass to read,
+    so it is read once for as many of the following attributes as ``_UNITS_BYTES`` holds (at least
+    ``first``), every row, and each attribute then takes its rows.
     """
     names = list(picks)
     requested: dict[str, tuple[NDArray, NDArray, NDArray]] = {}
@@ -555,11 +608,28 @@ def _read_units(
         if requested and X.shape[0] * union.size * 4 > _UNITS_BYTES:
             break
         requested[attribute], wanted = columns, union
-    if isinstance(X, np.ndarray):  # both axes at once: row-ordered, and no row that is not fitted on
-        values = X[np.ix_(attributes[first].train, wanted)].astype(np.float32, copy=False)
-        return {first: (values, _positions(wanted, requested[first]))}
+    n_rows = int(X.shape[0])
+    if isinstance(X, np.ndarray):  # only the rows used, row-ordered
+        train, known = attributes[first].train, _known_rows(attributes[first], n_rows)
+        values = _gather(X, np.concatenate([train, known]), wanted)
+        positions = _positions(wanted, requested[first])
+        return {first: _Units(values[: len(train)], values[len(train) :], known, positions)}
     values = _read_columns(X, wanted)
-    return {a: (values[attributes[a].train], _positions(wanted, c)) for a, c in requested.items()}
+    units = {}
+    for attribute, columns in requested.items():
+        known = _known_rows(attributes[attribute], n_rows)
+        train = values[attributes[attribute].train]
+        units[attribute] = _Units(train, values[known], known, _positions(wanted, columns))
+    return units
+
+
+def _gather(X: NDArray, rows: NDArray[np.intp], columns: NDArray[np.intp]) -> NDArray[np.float32]:
+    """``X[np.ix_(rows, columns)]`` in float32, a row at a time: NumPy's index on both axes took twice as
+    long here."""
+    out = np.empty((len(rows), len(columns)), dtype=np.float32)
+    for i, row in enumerate(rows):
+        out[i] = X[row].take(columns)
+    return out
 
 
 def _positions(wanted: NDArray[np.intp], columns: Sequence[NDArray]) -> list[NDArray[np.intp]]:
