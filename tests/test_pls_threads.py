@@ -114,7 +114,11 @@ def test_results_do_not_depend_on_the_threads_of_a_pass(monkeypatch, two_blas_th
     old = PLS(4).fit(X, y)
     for name in ("x_weights_", "x_loadings_", "x_scores_", "x_rotations_", "vip_"):
         np.testing.assert_array_equal(getattr(split, name), getattr(single, name), err_msg=name)
-        np.testing.assert_allclose(getattr(split, name), getattr(old, name), rtol=1e-5, err_msg=name)
+        # the kernels' own threads add in an order of their own: equal up to float32 rounding, which the
+        # later components' small weights amplify (relative to the largest value, not to each one)
+        reference = getattr(old, name)
+        scale = 1e-4 * np.abs(reference).max()
+        np.testing.assert_allclose(getattr(split, name), reference, rtol=1e-5, atol=scale, err_msg=name)
     np.testing.assert_array_equal(split.transform(X), single.transform(X))
 
 

@@ -9,6 +9,7 @@ import pytest
 from faceprobe.results import RESULT_COLUMNS, STABLE_COLUMNS, read_results, to_frame, write_results
 from faceprobe.studies import layerwise
 from faceprobe.studies.layerwise import AttributeRows, probe_layer
+from faceprobe.studies.units import sample_by_vip
 
 
 def _layer_with_channel_signal(n=600, shape=(6, 4, 4), seed=0):
@@ -55,12 +56,13 @@ class _StoredLayer:
         return self.X[rows]
 
 
-@pytest.mark.parametrize(("units_bytes", "unit_reads"), [(2**30, 1), (1, 3)])
+@pytest.mark.parametrize(("units_bytes", "unit_reads"), [(2**30, 0), (1, 2)])
 def test_a_stored_layer_gives_the_rows_of_the_same_layer_in_memory(monkeypatch, units_bytes, unit_reads):
-    # The units of every attribute are read in as few passes as the budget allows (one, or one each).
+    # The units of every attribute are read in as few passes as the budget allows: with the projection's
+    # pass, or the first attribute's there and one more pass for each other.
     X, shape, rows = _layer_with_channel_signal()
     rows["B"] = rows["A"]
-    monkeypatch.setattr(layerwise, "_UNITS_BYTES", units_bytes)
+    monkeypatch.setattr(layerwise, "UNITS_BYTES", units_bytes)
     stored = _StoredLayer(X)
     ours = probe_layer(stored, shape, rows, k=2, vip_study=5)
     expected = probe_layer(stored.X.astype(np.float32), shape, rows, k=2, vip_study=5)
@@ -68,7 +70,37 @@ def test_a_stored_layer_gives_the_rows_of_the_same_layer_in_memory(monkeypatch, 
         pd.testing.assert_frame_equal(
             pd.DataFrame(getattr(ours, table)), pd.DataFrame(getattr(expected, table))
         )
-    assert stored.passes == 8 + 1 + 1 + unit_reads  # PLS(8) + its means, the projection, the units
+    assert stored.passes == 8 + 1 + 1 + unit_reads  # PLS(8) + its means, the projection, more units
+
+
+def _sample_by_definition(vip, n, rng):
+    """Fig. 5.9's sample as defined: neurons in a stable argsort of VIP (ties by index), a uniform VIP
+    target each, the nearest free neuron in that order taken."""
+    order = np.argsort(vip, kind="stable")
+    ranked = vip[order]
+    taken, picked = np.zeros(len(vip), dtype=bool), []
+    for target in np.sort(rng.uniform(ranked[0], ranked[-1], size=min(n, len(vip)))):
+        lo = hi = int(np.clip(np.searchsorted(ranked, target), 0, len(vip) - 1))
+        while taken[lo] and taken[hi]:
+            lo, hi = max(lo - 1, 0), min(hi + 1, len(vip) - 1)
+        nearer_below = target - ranked[lo] <= ranked[hi] - target
+        choice = lo if not taken[lo] and (taken[hi] or nearer_below) else hi
+        taken[choice] = True
+        picked.append(order[choice])
+    return np.array(picked)
+
+
+def test_the_vip_study_samples_the_neurons_its_definition_names_ties_and_all():
+    # Dead neurons share VIP 0 and saturated ones another value: ties are where a shortcut would differ.
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        m = int(rng.integers(1, 300))
+        vip = rng.gamma(0.5, size=m).astype(np.float32)
+        vip[rng.random(m) < 0.3], vip[rng.random(m) < 0.2] = 0.0, 1.5
+        n = int(rng.integers(1, 80))
+        ours = sample_by_vip(vip, n, np.random.default_rng(trial))
+        np.testing.assert_array_equal(ours, _sample_by_definition(vip, n, np.random.default_rng(trial)))
+        assert len(set(ours.tolist())) == len(ours) == min(n, m)
 
 
 def test_constant_layer_gives_nan_rows_with_the_reason():

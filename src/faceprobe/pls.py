@@ -737,7 +737,9 @@ def _target_error(y: NDArray, n_components: int, n_features: int) -> ProbeInputE
 
 @dataclass
 class _Target:
-    """One model's state in a lockstep fit: each pass fills a column of W, P, T and C."""
+    """One model's state in a lockstep fit: each pass fills a row of W and P (components x features: each
+    component's m values together, which the per-component updates read and write whole) and a column of
+    T and C."""
 
     index: int  # its slot in the result list
     columns: slice  # its columns of the cross-products M and of the deflated targets
@@ -797,8 +799,8 @@ def _fit_lockstep(
             rows=rows,
             mean_row=int(mean_row),
             y_mean=y.mean(axis=0),
-            W=np.zeros((m, n_components), dtype=dtype),
-            P=np.zeros((m, n_components), dtype=dtype),
+            W=np.zeros((n_components, m), dtype=dtype),
+            P=np.zeros((n_components, m), dtype=dtype),
             T=np.zeros((n, n_components)),
             C=np.zeros((width, n_components)),
         )
@@ -835,9 +837,7 @@ def _fit_lockstep(
         for j, t in enumerate(active):
             W[j] = _dominant_direction(M[t.columns].T)
             # Implicit centring and deflation: t = X w - (mean w + T_prev P_prev' w).
-            offset[:, j] = float(means[t.mean_row] @ W[j]) + t.T[:, :k] @ (t.P[:, :k].T @ W[j]).astype(
-                np.float64
-            )
+            offset[:, j] = float(means[t.mean_row] @ W[j]) + t.T[:, :k] @ (t.P[:k] @ W[j]).astype(np.float64)
         keep = None if masks is None else indicators[:, [t.mean_row for t in active]]
         scores, xt = _scores_and_cross(blocks, W, offset, keep)
         for j, t in enumerate(active):
@@ -847,12 +847,12 @@ def _fit_lockstep(
                 continue
             # (X - mean)'t = X't - mean * sum(t); sum(t) is ~0 but not exactly.
             x_t = xt[j] - means[t.mean_row] * dtype.type(s.sum())
-            t.P[:, k] = (x_t - t.P[:, :k] @ (t.T[:, :k].T @ s).astype(dtype)) / dtype.type(tt)
+            t.P[k] = (x_t - (t.T[:, :k].T @ s).astype(dtype) @ t.P[:k]) / dtype.type(tt)
             ty = s @ Yd[:, t.columns]
             t.C[:, k] = ty / tt
             Yd[:, t.columns] -= np.outer(s, t.C[:, k])
-            M[t.columns] -= np.outer(ty.astype(dtype), t.P[:, k])
-            t.W[:, k], t.T[:, k] = W[j], s
+            M[t.columns] -= np.outer(ty.astype(dtype), t.P[k])
+            t.W[k], t.T[:, k] = W[j], s
             t.k += 1
 
     for t in targets:
@@ -867,19 +867,18 @@ def _fit_lockstep(
 
 def _set_fitted(model: PLS, target: _Target, mean: NDArray) -> None:
     a = target.k
-    full = a == target.W.shape[1]
     model.n_components_ = a
     model.x_mean_ = mean
     model.y_mean_ = target.y_mean
-    model.x_weights_ = target.W if full else target.W[:, :a]
-    model.x_loadings_ = target.P if full else target.P[:, :a]
+    model.x_weights_ = target.W[:a].T
+    model.x_loadings_ = target.P[:a].T
     scores = target.T[:, :a] if target.rows is None else target.T[target.rows, :a]
     model.x_scores_ = scores.astype(mean.dtype)
     model.y_loadings_ = target.C[:, :a]
     PW = model.x_loadings_.T.astype(np.float64) @ model.x_weights_.astype(np.float64)
     model.x_rotations_ = model.x_weights_ @ np.linalg.inv(PW).astype(mean.dtype)
     model.vip_ = vip_scores(model.x_weights_, model.x_scores_, model.y_loadings_)
-    model.n_features_in_ = target.W.shape[0]
+    model.n_features_in_ = target.W.shape[1]
 
 
 def _dominant_direction(M: NDArray) -> NDArray:

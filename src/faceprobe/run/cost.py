@@ -25,6 +25,7 @@ import numpy as np
 
 from faceprobe.errors import FaceprobeError
 from faceprobe.run.config import RunConfig
+from faceprobe.studies.layerwise import UNITS_BYTES
 
 __all__ = [
     "Rates",
@@ -192,6 +193,7 @@ def _unit_cost(
     train = images[0]
     disk = train * kept * stored_bytes if held == "store" else 0
     ram = features * state_per_feature + (train * kept * 4 if held == "ram" else 0)
+    ram += 2 * min(UNITS_BYTES, train * max(unit.features, default=0) * 4)  # a layer's unit matrices
     ram += config.run.batch_size * (features - kept) * 4 * (_QUEUED_BATCHES + 1)
     mode = held if not streamed else "stream" if kept == 0 else f"{held}+stream"
     forwards = 1 + (config.probe.components + 2) * bool(streamed)

@@ -33,7 +33,6 @@ from numpy.typing import NDArray
 
 from faceprobe.errors import ProbeInputError
 from faceprobe.pls import (
-    _DEFAULT_BLOCK_BYTES,
     PLS,
     _RowBlocks,
     channel_columns,
@@ -59,8 +58,9 @@ __all__ = [
 ]
 
 _EMPTY = np.zeros(0, dtype=np.intp)
-#: Largest matrix of units read from a stored layer in one pass (the units of several attributes).
-_UNITS_BYTES = 256 * 2**20
+#: Largest matrix of units read from a layer in one pass (the units of several attributes); the attributes
+#: then hold their rows of it, about as much again, until their unit probes are fitted.
+UNITS_BYTES = 256 * 2**20
 #: Row blocks of :meth:`Readout.read` (measured fastest here; see docs/benchmarks.md).
 _READOUT_BLOCK_BYTES = 64 * 2**20
 
@@ -137,10 +137,11 @@ def fit_layer(
     X may be an in-memory array or an on-disk one (a zarr array of the activation store): it is only ever
     read in row blocks. The layer PLS of all attributes share each pass over X
     (:func:`faceprobe.pls.fit_shared`, each attribute's train draw a row mask); the units each attribute's
-    VIP picks (top-k channels and neurons, the VIP study's sample) are then read once into a small matrix
-    and their probes fitted on it, attributes on as many threads as CPUs (their readouts registered in the
-    attributes' order, so results do not depend on the threads). One last pass reads, for every row of X,
-    what scoring needs (the :class:`Readout`): PLS scores and the picked neurons.
+    VIP picks (top-k channels and neurons, the VIP study's sample) are then read into a small matrix, in the
+    same pass that reads every row's layer PLS scores (the :class:`Readout`: what scoring needs), and
+    their probes fitted on it, attributes on as many threads as CPUs (their readouts registered in the
+    attributes' order, so results do not depend on the threads); each reads out its units on its
+    evaluation rows inside X.
 
     Rows of ``attributes`` index X's rows, then rows that follow them: evaluation images outside X, whose
     readouts come later (:meth:`LayerFit.score`). Every train row must be a row of X.
@@ -152,14 +153,17 @@ def fit_layer(
     layer_fits = _layer_pls(X, attributes, n_components)
     readout = Readout()
     fits: dict[str, _AttributeFit | ProbeInputError] = {}
-    picks = {
-        attribute: _Picks.of(
-            pls.vip_, shape, k, vip_study, np.random.default_rng([seed, zlib.crc32(attribute.encode())])
-        )
-        for attribute, pls in layer_fits.items()
-        if isinstance(pls, PLS)
-    }
-    units: dict[str, _Units] = {}
+    picks = {}
+    for attribute, pls in layer_fits.items():
+        if isinstance(pls, PLS):
+            rng = np.random.default_rng([seed, zlib.crc32(attribute.encode())])
+            picks[attribute] = _Picks.of(pls.vip_, shape, k, vip_study, rng)
+            readout.project(("layer", attribute), pls)
+    # One pass reads the layer PLS scores of every row and the units of the first attributes together.
+    requested, wanted = _unit_batch(X, shape, picks, next(iter(picks), None))
+    scores, values = readout.read(X, wanted)
+    units = _units_from(values, wanted, requested, attributes, n_rows)
+    del values  # each attribute holds its rows of it now
     pending: dict[str, Future[tuple[_AttributeFit, _ReadoutEntries]]] = {}
     threads = _unit_fit_threads()
     with one_blas_thread(), ThreadPoolExecutor(threads) as pool:
@@ -181,7 +185,8 @@ def fit_layer(
         fits[attribute], entries = done.result()
         entries.into(readout)
         readouts.append(entries)
-    known = readout.read(X)
+    known = np.full((n_rows, readout.width), np.nan, dtype=np.float32)
+    known[:, : scores.shape[1]] = scores  # the layer PLS scores come first in the readout
     for entries in readouts:
         entries.fill(readout, known)
     fits = {attribute: fits[attribute] for attribute in attributes}
@@ -308,23 +313,30 @@ class Readout:
             out[:, where] = picked if rotations is None else picked @ rotations - offset
         return out
 
-    def read(self, X: Any) -> NDArray[np.float32]:
-        """The layer PLS scores of every row of X (an array, a stored or a streamed layer), in one pass of
-        row blocks, computed where the blocks are; NaN in the columns of the unit parts, whose readouts
-        of X's rows the attributes' fits compute from the units they read (:meth:`_ReadoutEntries.fill`).
+    def read(self, X: Any, columns: NDArray[np.intp]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """The layer PLS scores of every row of X (an array, a stored or a streamed layer), with X's
+        ``columns``, in one pass of row blocks, computed where the blocks are. The scores come in the
+        readout's columns, NaN in those of unit parts (the attributes' fits read those out of their units
+        on the rows that need them, :meth:`_ReadoutEntries.fill`).
 
         The blocks are larger than a PLS pass's: each one is multiplied by every attribute's rotations,
         which would otherwise be read again for every few rows."""
-        out = np.full((int(X.shape[0]), self.width), np.nan, dtype=np.float32)
-        if not self._whole:
-            return out
-        at = self._whole_at()
+        n = int(X.shape[0])
+        scores = np.full((n, self.width), np.nan, dtype=np.float32)
+        values = np.empty((n, len(columns)), dtype=np.float32)
+        if not self._whole and not len(columns):
+            return scores, values
+        at = self._whole_at() if self._whole else _EMPTY
         blocks = _RowBlocks(X, _READOUT_BLOCK_BYTES)
+        picked = blocks.math.operand(columns)
         for rows, block in blocks:
-            block = blocks.math.tensor(block).float()
-            _, (rotations, offsets, _), _ = self._tensors(block.device)
-            out[rows, at] = (block @ rotations - offsets).cpu().numpy()
-        return out
+            if len(columns):
+                blocks.math.take(block, picked, values[rows])
+            if self._whole:
+                block = blocks.math.tensor(block).float()
+                _, (rotations, offsets, _), _ = self._tensors(block.device)
+                scores[rows, at] = (block @ rotations - offsets).cpu().numpy()
+        return scores, values
 
 
 def _projection(pls: PLS) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
@@ -365,7 +377,6 @@ class _AttributeFit:
         readout = _ReadoutEntries(units.known_rows)
         channel_at, neuron_at, sampled_at = units.positions
         channel_cols = picks.columns(shape)[0]
-        readout.project(("layer", attribute), pls)
         probes = [("layer", 0, -1, _qda(pls.x_scores_, _train_labels(sel), sel.kind), ("layer", attribute))]
 
         def through_pls(key: tuple, at: NDArray, columns: NDArray) -> Probe | ProbeInputError:
@@ -583,6 +594,39 @@ def _known_rows(sel: AttributeRows, n_rows: int) -> NDArray[np.intp]:
     return rows[rows < n_rows]
 
 
+def _unit_batch(
+    X: Any, shape: tuple[int, ...], picks: Mapping[str, _Picks], first: str | None
+) -> tuple[dict[str, tuple[NDArray, NDArray, NDArray]], NDArray[np.intp]]:
+    """``first`` and the attributes after it whose picked columns of every row of X ``UNITS_BYTES`` holds
+    (at least ``first``), with their columns, and the union of those columns."""
+    names = list(picks)
+    requested: dict[str, tuple[NDArray, NDArray, NDArray]] = {}
+    wanted = _EMPTY
+    for attribute in names[names.index(first) :] if first is not None else ():
+        columns = picks[attribute].columns(shape)
+        union = np.union1d(wanted, np.concatenate(columns)).astype(np.intp)
+        if requested and X.shape[0] * union.size * 4 > UNITS_BYTES:
+            break
+        requested[attribute], wanted = columns, union
+    return requested, wanted
+
+
+def _units_from(
+    values: NDArray[np.float32],
+    wanted: NDArray[np.intp],
+    requested: Mapping[str, tuple[NDArray, NDArray, NDArray]],
+    attributes: Mapping[str, AttributeRows],
+    n_rows: int,
+) -> dict[str, _Units]:
+    """Each requested attribute's units, taken from ``values``: X's ``wanted`` columns, every row."""
+    units = {}
+    for attribute, columns in requested.items():
+        known = _known_rows(attributes[attribute], n_rows)
+        train = values[attributes[attribute].train]
+        units[attribute] = _Units(train, values[known], known, _positions(wanted, columns))
+    return units
+
+
 def _read_units(
     X: Any,
     shape: tuple[int, ...],
@@ -590,37 +634,22 @@ def _read_units(
     attributes: Mapping[str, AttributeRows],
     first: str,
 ) -> dict[str, _Units]:
-    """The columns of X that ``first`` and the attributes after it pick, on each one's train and known
-    evaluation rows.
+    """The units of ``first`` and the attributes after it, beyond those read with the readout's pass.
 
-    An in-memory X is indexed for ``first`` alone, on those rows only; any other X costs a pass to read,
-    so it is read once for as many of the following attributes as ``_UNITS_BYTES`` holds (at least
-    ``first``), every row, and each attribute then takes its rows.
+    An in-memory X is indexed for ``first`` alone, on its train and known evaluation rows only; any other
+    X costs a pass to read, so it is read once for as many of the following attributes as
+    ``UNITS_BYTES`` holds, every row, and each attribute then takes its rows.
     """
-    names = list(picks)
-    requested: dict[str, tuple[NDArray, NDArray, NDArray]] = {}
-    wanted = _EMPTY
-    for attribute in names[names.index(first) :]:
-        if requested and isinstance(X, np.ndarray):
-            break
-        columns = picks[attribute].columns(shape)
-        union = np.union1d(wanted, np.concatenate(columns)).astype(np.intp)
-        if requested and X.shape[0] * union.size * 4 > _UNITS_BYTES:
-            break
-        requested[attribute], wanted = columns, union
     n_rows = int(X.shape[0])
     if isinstance(X, np.ndarray):  # only the rows used, row-ordered
+        columns = picks[first].columns(shape)
+        wanted = np.unique(np.concatenate(columns)).astype(np.intp)
         train, known = attributes[first].train, _known_rows(attributes[first], n_rows)
         values = _gather(X, np.concatenate([train, known]), wanted)
-        positions = _positions(wanted, requested[first])
+        positions = _positions(wanted, columns)
         return {first: _Units(values[: len(train)], values[len(train) :], known, positions)}
-    values = _read_columns(X, wanted)
-    units = {}
-    for attribute, columns in requested.items():
-        known = _known_rows(attributes[attribute], n_rows)
-        train = values[attributes[attribute].train]
-        units[attribute] = _Units(train, values[known], known, _positions(wanted, columns))
-    return units
+    requested, wanted = _unit_batch(X, shape, picks, first)
+    return _units_from(Readout().read(X, wanted)[1], wanted, requested, attributes, n_rows)
 
 
 def _gather(X: NDArray, rows: NDArray[np.intp], columns: NDArray[np.intp]) -> NDArray[np.float32]:
@@ -634,17 +663,6 @@ def _gather(X: NDArray, rows: NDArray[np.intp], columns: NDArray[np.intp]) -> ND
 
 def _positions(wanted: NDArray[np.intp], columns: Sequence[NDArray]) -> list[NDArray[np.intp]]:
     return [np.searchsorted(wanted, np.asarray(c, dtype=np.intp)) for c in columns]
-
-
-def _read_columns(X: Any, columns: NDArray[np.intp]) -> NDArray[np.float32]:
-    """``X[:, columns]`` in float32 of a stored or streamed X, read in one pass of row blocks, the columns
-    gathered where the blocks are."""
-    out = np.empty((X.shape[0], len(columns)), dtype=np.float32)
-    blocks = _RowBlocks(X, _DEFAULT_BLOCK_BYTES)
-    picked = blocks.math.operand(columns)
-    for rows, block in blocks:
-        blocks.math.take(block, picked, out[rows])
-    return out
 
 
 def _chance(sel: AttributeRows, metric: str, y: NDArray) -> float:
