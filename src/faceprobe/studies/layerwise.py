@@ -59,7 +59,7 @@ __all__ = [
 
 _EMPTY = np.zeros(0, dtype=np.intp)
 #: Largest matrix of units read from a layer in one pass (the units of several attributes); the attributes
-#: then hold their rows of it, about as much again, until their unit probes are fitted.
+#: then hold their own columns of it on their own rows, less again, until their unit probes are fitted.
 UNITS_BYTES = 256 * 2**20
 #: Row blocks of :meth:`Readout.read` (measured fastest here; see docs/benchmarks.md).
 _READOUT_BLOCK_BYTES = 64 * 2**20
@@ -618,12 +618,14 @@ def _units_from(
     attributes: Mapping[str, AttributeRows],
     n_rows: int,
 ) -> dict[str, _Units]:
-    """Each requested attribute's units, taken from ``values``: X's ``wanted`` columns, every row."""
+    """Each requested attribute's units, taken from ``values``: X's ``wanted`` columns, every row. Each
+    attribute keeps its own columns only, on its own rows."""
     units = {}
     for attribute, columns in requested.items():
-        known = _known_rows(attributes[attribute], n_rows)
-        train = values[attributes[attribute].train]
-        units[attribute] = _Units(train, values[known], known, _positions(wanted, columns))
+        own = np.unique(np.concatenate(columns)).astype(np.intp)
+        at, known = np.searchsorted(wanted, own), _known_rows(attributes[attribute], n_rows)
+        train = _gather(values, attributes[attribute].train, at)
+        units[attribute] = _Units(train, _gather(values, known, at), known, _positions(own, columns))
     return units
 
 
@@ -653,8 +655,8 @@ def _read_units(
 
 
 def _gather(X: NDArray, rows: NDArray[np.intp], columns: NDArray[np.intp]) -> NDArray[np.float32]:
-    """``X[np.ix_(rows, columns)]`` in float32, a row at a time: NumPy's index on both axes took twice as
-    long here."""
+    """``X[np.ix_(rows, columns)]`` in float32, a row at a time: NumPy's index on both axes, or the rows
+    and then the columns, took two to four times as long here."""
     out = np.empty((len(rows), len(columns)), dtype=np.float32)
     for i, row in enumerate(rows):
         out[i] = X[row].take(columns)
