@@ -61,7 +61,7 @@ _MIN_STATE_BYTES = 2**30  # fit_shared's default budget for its per-target state
 _MIN_SPLIT_BYTES = 8 * 2**20  # passes over less X run in the calling thread: threads would cost more
 _COPY_BYTES = 64 * 2**20  # a column-ordered X up to this size is copied in row order before its passes
 _CHUNK_BLOCKS = 8  # blocks a pass's thread takes at a time; its sums join the total once per chunk
-_MAX_WORKERS = 8  # threads of a pass, each holding two k x m sums; the passes are bound by memory
+_MAX_WORKERS = 8  # threads of a pass, each holding a k x m sum; the passes are bound by memory
 _PASSES_ENV = "FACEPROBE_PLS_PASSES"  # "blas": passes in one thread, products on their kernels' threads
 
 
@@ -304,8 +304,8 @@ class _HostMath(_TorchMath):
     def operand(self, a: NDArray) -> Any:
         return self.torch.from_numpy(np.ascontiguousarray(a))
 
-    def host(self, a: Any) -> NDArray:
-        return a if isinstance(a, np.ndarray) else a.numpy()
+    def host(self, a: NDArray) -> NDArray:
+        return a
 
     def tensor(self, block: Any) -> Any:
         return self.torch.from_numpy(block) if isinstance(block, np.ndarray) else block
@@ -620,9 +620,9 @@ def fit_shared(
     n_components, block_bytes : int
         As for :class:`PLS`.
     max_bytes : int, optional
-        Budget for the working state, about ``(2 n_components + 5 + 6 threads) m`` values of the compute dtype
+        Budget for the working state, about ``(2 n_components + 5 + 5 threads) m`` values of the compute dtype
         per target (weights, loadings, cross-products, means, the sums of a pass, and per thread of a pass its
-        partial sums, its product buffer and four rows of each block of X it reads). Targets are fitted in
+        partial sums and four rows of each block of X it reads). Targets are fitted in
         groups that fit in it, each group costing its own ``n_components + 1`` passes. By default the larger
         of 1 GiB and half of X (in the compute dtype; a streamed X takes no memory, so 1 GiB). Each fitted
         model keeps ``(3 n_components + 2) m`` values (weights, loadings, rotations, VIP and means) after the
@@ -656,7 +656,7 @@ def fit_shared(
         return []
     _check_n_components(n_components)
     itemsize = blocks.dtype.itemsize
-    per_target = (2 * n_components + 5 + 6 * _pass_threads(blocks)) * blocks.m * itemsize
+    per_target = (2 * n_components + 5 + 5 * _pass_threads(blocks)) * blocks.m * itemsize
     per_target += (n_components + 4) * n * 8
     held = 0 if blocks.streamed else n * blocks.m * itemsize  # a streamed X is not in memory at all
     budget = max(_MIN_STATE_BYTES, held // 2) if max_bytes is None else max_bytes

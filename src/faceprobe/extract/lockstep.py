@@ -5,7 +5,7 @@ picked units, the readouts) runs the images through the network again. Each laye
 a thread of its own; when every one of them waits for its next pass (or is finished), one forward pass
 over the images, stopped after the deepest layer asked for, serves them all, each batch handed to the
 layers' threads as it is computed. A group of layers therefore costs as many forward passes as its most
-demanding fit makes passes (``n_components + 3`` for a probe), and memory holds the fits' state and a few
+demanding fit makes passes (``n_components + 2`` for a probe), and memory holds the fits' state and a few
 batches per layer, whatever the number of images.
 
 The fits read a :class:`StreamedLayer` like any other matrix (:class:`faceprobe.pls.PLS` and the layer

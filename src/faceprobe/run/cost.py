@@ -196,7 +196,7 @@ def _unit_cost(
     ram += 2 * min(UNITS_BYTES, train * max(unit.features, default=0) * 4)  # a layer's unit matrices
     ram += config.run.batch_size * (features - kept) * 4 * (_QUEUED_BATCHES + 1)
     mode = held if not streamed else "stream" if kept == 0 else f"{held}+stream"
-    forwards = 1 + (config.probe.components + 2) * bool(streamed)
+    forwards = 1 + (config.probe.components + 1) * bool(streamed)
     return UnitCost(
         unit.id,
         unit.model.label,
@@ -233,13 +233,13 @@ def _ablated_attributes(config: RunConfig, draws: Any) -> list[str]:
 def _seconds(cost: UnitCost, unit: Any, config: RunConfig, rates: Rates) -> float:
     """Setup, then per pass: the images through the network (the train images once more for each pass of
     the fits of streamed layers), the fits' passes over the train layers (components + 1 for the PLS, one
-    to read the picked units, one for the readouts), and the store's writes and reads."""
+    for the readouts that also reads the picked units), and the store's writes and reads."""
     images = cost.train_images * cost.forwards + cost.evaluation_images
     forward = rates.forward[unit.id] * images
     streamed = sum(f for layer, f in zip(unit.layers, unit.features, strict=True) if layer in cost.streamed)
     per_pass = (cost.features - streamed) / rates.pass_bytes
     per_pass += streamed / (rates.stream_pass_bytes or rates.pass_bytes)
-    fits = cost.train_images * 4 * (config.probe.components + 3) * per_pass
+    fits = cost.train_images * 4 * (config.probe.components + 2) * per_pass
     store = 2 * cost.disk_bytes / rates.disk_bytes
     probes = cost.layers * rates.layer * (1 if unit.ablated is None else 1 / len(config.ablation.fractions))
     return rates.setup[unit.model.id] + cost.passes * (forward + fits + store + probes)

@@ -366,7 +366,7 @@ def execute_unit(
     if progress is not None:
         what = f"ablation of {unit.ablated}" if unit.ablated else f"{unit.layers[0]} .. {unit.layers[-1]}"
         total = len(draws.images())  # streamed layers: the train images once more per pass of the fits
-        total += len(train) * (config.probe.components + 2) * bool(unit.streamed)
+        total += len(train) * (config.probe.components + 1) * bool(unit.streamed)
         advance = progress(f"{entry.label}: {what}: images", None if unit.ablated else total)
     forward = Forward(
         loaded.module,

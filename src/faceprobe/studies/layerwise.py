@@ -219,13 +219,10 @@ class _ReadoutEntries:
 
     def __init__(self, known_rows: NDArray[np.intp]) -> None:
         self.known_rows = known_rows
-        self._entries: list[tuple[str, tuple, Any, NDArray | None]] = []
+        self._entries: list[tuple[str, tuple, Any, NDArray]] = []
 
-    def project(
-        self, key: tuple, pls: PLS, columns: NDArray | None = None, known: NDArray | None = None
-    ) -> None:
-        """``known``: the scores of the known rows (every row of X for the layer PLS, read by
-        :meth:`Readout.read`, so None then)."""
+    def project(self, key: tuple, pls: PLS, columns: NDArray, known: NDArray) -> None:
+        """``pls`` of some ``columns``, with its scores of the known rows."""
         self._entries.append(("project", key, (pls, columns), known))
 
     def gather(self, key: tuple, columns: NDArray, known: NDArray) -> None:
@@ -241,8 +238,7 @@ class _ReadoutEntries:
     def fill(self, readout: Readout, known: NDArray[np.float32]) -> None:
         """Write the parts' readouts of the known rows into ``known`` (rows of X x readout columns)."""
         for _, key, _, values in self._entries:
-            if values is not None:
-                known[self.known_rows, readout.slices[key]] = values
+            known[self.known_rows, readout.slices[key]] = values
 
 
 class Readout:
@@ -612,14 +608,14 @@ def _unit_batch(
 
 
 def _units_from(
-    values: NDArray[np.float32],
+    values: NDArray,
     wanted: NDArray[np.intp],
     requested: Mapping[str, tuple[NDArray, NDArray, NDArray]],
     attributes: Mapping[str, AttributeRows],
     n_rows: int,
 ) -> dict[str, _Units]:
-    """Each requested attribute's units, taken from ``values``: X's ``wanted`` columns, every row. Each
-    attribute keeps its own columns only, on its own rows."""
+    """Each requested attribute's units, taken from ``values``: X's ``wanted`` columns, every row (X itself,
+    when in memory). Each attribute keeps its own columns only, on its own rows."""
     units = {}
     for attribute, columns in requested.items():
         own = np.unique(np.concatenate(columns)).astype(np.intp)
@@ -643,13 +639,9 @@ def _read_units(
     ``UNITS_BYTES`` holds, every row, and each attribute then takes its rows.
     """
     n_rows = int(X.shape[0])
-    if isinstance(X, np.ndarray):  # only the rows used, row-ordered
-        columns = picks[first].columns(shape)
-        wanted = np.unique(np.concatenate(columns)).astype(np.intp)
-        train, known = attributes[first].train, _known_rows(attributes[first], n_rows)
-        values = _gather(X, np.concatenate([train, known]), wanted)
-        positions = _positions(wanted, columns)
-        return {first: _Units(values[: len(train)], values[len(train) :], known, positions)}
+    if isinstance(X, np.ndarray):  # X holds every column: its rows are gathered where they are
+        every = np.arange(X.shape[1], dtype=np.intp)
+        return _units_from(X, every, {first: picks[first].columns(shape)}, attributes, n_rows)
     requested, wanted = _unit_batch(X, shape, picks, first)
     return _units_from(Readout().read(X, wanted)[1], wanted, requested, attributes, n_rows)
 
