@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from faceprobe.errors import ProbeInputError
-from faceprobe.pls import PLS, _RowBlocks, fit_shared, transform_shared
+from faceprobe.pls import PLS, SharedFit, _RowBlocks, fit_shared, fit_transform_shared, transform_shared
 
 FITTED = [
     "x_mean_",
@@ -263,29 +263,58 @@ def test_bad_shapes_are_refused():
     assert fit_shared(X, Y[:, :0]) == []
 
 
-def test_a_pass_multiplies_each_block_by_the_targets_that_fit_on_it_only(monkeypatch):
+def test_a_pass_skips_the_blocks_no_target_fits_on_or_scores(monkeypatch):
     import faceprobe.pls as pls
 
-    # Three targets on disjoint row ranges (train draws grouped by image, as a study's train union is):
-    # a pass costs each target's own rows, not the union's rows times the targets.
-    X, Y, _ = _layer(n=192, m=40, n_targets=3)
-    masks = np.zeros((192, 3), dtype=bool)
+    # Three targets on disjoint row ranges and 64 rows no target fits on: a pass reads only the blocks
+    # a target fits on, and those holding rows whose transform is asked for.
+    X, Y, _ = _layer(n=256, m=40, n_targets=3)
+    masks = np.zeros((256, 3), dtype=bool)
     for a in range(3):
         masks[64 * a : 64 * (a + 1), a] = True
-    work: list[int] = []
+    read: list[int] = []
     accumulate = pls._accumulate_vtx
 
     def counted(blocks, k, weights, support=None):
-        def spy(rows, block, targets):
-            work.append((rows.stop - rows.start) * (k if targets is None else len(targets)))
-            return weights(rows, block, targets)
+        def spy(rows, block):
+            read.append(rows.start)
+            return weights(rows, block)
 
         return accumulate(blocks, k, spy, support)
 
     monkeypatch.setattr(pls, "_accumulate_vtx", counted)
     shared = fit_shared(X, Y, masks, n_components=3, block_bytes=40 * 8 * 16)  # 16-row blocks
-    means_pass = 192 * 2  # each row: its target's deflated y and its row set's indicator
-    assert sum(work) == means_pass + 3 * 192, work  # then one score per row and component
+    assert sorted(set(read)) == list(range(0, 192, 16))
+    assert len(read) == 4 * 12  # the means' pass and one per component, 12 blocks each
     for a, model in enumerate(shared):
         rows = masks[:, a]
         _assert_same(model, PLS(3).fit(X[rows], Y[rows, a]), 1e-8)
+    read.clear()
+    scored = np.zeros_like(masks)
+    scored[200, 1] = True
+    fit_transform_shared(X, Y, masks, 3, scored=scored, block_bytes=40 * 8 * 16)
+    assert len(read) == 12 + 3 * 13  # the components' passes also read the block of row 200
+
+
+def test_fit_transform_shared_scores_rows_as_transform_does():
+    X, Y, masks = _layer(n=240, n_targets=4)
+    X = X.astype(np.float32)
+    masks[:, 1] = np.arange(len(X)) < 5  # too few rows: its slot holds the error, no scores
+    rng = np.random.default_rng(3)
+    scored = rng.random(masks.shape) < 0.3
+    scored[:, 2] = False
+    for max_bytes in (None, 1):  # one group, and one group per target
+        fits = fit_transform_shared(X, Y, masks, 5, scored=scored, block_bytes=3000, max_bytes=max_bytes)
+        assert isinstance(fits[1], ProbeInputError)
+        for a in (0, 2, 3):
+            fit = fits[a]
+            assert isinstance(fit, SharedFit)
+            _assert_same(fit.model, fit_shared(X, Y, masks, 5)[a], 5e-5)
+            np.testing.assert_array_equal(fit.rows, np.flatnonzero(scored[:, a]))
+            assert fit.scores.dtype == np.float32
+            assert fit.scores.shape == (len(fit.rows), fit.model.n_components_)
+            reference = fit.model.transform(X[fit.rows])
+            scale = np.abs(reference).max(initial=1)
+            np.testing.assert_allclose(fit.scores, reference, rtol=0, atol=2e-6 * scale)
+    with pytest.raises(ProbeInputError, match="scored must be a boolean array"):
+        fit_transform_shared(X, Y, masks, 5, scored=scored[:, :2])

@@ -213,9 +213,9 @@ def test_the_same_x_gives_the_same_fit_to_the_last_bit_every_time(two_torch_thre
 
 @pytest.mark.skipif(CPUS < 2, reason="one CPU: passes run in the calling thread")
 def test_threads_reading_blocks_of_different_targets_use_their_own_weights(two_blas_threads):
-    """Each 128-row block serves one target: the threads of a pass multiply their blocks by different
-    rows of the weights at the same time, and each must get its own (a pick shared between threads once
-    gave one thread the other's weights). The split fit equals the fit in one thread."""
+    """Each 128-row block serves one target: the threads of a pass read blocks of different targets at
+    the same time (a pick of weight rows shared between threads once gave one thread the other's
+    weights). The split fit equals the fit in one thread."""
     X, _ = _data()
     rng = np.random.default_rng(1)
     Y = rng.integers(0, 2, (len(X), 4)).astype(float)
@@ -229,3 +229,29 @@ def test_threads_reading_blocks_of_different_targets_use_their_own_weights(two_b
         for ours, reference in zip(split, single, strict=True):
             np.testing.assert_array_equal(ours.x_scores_, reference.x_scores_)
             np.testing.assert_array_equal(ours.vip_, reference.vip_)
+
+
+@pytest.mark.skipif(CPUS < 2, reason="one CPU: the updates run in the calling thread")
+def test_the_per_target_updates_between_passes_share_threads_and_not_results(monkeypatch, two_blas_threads):
+    """Between passes each target's weights and deflation run on threads of their own; the fit equals
+    the fit whose updates run one after another in one thread, to the last bit."""
+    X, _ = _data()
+    rng = np.random.default_rng(2)
+    Y = rng.integers(0, 2, (len(X), 6)).astype(float)
+    masks = rng.random((len(X), 6)) < 0.6
+    with threadpool_limits(1, user_api="blas"):
+        single = fit_shared(X, Y, masks, n_components=4)
+    monkeypatch.setattr(pls, "_MIN_SHARED_UPDATE", 1)  # share even this small X's updates
+    updaters: set[int] = set()
+    deflate = pls._deflate
+
+    def spy(*args):
+        updaters.add(threading.get_ident())
+        return deflate(*args)
+
+    monkeypatch.setattr(pls, "_deflate", spy)
+    split = fit_shared(X, Y, masks, n_components=4)
+    assert updaters and threading.get_ident() not in updaters  # on the pool's threads
+    for ours, reference in zip(split, single, strict=True):
+        for name in ("x_weights_", "x_loadings_", "x_scores_", "x_rotations_", "vip_"):
+            np.testing.assert_array_equal(getattr(ours, name), getattr(reference, name), err_msg=name)

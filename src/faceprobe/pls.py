@@ -23,7 +23,9 @@ rows stay on the network's device as torch tensors, in float32 on that device (:
 (a row mask): every pass multiplies a block by the weights of all targets at once and accumulates all their
 loadings at once, so fitting A targets costs the same ``n_components + 1`` passes as fitting one. Rows outside
 a target's mask get score zero, which removes them from its sums; its column means come from the first pass as
-mask-weighted sums. :func:`transform_shared` projects X on many fitted models in one pass.
+mask-weighted sums. :func:`fit_transform_shared` also returns each model's scores of other rows of X, from
+the products ``X w`` its passes compute anyway; :func:`transform_shared` projects X on many fitted models in
+one pass.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -47,8 +50,10 @@ from faceprobe.errors import ProbeInputError
 
 __all__ = [
     "PLS",
+    "SharedFit",
     "channel_vip",
     "fit_shared",
+    "fit_transform_shared",
     "top_k_channels",
     "top_k_neurons",
     "transform_shared",
@@ -60,6 +65,7 @@ _MIN_BLOCK_ROWS = 16  # fewer rows per product run far below memory bandwidth on
 _MIN_STATE_BYTES = 2**30  # fit_shared's default budget for its per-target state, unless X is larger
 _MIN_SPLIT_BYTES = 8 * 2**20  # passes over less X run in the calling thread: threads would cost more
 _COPY_BYTES = 64 * 2**20  # a column-ordered X up to this size is copied in row order before its passes
+_MIN_SHARED_UPDATE = 2**20  # features x targets below which a fit's per-target updates run in one thread
 _CHUNK_BLOCKS = 8  # blocks a pass's thread takes at a time; its sums join the total once per chunk
 _MAX_WORKERS = 8  # threads of a pass, each holding a k x m sum; the passes are bound by memory
 _PASSES_ENV = "FACEPROBE_PLS_PASSES"  # "blas": passes in one thread, products on their kernels' threads
@@ -252,16 +258,8 @@ class _TorchMath:
         """The block (or a buffer of this math's) as a torch tensor, for code that computes in torch."""
         return block
 
-    def add_vt(self, total: Any, V: NDArray, block: Any, targets: NDArray[np.intp] | None) -> None:
-        """``total += V' block`` for the block's rows of V (rows x k, on the host); into the rows
-        ``targets`` of total only when given (V then holds their columns).
-
-        The other rows get zero weights instead of a product of their own: one product of all the rows
-        took about the time of one row's alone here, and every row's took that time each."""
-        if targets is not None:
-            full = np.zeros((len(V), int(total.shape[0])), dtype=V.dtype)
-            full[:, targets] = V
-            V = full
+    def add_vt(self, total: Any, V: NDArray, block: Any) -> None:
+        """``total += V' block`` for the block's rows of V (rows x k, on the host)."""
         Vt, block, total = self.operand(V).T, self.tensor(block), self.tensor(total)
         with self._one_thread():
             self.torch.addmm(total, Vt, block, out=total)
@@ -633,6 +631,44 @@ def fit_shared(
     list of A fitted :class:`PLS` (``x_scores_`` holds the scores of the target's rows, in row order) or
     :class:`~faceprobe.errors.ProbeInputError`.
     """
+    fits = fit_transform_shared(
+        X, Y, masks, n_components, block_bytes=block_bytes, max_bytes=max_bytes, widths=widths
+    )
+    return [fit if isinstance(fit, ProbeInputError) else fit.model for fit in fits]
+
+
+@dataclass(frozen=True)
+class SharedFit:
+    """A model fitted by :func:`fit_transform_shared`, with its transform of the rows asked for."""
+
+    model: PLS
+    rows: NDArray[np.intp]  # rows of X, increasing
+    scores: NDArray  # model.transform(X[rows]), in X's compute dtype
+
+
+_EMPTY_ROWS = np.zeros(0, dtype=np.intp)
+_NO_SCORES = np.zeros((0, 0))
+
+
+def fit_transform_shared(
+    X: ArrayLike,
+    Y: ArrayLike,
+    masks: ArrayLike | None = None,
+    n_components: int = 8,
+    *,
+    scored: ArrayLike | None = None,
+    block_bytes: int = _DEFAULT_BLOCK_BYTES,
+    max_bytes: int | None = None,
+    widths: Sequence[int] | None = None,
+) -> list[SharedFit | ProbeInputError]:
+    """:func:`fit_shared`, each fitted model with its ``transform`` of the rows ``scored[:, a]`` of X (n x A
+    bool; none when None), taken from the fit's own passes: no pass more.
+
+    Every pass multiplies each block it reads by the weights of all targets, so ``X w`` of a row is known
+    for every component once the fit ends, and ``transform`` is ``(X W - mean W) (P'W)^-1`` (equal to
+    ``(X - mean) @ x_rotations_`` up to rounding). Blocks holding scored rows are read even when no target
+    fits on them. Parameters and errors otherwise as for :func:`fit_shared`.
+    """
     blocks = _RowBlocks(X, block_bytes)
     n = blocks.n
     Y = np.asarray(Y, dtype=np.float64)
@@ -645,13 +681,8 @@ def fit_shared(
         raise ProbeInputError(f"widths {widths} must be positive and add up to Y's {Y.shape[1]} columns")
     n_targets = len(widths)
     starts = np.concatenate([[0], np.cumsum(widths)]).astype(int)
-    if masks is not None:
-        masks = np.asarray(masks)
-        if masks.dtype != bool or masks.shape != (n, n_targets):
-            raise ProbeInputError(
-                f"masks must be a boolean array shaped like Y {(n, n_targets)} (one column per target); "
-                f"got {masks.dtype} {masks.shape}"
-            )
+    masks = _row_sets("masks", masks, (n, n_targets))
+    scored = _row_sets("scored", scored, (n, n_targets))
     if n_targets == 0:
         return []
     _check_n_components(n_components)
@@ -664,19 +695,32 @@ def fit_shared(
     # Blocks of at least 4 rows per target: each block is multiplied by the k x m weights and adds into
     # k x m sums, whose traffic fewer rows per block do not amortise (see docs/benchmarks.md).
     blocks = _RowBlocks(X, block_bytes, min_rows=max(_MIN_BLOCK_ROWS, 4 * -(-n_targets // n_groups)))
-    results: list[PLS | ProbeInputError] = []
+    results: list[SharedFit | ProbeInputError] = []
     for group in np.array_split(np.arange(n_targets), n_groups):
         models = [PLS(n_components, block_bytes=block_bytes) for _ in group]
         taken = np.concatenate([np.arange(starts[a], starts[a + 1]) for a in group]).astype(np.intp)
         ends = np.cumsum([widths[a] for a in group])
         columns = [slice(int(end - widths[a]), int(end)) for a, end in zip(group, ends, strict=True)]
-        results += _fit_lockstep(
-            blocks, Y[:, taken], columns, None if masks is None else masks[:, group], models
-        )
+        group_masks = None if masks is None else masks[:, group]
+        group_scored = None if scored is None else scored[:, group]
+        results += _fit_lockstep(blocks, Y[:, taken], columns, group_masks, models, group_scored)
     for result, width in zip(results, widths, strict=True):
-        if isinstance(result, PLS):
-            result.y_ndim_ = 1 if width == 1 else 2
+        if isinstance(result, SharedFit):
+            result.model.y_ndim_ = 1 if width == 1 else 2
     return results
+
+
+def _row_sets(name: str, rows: ArrayLike | None, shape: tuple[int, int]) -> NDArray[np.bool_] | None:
+    """A boolean matrix of rows per target as given, or the one-line error that says what it must be."""
+    if rows is None:
+        return None
+    rows = np.asarray(rows)
+    if rows.dtype != bool or rows.shape != shape:
+        raise ProbeInputError(
+            f"{name} must be a boolean array shaped like Y {shape} (one column per target); "
+            f"got {rows.dtype} {rows.shape}"
+        )
+    return rows
 
 
 def transform_shared(
@@ -750,7 +794,11 @@ class _Target:
     P: NDArray
     T: NDArray[np.float64]
     C: NDArray[np.float64]
+    scored: NDArray[np.intp]  # rows whose transform the fit returns
+    raw: NDArray[np.float64]  # X w of those rows, a column per component
+    mean_w: NDArray[np.float64]  # mean w, per component
     tol: float = 0.0  # stop when the deflated cross-product is this small
+    left: float = 0.0  # the norm of the deflated cross-product
     k: int = 0  # components found so far
 
 
@@ -761,23 +809,27 @@ def _fit_lockstep(
     columns: Sequence[slice],
     masks: NDArray[np.bool_] | None,
     models: Sequence[PLS],
-) -> list[PLS | ProbeInputError]:
-    """Fit ``models[i]`` on the targets ``Y[:, columns[i]]`` over the rows ``masks[:, i]`` (all rows if None).
+    scored: NDArray[np.bool_] | None = None,
+) -> list[SharedFit | ProbeInputError]:
+    """Fit ``models[i]`` on the targets ``Y[:, columns[i]]`` over the rows ``masks[:, i]`` (all rows if None),
+    with its transform of the rows ``scored[:, i]`` (none if None).
 
     The models share ``n_components``; each pass over X serves all of them, and each stops on its own when X
     runs out of covariance with its targets. A model that cannot be fitted is replaced by its error.
+
+    The transform comes from the passes' own products: ``(X - mean) R = (X W - mean W) (P'W)^-1`` with
+    ``R = W (P'W)^-1`` the rotations, and ``X W`` is what each pass multiplies every block it reads by.
     """
     n, m, dtype = blocks.n, blocks.m, blocks.dtype
     n_components = _check_n_components(models[0].n_components)
-    results: list[PLS | ProbeInputError] = list(models)
+    results: list[SharedFit | ProbeInputError] = []
     live: list[tuple[int, slice, NDArray[np.bool_] | None]] = []
     for i, cols in enumerate(columns):
         rows = None if masks is None else masks[:, i]
         error = _target_error(Y[:, cols] if rows is None else Y[rows, cols], n_components, m)
+        results.append(error if error is not None else SharedFit(models[i], _EMPTY_ROWS, _NO_SCORES))
         if error is None:
             live.append((i, cols, rows))
-        else:
-            results[i] = error
     if not live:
         return results
 
@@ -793,6 +845,7 @@ def _fit_lockstep(
     targets = []
     for (i, cols, rows), start, width, mean_row in zip(live, starts[:-1], widths, mean_rows, strict=True):
         y = Y[:, cols] if rows is None else Y[rows, cols]
+        scored_rows = _EMPTY_ROWS if scored is None else np.flatnonzero(scored[:, i])
         target = _Target(
             index=i,
             columns=slice(int(start), int(start + width)),
@@ -803,19 +856,21 @@ def _fit_lockstep(
             P=np.zeros((n_components, m), dtype=dtype),
             T=np.zeros((n, n_components)),
             C=np.zeros((width, n_components)),
+            scored=scored_rows,
+            raw=np.zeros((len(scored_rows), n_components)),
+            mean_w=np.zeros(n_components),
         )
         Yd[slice(None) if rows is None else rows, target.columns] = y - target.y_mean
         targets.append(target)
 
     # One pass: [Yd, indicators]'X, the cross-products X'Yc = Xc'Yc and the column sums over each row set.
     V = np.column_stack([Yd, indicators]).astype(dtype)
-    rows_of = np.arange(indicators.shape[1])  # the rows each column of V may be nonzero in: its row set
     with np.errstate(invalid="ignore"):  # non-finite X (0 * inf in a product) is reported just below
         acc = _accumulate_vtx(
             blocks,
             V.shape[1],
-            lambda rows, block, targets: V[rows] if targets is None else V[rows, targets],
-            None if masks is None else indicators[:, np.concatenate([np.repeat(mean_rows, widths), rows_of])],
+            lambda rows, block: V[rows],
+            None if masks is None else indicators,
         )
     M, means = acc[: Yd.shape[1]], acc[Yd.shape[1] :]
     finite = np.all(np.isfinite(means), axis=0)
@@ -826,46 +881,127 @@ def _fit_lockstep(
         )
     means /= indicators.sum(axis=0).astype(dtype)[:, None]
     for target in targets:  # a target with no covariance at all (tol 0) is never active
-        target.tol = (1e-10 if dtype == np.float64 else 1e-5) * float(np.linalg.norm(M[target.columns]))
+        target.left = float(np.linalg.norm(M[target.columns]))
+        target.tol = (1e-10 if dtype == np.float64 else 1e-5) * target.left
 
-    for k in range(n_components):
-        active = [t for t in targets if t.k == k and float(np.linalg.norm(M[t.columns])) > t.tol]
-        if not active:
-            break
-        W = np.empty((len(active), m), dtype=dtype)
-        offset = np.empty((n, len(active)))
-        for j, t in enumerate(active):
-            W[j] = _dominant_direction(M[t.columns].T)
-            # Implicit centring and deflation: t = X w - (mean w + T_prev P_prev' w).
-            offset[:, j] = float(means[t.mean_row] @ W[j]) + t.T[:, :k] @ (t.P[:k] @ W[j]).astype(np.float64)
-        keep = None if masks is None else indicators[:, [t.mean_row for t in active]]
-        scores, xt = _scores_and_cross(blocks, W, offset, keep)
-        for j, t in enumerate(active):
-            s = scores[:, j]
-            tt = float(s @ s)
-            if tt <= 0.0:
-                continue
-            # (X - mean)'t = X't - mean * sum(t); sum(t) is ~0 but not exactly.
-            x_t = xt[j] - means[t.mean_row] * dtype.type(s.sum())
-            t.P[k] = (x_t - (t.T[:, :k].T @ s).astype(dtype) @ t.P[:k]) / dtype.type(tt)
-            ty = s @ Yd[:, t.columns]
-            t.C[:, k] = ty / tt
-            Yd[:, t.columns] -= np.outer(s, t.C[:, k])
-            M[t.columns] -= np.outer(ty.astype(dtype), t.P[k])
-            t.W[k], t.T[:, k] = W[j], s
-            t.k += 1
+    state = _LockstepState(M, means, Yd)
+    with _PerTarget(_target_threads(m, len(targets))) as each:
+        for k in range(n_components):
+            active = [t for t in targets if t.k == k and t.left > t.tol]
+            if not active:
+                break
+            W = np.empty((len(active), m), dtype=dtype)
+            offset = np.empty((n, len(active)))
+            each(functools.partial(_next_weights, state, k, W, offset), active)
+            keep = None if masks is None else indicators[:, [t.mean_row for t in active]]
+            reach = None
+            if keep is not None and scored is not None:
+                reach = keep | scored[:, [t.index for t in active]]
+            found = _scores_and_cross(blocks, W, offset, keep, reach)
+            each(functools.partial(_deflate, state, k, W, found), active)
 
-    for t in targets:
-        if t.k == 0:
-            results[t.index] = ProbeInputError(
-                "X carries no variance related to y (a constant layer output?)"
-            )
-        else:
-            _set_fitted(models[t.index], t, means[t.mean_row].copy())
+        def finish(_: int, t: _Target) -> None:
+            if t.k == 0:
+                results[t.index] = ProbeInputError(
+                    "X carries no variance related to y (a constant layer output?)"
+                )
+            else:
+                results[t.index] = _set_fitted(models[t.index], t, means[t.mean_row].copy())
+
+        each(finish, targets)
     return results
 
 
-def _set_fitted(model: PLS, target: _Target, mean: NDArray) -> None:
+@dataclass(frozen=True)
+class _LockstepState:
+    """What the targets of a lockstep fit share: the deflated cross-products ``M`` (a row per target
+    column), the column means of each row set, and the deflated targets ``Yd`` (a column per target
+    column). Each target updates its own rows and columns only."""
+
+    M: NDArray
+    means: NDArray
+    Yd: NDArray[np.float64]
+
+
+def _next_weights(state: _LockstepState, k: int, W: NDArray, offset: NDArray, j: int, t: _Target) -> None:
+    """Component ``k``'s weights of target ``t`` into ``W[j]``, and the offset of its scores into
+    ``offset[:, j]``: implicit centring and deflation, ``t = X w - (mean w + T_prev P_prev' w)``."""
+    W[j] = _dominant_direction(state.M[t.columns].T)
+    t.mean_w[k] = float(state.means[t.mean_row] @ W[j])
+    offset[:, j] = t.mean_w[k] + t.T[:, :k] @ (t.P[:k] @ W[j]).astype(np.float64)
+
+
+def _deflate(
+    state: _LockstepState,
+    k: int,
+    W: NDArray,
+    found: tuple[NDArray[np.float64], NDArray, NDArray[np.float64]],
+    j: int,
+    t: _Target,
+) -> None:
+    """Target ``t``'s component ``k`` from a pass's scores, cross-products and raw products (its column
+    ``j``): its loadings, y-loadings, and the deflation of its targets and cross-products."""
+    scores, xt, raw = found
+    dtype = W.dtype.type
+    t.raw[:, k] = raw[t.scored, j]
+    s = scores[:, j]
+    tt = float(s @ s)
+    if tt <= 0.0:
+        return
+    # (X - mean)'t = X't - mean * sum(t); sum(t) is ~0 but not exactly.
+    x_t = xt[j] - state.means[t.mean_row] * dtype(s.sum())
+    t.P[k] = (x_t - (t.T[:, :k].T @ s).astype(W.dtype) @ t.P[:k]) / dtype(tt)
+    ty = s @ state.Yd[:, t.columns]
+    t.C[:, k] = ty / tt
+    state.Yd[:, t.columns] -= np.outer(s, t.C[:, k])
+    state.M[t.columns] -= np.outer(ty.astype(W.dtype), t.P[k])
+    t.left = float(np.linalg.norm(state.M[t.columns]))
+    t.W[k], t.T[:, k] = W[j], s
+    t.k += 1
+
+
+class _PerTarget:
+    """Runs a function on each target of a lockstep fit, on threads when there are several: between
+    passes each target's updates are vector operations on its own m-long state (and its own columns of
+    the shared cross-products), which NumPy runs without holding the GIL; their results do not depend on
+    the threads."""
+
+    def __init__(self, threads: int) -> None:
+        self._pool = ThreadPoolExecutor(threads) if threads > 1 else None
+
+    def __enter__(self) -> Callable[[Callable[[int, _Target], None], Sequence[_Target]], None]:
+        return self._each
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+    def _each(self, func: Callable[[int, _Target], None], targets: Sequence[_Target]) -> None:
+        if self._pool is None:
+            for j, target in enumerate(targets):
+                func(j, target)
+            return
+        errors = np.geterr()  # new threads start with NumPy's default error handling
+
+        def run(j: int, target: _Target) -> None:
+            with np.errstate(**errors):
+                func(j, target)
+
+        for done in [self._pool.submit(run, j, target) for j, target in enumerate(targets)]:
+            done.result()
+
+
+def _target_threads(m: int, n_targets: int) -> int:
+    """Threads for the per-target updates between passes: as many as a pass gets (:func:`_pass_threads`),
+    one unless there is enough work to share (starting a task costs about what updating a few thousand
+    features does)."""
+    if _legacy_passes() or n_targets * m < _MIN_SHARED_UPDATE:
+        return 1
+    return max(1, min(_BLAS.threads(), usable_cpus(), n_targets, _MAX_WORKERS))
+
+
+def _set_fitted(model: PLS, target: _Target, mean: NDArray) -> SharedFit:
+    """The model's fitted state from its lockstep state, with the transform of its scored rows."""
     a = target.k
     model.n_components_ = a
     model.x_mean_ = mean
@@ -875,10 +1011,12 @@ def _set_fitted(model: PLS, target: _Target, mean: NDArray) -> None:
     scores = target.T[:, :a] if target.rows is None else target.T[target.rows, :a]
     model.x_scores_ = scores.astype(mean.dtype)
     model.y_loadings_ = target.C[:, :a]
-    PW = model.x_loadings_.T.astype(np.float64) @ model.x_weights_.astype(np.float64)
-    model.x_rotations_ = model.x_weights_ @ np.linalg.inv(PW).astype(mean.dtype)
+    inverse = np.linalg.inv(model.x_loadings_.T.astype(np.float64) @ model.x_weights_.astype(np.float64))
+    model.x_rotations_ = model.x_weights_ @ inverse.astype(mean.dtype)
     model.vip_ = vip_scores(model.x_weights_, model.x_scores_, model.y_loadings_)
     model.n_features_in_ = target.W.shape[1]
+    scores = (target.raw[:, :a] - target.mean_w[:a]) @ inverse
+    return SharedFit(model, target.scored, scores.astype(mean.dtype))
 
 
 def _dominant_direction(M: NDArray) -> NDArray:
@@ -896,60 +1034,47 @@ def _dominant_direction(M: NDArray) -> NDArray:
 
 
 def _scores_and_cross(
-    blocks: _RowBlocks, W: NDArray, offset: NDArray[np.float64], keep: NDArray[np.bool_] | None
-) -> tuple[NDArray[np.float64], NDArray]:
+    blocks: _RowBlocks,
+    W: NDArray,
+    offset: NDArray[np.float64],
+    keep: NDArray[np.bool_] | None,
+    reach: NDArray[np.bool_] | None,
+) -> tuple[NDArray[np.float64], NDArray, NDArray[np.float64]]:
     """One pass for the k weight vectors in the rows of W: scores ``X w - offset`` (zero where ``keep`` is
-    False), n x k, and the k x m products ``t'X``, reading each block once. A block's products are taken
-    for the targets that keep one of its rows only (see :func:`_accumulate_vtx`)."""
+    False), n x k, the k x m products ``t'X``, reading each block once, and the raw products ``X w`` of
+    every row the pass reads (zero in the blocks it skips). A block no target ``reach``es (``keep``'s rows
+    when None) is skipped.
+
+    Every block is multiplied by all k weights, also where some targets have no rows: the pass is bound
+    by reading X, and picking each block's targets' rows of W out first cost as much again."""
     t = np.zeros((blocks.n, W.shape[0]), dtype=np.float64)
+    raw = np.zeros_like(t)
     math = blocks.math
-    weights = _Subsets(math.operand(W))
+    weights = math.operand(W).T
 
-    def scores(rows: slice, block: Any, targets: NDArray[np.intp] | None) -> NDArray:
-        if targets is None:
-            np.subtract(math.block_times(block, weights.W.T), offset[rows], out=t[rows])
-            if keep is not None:
-                t[rows] *= keep[rows]
-            return t[rows].astype(blocks.dtype)
-        part = math.block_times(block, weights.rows(targets).T) - offset[rows, targets]
-        part *= keep[rows][:, targets]  # type: ignore[index]
-        t[rows, targets] = part
-        return part.astype(blocks.dtype)
+    def scores(rows: slice, block: Any) -> NDArray:
+        product = math.block_times(block, weights)
+        raw[rows] = product
+        np.subtract(product, offset[rows], out=t[rows])
+        if keep is not None:
+            t[rows] *= keep[rows]
+        return t[rows].astype(blocks.dtype)
 
-    return t, _accumulate_vtx(blocks, W.shape[0], scores, keep)
-
-
-class _Subsets:
-    """Rows of a matrix picked by index, each thread's last pick kept: consecutive blocks mostly serve the
-    same targets, and copying the picked rows of W for every block would cost as much as the products.
-    The pick is the thread's own, since a pass's threads read different blocks at once. W is where the
-    blocks are (an ndarray, or a tensor on their device)."""
-
-    def __init__(self, W: Any) -> None:
-        self.W = W
-        self._last = threading.local()
-
-    def rows(self, index: NDArray[np.intp]) -> Any:
-        picked = getattr(self._last, "picked", None)
-        if picked is None or not np.array_equal(picked[0], index):
-            picked = self._last.picked = (index, self.W[index])
-        return picked[1]
+    return t, _accumulate_vtx(blocks, W.shape[0], scores, keep if reach is None else reach), raw
 
 
 def _accumulate_vtx(
     blocks: _RowBlocks,
     k: int,
-    weights: Callable[[slice, Any, NDArray[np.intp] | None], NDArray],
+    weights: Callable[[slice, Any], NDArray],
     support: NDArray[np.bool_] | None = None,
 ) -> NDArray:
-    """``V'X`` (k x m) in one pass, where ``weights(rows, block, targets)`` gives the block's rows of V
-    (rows x k, or only the columns ``targets`` when that is not None).
+    """``V'X`` (k x m) in one pass, where ``weights(rows, block)`` gives the block's rows of V (rows x k).
 
-    ``support`` (n x k) says which entries of V may be nonzero: each target's rows. ``weights`` is then
-    asked for the targets that have rows in the block only (the scores of a pass are products too), and a
-    block no target fits on is skipped. Each block's product adds into its thread's sums in place
-    (:meth:`_TorchMath.add_vt`). V is on the host; the products and the
-    sums are where the blocks are (``blocks.math``), and the sum comes back to the host.
+    A block with no row in ``support`` (n x k, or n x anything: the rows V may be nonzero in) is skipped,
+    ``weights`` not called. Each block's product adds into its thread's sums in place
+    (:meth:`_TorchMath.add_vt`). V is on the host; the products and the sums are where the blocks are
+    (``blocks.math``), and the sum comes back to the host.
     """
     math = blocks.math
     acc = math.zeros(k, blocks.m)
@@ -961,14 +1086,9 @@ def _accumulate_vtx(
         def accumulate(chunk: slice) -> Any:
             partial[...] = 0
             for rows, block in read(chunk):
-                targets = None
-                if support is not None:
-                    targets = np.flatnonzero(support[rows].any(axis=0))
-                    if len(targets) == k:
-                        targets = None
-                    elif len(targets) == 0:  # rows no target fits on: in no sum
-                        continue
-                math.add_vt(partial, weights(rows, block, targets), block, targets)
+                if support is not None and not support[rows].any():  # rows no target fits on: in no sum
+                    continue
+                math.add_vt(partial, weights(rows, block), block)
             return partial
 
         return accumulate

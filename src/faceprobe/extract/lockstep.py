@@ -1,7 +1,7 @@
 """Fit many layers from passes of the network instead of held activations: the stream mode.
 
 A streamed layer is never held, in RAM or on disk: every pass a fit makes over it (each PLS component, the
-picked units, the readouts) runs the images through the network again. Each layer of a group is fitted in
+picked units) runs the images through the network again. Each layer of a group is fitted in
 a thread of its own; when every one of them waits for its next pass (or is finished), one forward pass
 over the images, stopped after the deepest layer asked for, serves them all, each batch handed to the
 layers' threads as it is computed. A group of layers therefore costs as many forward passes as its most

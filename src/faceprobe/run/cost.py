@@ -233,7 +233,8 @@ def _ablated_attributes(config: RunConfig, draws: Any) -> list[str]:
 def _seconds(cost: UnitCost, unit: Any, config: RunConfig, rates: Rates) -> float:
     """Setup, then per pass: the images through the network (the train images once more for each pass of
     the fits of streamed layers), the fits' passes over the train layers (components + 1 for the PLS, one
-    for the readouts that also reads the picked units), and the store's writes and reads."""
+    for the picked units: a pass over a stored or streamed layer, row gathers of about as much time from
+    one in RAM), and the store's writes and reads."""
     images = cost.train_images * cost.forwards + cost.evaluation_images
     forward = rates.forward[unit.id] * images
     streamed = sum(f for layer, f in zip(unit.layers, unit.features, strict=True) if layer in cost.streamed)

@@ -34,9 +34,10 @@ from numpy.typing import NDArray
 from faceprobe.errors import ProbeInputError
 from faceprobe.pls import (
     PLS,
+    SharedFit,
     _RowBlocks,
     channel_columns,
-    fit_shared,
+    fit_transform_shared,
     one_blas_thread,
     top_k_channels,
     top_k_neurons,
@@ -61,8 +62,8 @@ _EMPTY = np.zeros(0, dtype=np.intp)
 #: Largest matrix of units read from a layer in one pass (the units of several attributes); the attributes
 #: then hold their own columns of it on their own rows, less again, until their unit probes are fitted.
 UNITS_BYTES = 256 * 2**20
-#: Row blocks of :meth:`Readout.read` (measured fastest here; see docs/benchmarks.md).
-_READOUT_BLOCK_BYTES = 64 * 2**20
+#: Row blocks of a pass that reads units (:func:`_read_columns`): few, large reads of a stored layer.
+_UNIT_READ_BLOCK_BYTES = 64 * 2**20
 
 
 def has_channels(shape: tuple[int, ...]) -> bool:
@@ -136,12 +137,13 @@ def fit_layer(
 
     X may be an in-memory array or an on-disk one (a zarr array of the activation store): it is only ever
     read in row blocks. The layer PLS of all attributes share each pass over X
-    (:func:`faceprobe.pls.fit_shared`, each attribute's train draw a row mask); the units each attribute's
-    VIP picks (top-k channels and neurons, the VIP study's sample) are then read into a small matrix, in the
-    same pass that reads every row's layer PLS scores (the :class:`Readout`: what scoring needs), and
-    their probes fitted on it, attributes on as many threads as CPUs (their readouts registered in the
-    attributes' order, so results do not depend on the threads); each reads out its units on its
-    evaluation rows inside X.
+    (:func:`faceprobe.pls.fit_transform_shared`, each attribute's train draw a row mask), and the same
+    passes give their scores on each attribute's evaluation rows inside X. The units each attribute's VIP
+    picks (top-k channels and neurons, the VIP study's sample) are then read into a small matrix (gathered
+    from X in memory, or read for several attributes in one pass over any other X), and their probes
+    fitted on it, attributes on as many threads as CPUs (their readouts registered in the attributes'
+    order, so results do not depend on the threads); each reads out its units on its evaluation rows
+    inside X.
 
     Rows of ``attributes`` index X's rows, then rows that follow them: evaluation images outside X, whose
     readouts come later (:meth:`LayerFit.score`). Every train row must be a row of X.
@@ -150,20 +152,18 @@ def fit_layer(
     beyond = [a for a, sel in attributes.items() if len(sel.train) and sel.train.max() >= n_rows]
     if beyond:
         raise ProbeInputError(f"train rows of {', '.join(beyond)} lie outside X ({n_rows} rows)")
-    layer_fits = _layer_pls(X, attributes, n_components)
+    shared = _layer_pls(X, attributes, n_components)
     readout = Readout()
     fits: dict[str, _AttributeFit | ProbeInputError] = {}
+    layer_fits: dict[str, PLS | ProbeInputError] = {}
     picks = {}
-    for attribute, pls in layer_fits.items():
-        if isinstance(pls, PLS):
+    for attribute, fit in shared.items():
+        layer_fits[attribute] = fit if isinstance(fit, ProbeInputError) else fit.model
+        if isinstance(fit, SharedFit):
             rng = np.random.default_rng([seed, zlib.crc32(attribute.encode())])
-            picks[attribute] = _Picks.of(pls.vip_, shape, k, vip_study, rng)
-            readout.project(("layer", attribute), pls)
-    # One pass reads the layer PLS scores of every row and the units of the first attributes together.
-    requested, wanted = _unit_batch(X, shape, picks, next(iter(picks), None))
-    scores, values = readout.read(X, wanted)
-    units = _units_from(values, wanted, requested, attributes, n_rows)
-    del values  # each attribute holds its rows of it now
+            picks[attribute] = _Picks.of(fit.model.vip_, shape, k, vip_study, rng)
+            readout.project(("layer", attribute), fit.model)
+    units: dict[str, _Units] = {}
     pending: dict[str, Future[tuple[_AttributeFit, _ReadoutEntries]]] = {}
     threads = _unit_fit_threads()
     with one_blas_thread(), ThreadPoolExecutor(threads) as pool:
@@ -186,7 +186,9 @@ def fit_layer(
         entries.into(readout)
         readouts.append(entries)
     known = np.full((n_rows, readout.width), np.nan, dtype=np.float32)
-    known[:, : scores.shape[1]] = scores  # the layer PLS scores come first in the readout
+    for attribute, fit in shared.items():
+        if isinstance(fit, SharedFit):
+            known[fit.rows, readout.slices[("layer", attribute)]] = fit.scores
     for entries in readouts:
         entries.fill(readout, known)
     fits = {attribute: fits[attribute] for attribute in attributes}
@@ -308,31 +310,6 @@ class Readout:
             picked = block.index_select(1, columns)  # advanced indexing (block[:, columns]) is ~70x slower
             out[:, where] = picked if rotations is None else picked @ rotations - offset
         return out
-
-    def read(self, X: Any, columns: NDArray[np.intp]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-        """The layer PLS scores of every row of X (an array, a stored or a streamed layer), with X's
-        ``columns``, in one pass of row blocks, computed where the blocks are. The scores come in the
-        readout's columns, NaN in those of unit parts (the attributes' fits read those out of their units
-        on the rows that need them, :meth:`_ReadoutEntries.fill`).
-
-        The blocks are larger than a PLS pass's: each one is multiplied by every attribute's rotations,
-        which would otherwise be read again for every few rows."""
-        n = int(X.shape[0])
-        scores = np.full((n, self.width), np.nan, dtype=np.float32)
-        values = np.empty((n, len(columns)), dtype=np.float32)
-        if not self._whole and not len(columns):
-            return scores, values
-        at = self._whole_at() if self._whole else _EMPTY
-        blocks = _RowBlocks(X, _READOUT_BLOCK_BYTES)
-        picked = blocks.math.operand(columns)
-        for rows, block in blocks:
-            if len(columns):
-                blocks.math.take(block, picked, values[rows])
-            if self._whole:
-                block = blocks.math.tensor(block).float()
-                _, (rotations, offsets, _), _ = self._tensors(block.device)
-                scores[rows, at] = (block @ rotations - offsets).cpu().numpy()
-        return scores, values
 
 
 def _projection(pls: PLS) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
@@ -539,8 +516,9 @@ def _rows(
 
 def _layer_pls(
     X: Any, attributes: Mapping[str, AttributeRows], n_components: int
-) -> dict[str, PLS | ProbeInputError]:
-    """Every attribute's layer PLS, fitted together: one pass over X per component serves them all.
+) -> dict[str, SharedFit | ProbeInputError]:
+    """Every attribute's layer PLS, fitted together: one pass over X per component serves them all, and
+    gives its scores on the attribute's evaluation rows inside X (:func:`_known_rows`).
 
     An attribute's train draw is a row mask on the union matrix; the PLS sees those rows in union order,
     which is why :func:`_train_labels` gives the labels in that order too. Attributes whose train draw is
@@ -548,19 +526,23 @@ def _layer_pls(
     """
     n, m = (int(s) for s in X.shape)
     wanted = {a: max(1, min(n_components, m, len(sel.train) - 1)) for a, sel in attributes.items()}
-    fits: dict[str, PLS | ProbeInputError] = {}
+    fits: dict[str, SharedFit | ProbeInputError] = {}
     for components in sorted(set(wanted.values())):
         group = [a for a, c in wanted.items() if c == components]
         masks = np.zeros((n, len(group)), dtype=bool)
+        scored = np.zeros((n, len(group)), dtype=bool)
         targets = [_pls_target(attributes[a].kind, attributes[a].y_train) for a in group]
         widths = [t.shape[1] for t in targets]
         Y = np.zeros((n, sum(widths)), dtype=np.float64)
         for j, (attribute, target) in enumerate(zip(group, targets, strict=True)):
             sel = attributes[attribute]
             masks[sel.train, j] = True
+            scored[_known_rows(sel, n), j] = True
             Y[sel.train, sum(widths[:j]) : sum(widths[: j + 1])] = target
         try:
-            fitted: list[PLS | ProbeInputError] = fit_shared(X, Y, masks, components, widths=widths)
+            fitted: list[SharedFit | ProbeInputError] = fit_transform_shared(
+                X, Y, masks, components, scored=scored, widths=widths
+            )
         except ProbeInputError as err:  # the layer itself is unusable (NaN or inf): every attribute says so
             fitted = [err] * len(group)
         fits.update(zip(group, fitted, strict=True))
@@ -643,7 +625,17 @@ def _read_units(
         every = np.arange(X.shape[1], dtype=np.intp)
         return _units_from(X, every, {first: picks[first].columns(shape)}, attributes, n_rows)
     requested, wanted = _unit_batch(X, shape, picks, first)
-    return _units_from(Readout().read(X, wanted)[1], wanted, requested, attributes, n_rows)
+    return _units_from(_read_columns(X, wanted), wanted, requested, attributes, n_rows)
+
+
+def _read_columns(X: Any, columns: NDArray[np.intp]) -> NDArray[np.float32]:
+    """X's ``columns`` of every row, in one pass of row blocks, picked where the blocks are."""
+    values = np.empty((int(X.shape[0]), len(columns)), dtype=np.float32)
+    blocks = _RowBlocks(X, _UNIT_READ_BLOCK_BYTES)
+    picked = blocks.math.operand(columns)
+    for rows, block in blocks:
+        blocks.math.take(block, picked, values[rows])
+    return values
 
 
 def _gather(X: NDArray, rows: NDArray[np.intp], columns: NDArray[np.intp]) -> NDArray[np.float32]:
