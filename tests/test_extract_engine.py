@@ -115,3 +115,44 @@ def test_unknown_precision_is_refused(resnet):
         autocast("cpu", "float8")
     with pytest.raises(FaceprobeError, match="unknown precision"):
         extract(resnet, torch.randn(2, 3, 32, 32), ["fc"], precision="fp16")
+
+
+class _SlowImages(torch.utils.data.Dataset):
+    """Images whose loading records its thread and takes a while; image ``bad`` fails to load."""
+
+    def __init__(self, n: int, bad: int = -1) -> None:
+        self.n, self.bad, self.loaders = n, bad, []
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        import threading
+        import time
+
+        self.loaders.append(threading.get_ident())
+        time.sleep(0.005)
+        if i == self.bad:
+            raise OSError(f"image {i} unreadable")
+        return torch.full((3, 16, 16), float(i))
+
+
+def test_batches_are_loaded_on_another_thread_while_the_network_runs_in_order():
+    import threading
+
+    model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten())
+    images = _SlowImages(12)
+    out = extract(model, torch.utils.data.DataLoader(images, batch_size=2), ["0"])["0"]
+    with torch.no_grad():  # every image once, in order
+        expected = model(torch.stack([images[i] for i in range(12)])).numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+    loaded = images.loaders[:12]
+    assert set(loaded[:2]) == {threading.get_ident()}  # the first batch, before the dry run: here
+    assert threading.get_ident() not in loaded[2:]  # the others ahead, on the loading thread
+
+
+def test_a_failing_batch_raises_its_own_error_in_the_caller():
+    model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten())
+    loader = torch.utils.data.DataLoader(_SlowImages(12, bad=7), batch_size=2)
+    with pytest.raises(OSError, match="image 7 unreadable"):
+        extract(model, loader, ["0"])

@@ -12,6 +12,7 @@ import difflib
 import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -364,6 +365,26 @@ def copy_flat(rows: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
     return rows
 
 
+@contextmanager
+def _ahead(batches: Iterator[Any]) -> Iterator[Iterator[Any]]:
+    """The batches, each loaded on a thread of its own while the network runs on the one before (decoding
+    an image leaves the GIL, as the network's kernels do); the loading stops when the block ends."""
+    done = object()
+    with ThreadPoolExecutor(1) as pool:
+        loading = pool.submit(next, batches, done)
+
+        def loaded() -> Iterator[Any]:
+            nonlocal loading
+            while (batch := loading.result()) is not done:
+                loading = pool.submit(next, batches, done)
+                yield batch
+
+        try:
+            yield loaded()
+        finally:
+            loading.cancel()
+
+
 def _first(batches: Iterable[Any]) -> tuple[Any, Iterator[Any]]:
     """The first batch (None when there is none) and an iterator over all of them, the first included."""
     iterator = iter(batches)
@@ -462,7 +483,7 @@ def stream_outputs(
     model.to(device)
     features = _dry_run(model, batch_images(first)[:1].to(device), names, precision)
     consumer = sink({name: features[name] for name in names}, capacity)
-    with _Forward(model, names, consumer, device, precision, stop) as forward:
+    with _Forward(model, names, consumer, device, precision, stop) as forward, _ahead(batches) as batches:
         for batch in batches:
             x = batch_images(batch)
             consumer.start(len(x))
