@@ -261,6 +261,7 @@ def calibrate(units: Sequence[Any], config: RunConfig, n_attributes: int, folder
 
     from faceprobe.devices import channels_last, resolve_device
     from faceprobe.extract import catalogue, extract
+    from faceprobe.extract.folding import folded_batchnorms
     from faceprobe.extract.lockstep import rows_device
     from faceprobe.pls import fit_shared
 
@@ -283,7 +284,12 @@ def calibrate(units: Sequence[Any], config: RunConfig, n_attributes: int, folder
             widest = max((info.features for info in upto), default=0)
             working[unit.id] = weights + 3 * config.run.batch_size * widest * 4
             last = [unit.layers[-1]]
-            with channels_last(loaded.module, device):  # its per-pass conversion is no per-image cost
+            observed = {
+                name for u in units if u.model.id == entry.id for name in (*u.layers, u.ablated) if name
+            }
+            # the network as the units run it: BatchNorms folded around the observed layers, channels-last
+            # (whose per-pass conversion is no per-image cost)
+            with folded_batchnorms(loaded.module, observed), channels_last(loaded.module, device):
                 # warm at the timed batch's shape: a CPU's first forward of a shape prepares its kernels
                 extract(loaded.module, images, last, device=device, precision=config.run.precision)
                 start = time.perf_counter()

@@ -38,6 +38,7 @@ from faceprobe.atomic import atomic_write_text, writing
 from faceprobe.controls import control_names, is_control, with_controls
 from faceprobe.errors import FaceprobeError
 from faceprobe.extract.catalogue import select_layers
+from faceprobe.extract.folding import folded_batchnorms
 from faceprobe.results import read_baseline, to_frame, write_results
 from faceprobe.run.config import RESUMABLE, RunConfig, parse_config
 from faceprobe.run.cost import UnitCost, calibrate, check_budgets, disk_budget, unit_costs
@@ -292,6 +293,19 @@ def _unknown(key: str, name: str, known: set[str]) -> str:
     return f"{key}: no attribute {name!r} in the data{hint}"
 
 
+def _observed_layers(config: RunConfig, entry: ModelEntry, layers: Sequence) -> frozenset[str]:
+    """Every layer of ``entry``'s catalogue ``layers`` the study observes: its probed layers and its ablated
+    ones. Every unit of the model folds its BatchNorms around these same layers
+    (:mod:`faceprobe.extract.folding`), so a layer's values do not depend on the unit that computes them."""
+    selected = select_layers(layers, entry.layers)
+    observed = {info.name for info in selected}
+    for depth in config.ablation.depths if config.ablation else ():
+        ablated = _ablated_layer(depth, layers, selected)
+        if not isinstance(ablated, str):
+            observed.add(ablated.name)
+    return frozenset(observed)
+
+
 def _ablated_layer(depth: int | str, layers: Sequence, selected: Sequence) -> Any:
     """The catalogue layer an ablation depth (a catalogue depth or a layer name) names, or why none fits.
 
@@ -391,7 +405,8 @@ def execute_unit(
         layers = [infos[unit.ablated], *(infos[n] for n in unit.layers if n in infos)]
         storage = None if unit.streamed else _storage(run_dir, config, loaded, forward.images, unit.held)
         placement = Placement(storage, frozenset(unit.streamed))
-        rows = ablation_rows(forward, draws, layers[0], layers[1:], ablation, placement)
+        with folded_batchnorms(loaded.module, _observed_layers(config, entry, list(infos.values()))):
+            rows = ablation_rows(forward, draws, layers[0], layers[1:], ablation, placement)
         _write_part(
             run_dir,
             "ablation",
@@ -410,7 +425,8 @@ def execute_unit(
         stored = unit.held == "store" and len(unit.streamed) < len(unit.layers)
         storage = _storage(run_dir, config, loaded, forward.images, unit.held, ahead) if stored else None
         placement = Placement(storage, frozenset(unit.streamed))
-        results, vip = probe_rows(forward, draws, layers, config.probe, config.data.seed, placement)
+        with folded_batchnorms(loaded.module, _observed_layers(config, entry, list(infos.values()))):
+            results, vip = probe_rows(forward, draws, layers, config.probe, config.data.seed, placement)
         identity = {
             **model_keys,
             "architecture": entry.architecture,
