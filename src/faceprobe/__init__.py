@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from faceprobe.pls import (
         PLS,
+        SharedFit,
         channel_vip,
         fit_shared,
+        fit_transform_shared,
         top_k_channels,
         top_k_neurons,
         transform_shared,
@@ -29,7 +31,9 @@ __version__ = "0.1.0"
 _LAZY = {
     "PLS": "faceprobe.pls",
     "channel_vip": "faceprobe.pls",
+    "SharedFit": "faceprobe.pls",
     "fit_shared": "faceprobe.pls",
+    "fit_transform_shared": "faceprobe.pls",
     "top_k_channels": "faceprobe.pls",
     "top_k_neurons": "faceprobe.pls",
     "transform_shared": "faceprobe.pls",
@@ -51,9 +55,11 @@ __all__ = [
     "MulticlassProbe",
     "Probe",
     "RegressionProbe",
+    "SharedFit",
     "__version__",
     "channel_vip",
     "fit_shared",
+    "fit_transform_shared",
     "top_k_channels",
     "top_k_neurons",
     "transform_shared",

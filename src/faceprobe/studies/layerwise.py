@@ -614,7 +614,7 @@ def _read_units(
     attributes: Mapping[str, AttributeRows],
     first: str,
 ) -> dict[str, _Units]:
-    """The units of ``first`` and the attributes after it, beyond those read with the readout's pass.
+    """The units of ``first``, and of the attributes after it when they come in one read.
 
     An in-memory X is indexed for ``first`` alone, on its train and known evaluation rows only; any other
     X costs a pass to read, so it is read once for as many of the following attributes as
