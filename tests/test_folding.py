@@ -98,8 +98,22 @@ class _Untraceable(nn.Module):
         return self.bn(self.conv(x))
 
 
+class _Standardised(nn.Conv2d):
+    """A convolution that standardises its weight in its own forward, so that scaling the weight changes
+    nothing; it poses as a library module, which torch.fx keeps whole, as it does ``nn.Conv2d``."""
+
+    __module__ = "torch.nn.modules.conv"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        w = (w - w.mean(dim=(1, 2, 3), keepdim=True)) / w.std(dim=(1, 2, 3), keepdim=True)
+        return self._conv_forward(x, w, self.bias)
+
+
 def test_only_a_convolution_feeding_its_batchnorm_alone_is_folded():
     assert foldable_pairs(_Shared()) == [("conv2", "bn2")]
+    model = nn.Sequential(_Standardised(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4))
+    assert foldable_pairs(model) == [("2", "3")]  # the subclass's pair would fold into a wrong network
     assert foldable_pairs(_Untraceable()) == []
     model = _Untraceable().eval()
     x = torch.randn(2, 3, 8, 8)

@@ -31,7 +31,9 @@ __all__ = ["foldable_pairs", "folded_batchnorms"]
 
 def foldable_pairs(model: nn.Module) -> list[tuple[str, str]]:
     """(convolution, BatchNorm) module names where the graph sends the convolution's output to that
-    BatchNorm only, each called once in the forward; none when the forward cannot be traced."""
+    BatchNorm only, each called once in the forward, both exactly ``nn.Conv2d`` and ``nn.BatchNorm2d`` (a
+    subclass, a weight-standardised convolution say, may compute otherwise); none when the forward cannot
+    be traced."""
     try:
         graph = torch.fx.symbolic_trace(model).graph
     except Exception:  # any error of an untraceable forward: nothing is folded
@@ -40,13 +42,13 @@ def foldable_pairs(model: nn.Module) -> list[tuple[str, str]]:
     calls = Counter(node.target for node in graph.nodes if node.op == "call_module")
     pairs = []
     for node in graph.nodes:
-        if node.op != "call_module" or not isinstance(modules.get(node.target), nn.BatchNorm2d):
+        if node.op != "call_module" or type(modules.get(node.target)) is not nn.BatchNorm2d:
             continue
         source = node.args[0] if len(node.args) == 1 and not node.kwargs else None
         if (
             isinstance(source, torch.fx.Node)
             and source.op == "call_module"
-            and isinstance(modules.get(source.target), nn.Conv2d)
+            and type(modules.get(source.target)) is nn.Conv2d  # a subclass may use its weight otherwise
             and len(source.users) == 1
             and calls[source.target] == calls[node.target] == 1
         ):
