@@ -61,13 +61,14 @@ def folded_batchnorms(model: nn.Module, keep: Collection[str]) -> Iterator[None]
     """Within the block ``model`` is in eval mode, and each :func:`foldable_pairs` pair whose modules are
     not in ``keep`` and carry no hooks computes as one convolution: the convolution's weight and bias
     replaced in place by the folded ones, the BatchNorm by an identity. Everything is put back on exit."""
+    keep = set(keep)
     restore: list[tuple[nn.Conv2d, torch.Tensor, nn.Parameter | None, nn.Module, str, nn.Module]] = []
     with evaluating(model):
         try:
             with torch.no_grad():
                 for conv_name, bn_name in foldable_pairs(model):
                     conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
-                    if {conv_name, bn_name} & set(keep) or _hooked(conv) or _hooked(bn) or not _foldable(bn):
+                    if {conv_name, bn_name} & keep or _hooked(conv) or _hooked(bn) or not _foldable(bn):
                         continue
                     assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
                     weight, bias = fuse_conv_bn_weights(

@@ -279,14 +279,12 @@ def calibrate(units: Sequence[Any], config: RunConfig, n_attributes: int, folder
         tensors = (*loaded.module.parameters(), *loaded.module.buffers())
         weights = sum(t.numel() * t.element_size() for t in tensors)
         names = [info.name for info in outputs]
+        observed = {name for u in units if u.model.id == entry.id for name in (*u.layers, u.ablated) if name}
         for unit in (u for u in units if u.model.id == entry.id):
             upto = outputs[: names.index(unit.layers[-1]) + 1] if unit.layers[-1] in names else outputs
             widest = max((info.features for info in upto), default=0)
             working[unit.id] = weights + 3 * config.run.batch_size * widest * 4
             last = [unit.layers[-1]]
-            observed = {
-                name for u in units if u.model.id == entry.id for name in (*u.layers, u.ablated) if name
-            }
             # the network as the units run it: BatchNorms folded around the observed layers, channels-last
             # (whose per-pass conversion is no per-image cost)
             with folded_batchnorms(loaded.module, observed), channels_last(loaded.module, device):

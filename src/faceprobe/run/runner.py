@@ -375,6 +375,7 @@ def execute_unit(
     entry = unit.model
     loaded = entry.load()
     infos = {info.name: info for info in _catalogue(loaded)}
+    observed = _observed_layers(config, entry, list(infos.values()))  # BatchNorms stay around these
     train = tuple(draws.train_images())
     advance = None
     if progress is not None:
@@ -405,7 +406,7 @@ def execute_unit(
         layers = [infos[unit.ablated], *(infos[n] for n in unit.layers if n in infos)]
         storage = None if unit.streamed else _storage(run_dir, config, loaded, forward.images, unit.held)
         placement = Placement(storage, frozenset(unit.streamed))
-        with folded_batchnorms(loaded.module, _observed_layers(config, entry, list(infos.values()))):
+        with folded_batchnorms(loaded.module, observed):
             rows = ablation_rows(forward, draws, layers[0], layers[1:], ablation, placement)
         _write_part(
             run_dir,
@@ -425,7 +426,7 @@ def execute_unit(
         stored = unit.held == "store" and len(unit.streamed) < len(unit.layers)
         storage = _storage(run_dir, config, loaded, forward.images, unit.held, ahead) if stored else None
         placement = Placement(storage, frozenset(unit.streamed))
-        with folded_batchnorms(loaded.module, _observed_layers(config, entry, list(infos.values()))):
+        with folded_batchnorms(loaded.module, observed):
             results, vip = probe_rows(forward, draws, layers, config.probe, config.data.seed, placement)
         identity = {
             **model_keys,
