@@ -11,8 +11,6 @@ from faceprobe.extract import extract
 from faceprobe.extract.ablation import ablate, channel_mask, neuron_mask
 from faceprobe.models import SmallFaceNet
 
-torch.set_num_threads(2)
-
 LAYERS = [
     "backbone.stem",
     "backbone.stage1.0.residual",

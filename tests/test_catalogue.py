@@ -17,8 +17,6 @@ from faceprobe.errors import FaceprobeError
 from faceprobe.extract import block_layers, catalogue, extract, select_layers
 from faceprobe.models import SmallFaceNet, load_model
 
-torch.set_num_threads(2)
-
 
 def _randomised_bn(model: nn.Module) -> nn.Module:
     """Non-trivial BN, so a residual output and the block output differ visibly."""

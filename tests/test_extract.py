@@ -15,8 +15,6 @@ from faceprobe.errors import FaceprobeError
 from faceprobe.extract import LayerInfo, block_layers, capture, describe_layers, extract
 from faceprobe.models import SmallFaceNet
 
-torch.set_num_threads(2)
-
 SMALL_BLOCKS = [
     ("backbone.stem", "conv", (8, 24, 24)),
     ("backbone.stage1.0", "block", (16, 12, 12)),

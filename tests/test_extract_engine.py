@@ -15,8 +15,6 @@ from faceprobe.extract import describe_layers, extract
 from faceprobe.extract.hooks import _dry_run
 from faceprobe.extract.store import ActivationStore, extract_to_store, store_key
 
-torch.set_num_threads(2)
-
 NAMES = ["layer1.1", "layer2.0.bn2", "layer2.0"]
 
 

@@ -12,8 +12,6 @@ from faceprobe.errors import FaceprobeError
 from faceprobe.models import SmallFaceNet, build_model
 from faceprobe.models.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_checkpoint, save_checkpoint
 
-torch.set_num_threads(2)
-
 
 def _trained_looking(model: nn.Module) -> nn.Module:
     """Non-default BN statistics and weights, so a round trip that dropped any buffer would show."""

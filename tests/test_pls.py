@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.cross_decomposition import PLSRegression
 
-from faceprobe import PLS, channel_vip, top_k_channels, top_k_neurons, vip_scores
+from faceprobe import PLS, channel_vip, fit_shared, top_k_channels, top_k_neurons, vip_scores
 from faceprobe.errors import ProbeInputError
 from faceprobe.pls import channel_columns
 
@@ -190,11 +190,17 @@ def test_bad_targets_and_sizes_are_refused():
         PLS(0).fit(X, y)
 
 
-def test_constant_layer_is_refused_clearly():
-    X = np.full((30, 12), 0.25, dtype=np.float32)
-    y = np.arange(30) % 2
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("value", [0.0, 0.25, 0.1, 3.0, 1e4])
+def test_constant_layer_is_refused_clearly(value, dtype):
+    # Unbalanced labels: their mean is not exact in binary, so X'y of a constant X is rounding, not zero,
+    # and a fit on it used to end in a singular P'W instead of this message.
+    X = np.full((300, 12), value, dtype=dtype)
+    y = np.random.default_rng(0).integers(0, 2, 300)
     with pytest.raises(ProbeInputError, match="constant layer"):
-        PLS(2).fit(X, y)
+        PLS(8).fit(X, y)
+    (shared,) = fit_shared(X, y[:, None].astype(float), (np.arange(300) % 3 > 0)[:, None], 8)
+    assert isinstance(shared, ProbeInputError) and "constant layer" in str(shared)
 
 
 def test_rank_deficient_x_keeps_fewer_components():

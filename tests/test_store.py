@@ -25,8 +25,6 @@ from faceprobe.extract.store import ActivationStore, CorruptStoreError, extract_
 from faceprobe.models import SmallFaceNet
 from faceprobe.pls import PLS
 
-torch.set_num_threads(2)
-
 NAMES = ["backbone.stem", "backbone.stage1.0.residual", "embedding"]
 
 

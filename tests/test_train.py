@@ -16,8 +16,6 @@ from faceprobe.train.loop import EpochSampler
 from faceprobe.train.recognition import _identity_weights
 from faceprobe.train.state import load_state, save_state
 
-torch.set_num_threads(2)
-
 WIDTHS = (8, 16, 32)
 
 

@@ -22,8 +22,6 @@ from faceprobe.models.checkpoint import load_checkpoint
 from faceprobe.results import BASELINE_COLUMNS
 from faceprobe.train.jobs import Recipe, lfw_score
 
-torch.set_num_threads(2)
-
 N_IDS, PER_ID, SIZE = 4, 10, 32
 TINY = ["--epochs", "2", "--input-size", "32", "--batch-size", "8", "--lr", "0.05", "--no-amp"]
 

@@ -20,8 +20,6 @@ from faceprobe.errors import FaceprobeError
 from faceprobe.models import load_model
 from faceprobe.verification import check_identities, check_lfw_pairs, embed, pick_images
 
-torch.set_num_threads(2)
-
 
 @pytest.fixture(scope="module")
 def faces(tmp_path_factory):

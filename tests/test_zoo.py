@@ -21,8 +21,6 @@ from faceprobe.models.checkpoint import save_checkpoint
 from faceprobe.models.loading import imagenet_path
 from faceprobe.models.preprocessing import parse_size
 
-torch.set_num_threads(2)
-
 
 def _bn(keys: dict, name: str, c: int) -> None:
     for param in ("weight", "bias", "running_mean", "running_var"):

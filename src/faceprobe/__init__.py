@@ -9,7 +9,16 @@ beyond binary ones: :class:`MulticlassProbe` (PLS-DA + QDA, balanced accuracy) a
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING, Any
+
+# The passes' products run in MKL (torch's CPU matmul). On some CPUs (AVX-512 ones, AMD's among them) MKL's
+# rounding depends on where a block lies in memory, so the same rows held in RAM, read from the store or
+# streamed in batches gave sums that differ in the last bit. Its strict reproducible mode takes the same
+# time here (docs/benchmarks.md) and makes the results independent of the source, as the tests demand. MKL
+# reads the variable when it starts, so it is set on import, before torch runs anything; a user's own
+# setting wins.
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 if TYPE_CHECKING:
     from faceprobe.pls import (

@@ -67,6 +67,7 @@ _MIN_SPLIT_BYTES = 8 * 2**20  # passes over less X run in the calling thread: th
 _COPY_BYTES = 64 * 2**20  # a column-ordered X up to this size is copied in row order before its passes
 _MIN_SHARED_UPDATE = 2**20  # features x targets below which a fit's per-target updates run in one thread
 _CHUNK_BLOCKS = 8  # blocks a pass's thread takes at a time; its sums join the total once per chunk
+_CANCELLED = 64  # scores within this many float epsilons of the products they came from are rounding
 _MAX_WORKERS = 8  # threads of a pass, each holding a k x m sum; the passes are bound by memory
 _PASSES_ENV = "FACEPROBE_PLS_PASSES"  # "blas": passes in one thread, products on their kernels' threads
 
@@ -946,7 +947,7 @@ def _deflate(
     t.raw[:, k] = raw[t.scored, j]
     s = scores[:, j]
     tt = float(s @ s)
-    if tt <= 0.0:
+    if tt <= 0.0 or _cancelled(s, raw[:, j] if t.rows is None else raw[t.rows, j], W.dtype):
         return
     # (X - mean)'t = X't - mean * sum(t); sum(t) is ~0 but not exactly.
     x_t = xt[j] - state.means[t.mean_row] * dtype(s.sum())
@@ -958,6 +959,14 @@ def _deflate(
     t.left = float(np.linalg.norm(state.M[t.columns]))
     t.W[k], t.T[:, k] = W[j], s
     t.k += 1
+
+
+def _cancelled(scores: NDArray[np.float64], raw: NDArray[np.float64], dtype: np.dtype) -> bool:
+    """Whether a component's scores ``X w - offset`` are only what rounding left of the products ``X w``:
+    X constant on the rows (or no longer varying along ``w``). The cross-products that chose ``w`` are then
+    rounding too, not covariance, and fitting on them would give a singular ``P'W``."""
+    largest = float(np.max(np.abs(raw), initial=0.0))
+    return float(np.max(np.abs(scores), initial=0.0)) <= _CANCELLED * np.finfo(dtype).eps * largest
 
 
 class _PerTarget:

@@ -16,7 +16,11 @@ import pkgutil
 # Set before torch is imported (its OpenMP runtime reads it once); the user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from faceprobe.allocator import reuse_freed_buffers
 from faceprobe.cli._app import app, main
+
+# The forward passes' activations are reused from one batch to the next instead of faulted in again.
+reuse_freed_buffers()
 
 for _module in pkgutil.iter_modules(__path__):
     if not _module.name.startswith("_"):

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from faceprobe.allocator import reuse_freed_buffers
 from faceprobe.atomic import atomic_write_text, writing
 from faceprobe.controls import control_names, is_control, with_controls
 from faceprobe.errors import FaceprobeError
@@ -574,15 +575,20 @@ def _run_dask(run_dir: Path, units: Sequence[Unit], scheduler: str, workers: int
     A problem of the user's (a :class:`FaceprobeError`) would fail the same way on every worker, so it
     is not retried: the task returns it, the other tasks are cancelled and it is raised here once.
     """
+    import dask
     from dask.distributed import Client, LocalCluster, as_completed
+    from dask.utils import parse_timedelta
 
+    # Dask's own connect timeout (30 s unless its config says otherwise, e.g.
+    # DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT=5s): how long a scheduler that is starting gets.
+    timeout = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), default="seconds")
     cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)
     try:
         try:
-            client = Client(scheduler or cluster, timeout=_SCHEDULER_TIMEOUT)
+            client = Client(scheduler or cluster, timeout=timeout)
         except (OSError, TimeoutError) as err:
             raise FaceprobeError(
-                f"cannot reach the Dask scheduler {scheduler} within {_SCHEDULER_TIMEOUT} s ({err}); start "
+                f"cannot reach the Dask scheduler {scheduler} within {timeout:g} s ({err}); start "
                 "it, or check the address (tcp://HOST:PORT)"
             ) from None
         with client:
@@ -603,15 +609,13 @@ def _run_dask(run_dir: Path, units: Sequence[Unit], scheduler: str, workers: int
             cluster.close()
 
 
-#: Seconds to wait for a Dask scheduler before saying it cannot be reached.
-_SCHEDULER_TIMEOUT = 30
-
-
 def _dask_task(run_dir: str, unit: Unit, *after: str | None) -> str | None:
     """:func:`execute_unit` as a Dask task: a user's problem comes back as its message, not as a retry.
 
     ``after`` are the results of the tasks of ``unit.after``: passing them makes Dask run those first.
+    The worker's allocator then reuses freed activation buffers, as the ``faceprobe`` command's does.
     """
+    reuse_freed_buffers()
     try:
         execute_unit(run_dir, unit)
     except FaceprobeError as err:
