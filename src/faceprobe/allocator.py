@@ -11,7 +11,6 @@ reason; a process that is already running can instead raise glibc's thresholds, 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 
 __all__ = ["REUSED_BELOW", "reuse_freed_buffers"]
@@ -34,9 +33,8 @@ def reuse_freed_buffers() -> bool:
     ``faceprobe`` command calls it at start, each Dask task of a study in its worker; a script that
     imports faceprobe as a library may call it itself.
     """
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name)
+        libc = ctypes.CDLL(None)  # the symbols the process has loaded, the C library's among them
         mallopt = libc.mallopt
         libc.gnu_get_libc_version  # noqa: B018 (glibc only: musl has mallopt, and ignores it)
     except (OSError, TypeError, AttributeError):
