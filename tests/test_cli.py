@@ -124,6 +124,40 @@ def test_help_and_version_answer_in_under_a_second():
     assert loaded.stdout.split() == ["False", "False"], loaded.stderr
 
 
+_LOADS_TORCH = """
+import sys
+from faceprobe.cli import main
+
+sys.argv = ["faceprobe", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as end:
+    print(end.code, "torch" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["run", "{study}"],
+        ["plan", "{study}"],
+        ["report", "{folder}"],
+        ["status", "{folder}"],
+        ["clean", "{folder}"],
+        ["compare", "{folder}", "{folder}", "--out", "{folder}"],
+    ],
+)
+def test_a_refused_study_or_folder_is_said_before_torch_loads(tmp_path, command):
+    """Reading a study file or a run folder needs no torch: a mistake there is said in a fraction of a second,
+    not after the seconds torch and torchvision take to import."""
+    study = tmp_path / "study.toml"
+    study.write_text('[data]\nspec = "synthetic:faces"\ntrain = "many"\n[[models]]\narchitecture = "small"\n')
+    args = [a.format(study=study, folder=tmp_path / "nowhere") for a in command]
+    proc = subprocess.run([sys.executable, "-c", _LOADS_TORCH, *args], capture_output=True, text=True)
+    assert proc.stdout.split() == ["2", "False"], proc.stdout + proc.stderr
+    assert proc.stderr.startswith("error: "), proc.stderr
+
+
 def test_run_help_shows_the_study_tables_literally():
     text = " ".join(run_cli("run", "--help").stdout.replace("│", " ").split())
     assert "[data], [[models]], [probe], [ablation], [run], [baseline]" in text

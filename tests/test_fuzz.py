@@ -11,8 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from faceprobe.data.celeba import ATTRIBUTE_FILE, IDENTITY_FILE, IMAGE_DIR, PARTITION_FILE, load_celeba
 from faceprobe.data.folder import load_folder

@@ -8,9 +8,9 @@ beyond binary ones: :class:`MulticlassProbe` (PLS-DA + QDA, balanced accuracy) a
 
 from __future__ import annotations
 
-import importlib
 import os
-from typing import TYPE_CHECKING, Any
+
+import lazy_loader
 
 # The passes' products run in MKL (torch's CPU matmul). On some CPUs (AVX-512 ones, AMD's among them) MKL's
 # rounding depends on where a block lies in memory, so the same rows held in RAM, read from the store or
@@ -20,57 +20,13 @@ from typing import TYPE_CHECKING, Any
 # setting wins.
 os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
-if TYPE_CHECKING:
-    from faceprobe.pls import (
-        PLS,
-        SharedFit,
-        channel_vip,
-        fit_shared,
-        fit_transform_shared,
-        top_k_channels,
-        top_k_neurons,
-        transform_shared,
-        vip_scores,
-    )
-    from faceprobe.probe import MulticlassProbe, Probe, RegressionProbe
-
 __version__ = "0.1.0"
 
-#: Where each public name lives; imported on first use, so `faceprobe --help` need not load SciPy or torch.
-_LAZY = {
-    "PLS": "faceprobe.pls",
-    "channel_vip": "faceprobe.pls",
-    "SharedFit": "faceprobe.pls",
-    "fit_shared": "faceprobe.pls",
-    "fit_transform_shared": "faceprobe.pls",
-    "top_k_channels": "faceprobe.pls",
-    "top_k_neurons": "faceprobe.pls",
-    "transform_shared": "faceprobe.pls",
-    "vip_scores": "faceprobe.pls",
-    "Probe": "faceprobe.probe",
-    "MulticlassProbe": "faceprobe.probe",
-    "RegressionProbe": "faceprobe.probe",
-}
+# Every package of faceprobe names its public objects in its __init__.pyi and imports each on first use,
+# so a command imports only what it runs: `faceprobe report` or a refused study file never waits for torch.
+__getattr__, _dir, _names = lazy_loader.attach_stub(__name__, __file__)
+__all__ = [*_names, "__version__"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'faceprobe' has no attribute {name!r}")
-
-
-__all__ = [
-    "PLS",
-    "MulticlassProbe",
-    "Probe",
-    "RegressionProbe",
-    "SharedFit",
-    "__version__",
-    "channel_vip",
-    "fit_shared",
-    "fit_transform_shared",
-    "top_k_channels",
-    "top_k_neurons",
-    "transform_shared",
-    "vip_scores",
-]
+def __dir__() -> list[str]:
+    return list(__all__)

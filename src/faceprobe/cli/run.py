@@ -343,8 +343,7 @@ def _number(text: str) -> int | float | str:
 @app.command(epilog="Example: faceprobe status runs/study")
 def status(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
     """Show how far a run got (finished and pending work units) and what its folder holds on disk."""
-    from faceprobe.run.folder import folder_sizes
-    from faceprobe.run.runner import run_status
+    from faceprobe.run.folder import folder_sizes, run_status
 
     state = run_status(run_dir)
     table = Table(title=f"{escape(str(run_dir))}: {len(state.finished)}/{state.total} work units finished")
@@ -376,8 +375,7 @@ def clean(
     Refused while a process runs in the folder. Tables, draws and the manifest are never touched: reports
     and compare need nothing else, and an unfinished run extracts again what it needs when resumed.
     """
-    from faceprobe.run.folder import reclaim
-    from faceprobe.run.runner import run_status
+    from faceprobe.run.folder import reclaim, run_status
 
     run_status(run_dir)  # a run folder, or one line saying it is none
     del store  # the store always goes: the flag spells out the default

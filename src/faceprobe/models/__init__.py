@@ -4,19 +4,6 @@
 mode, weights digest, :class:`Preprocessing`); :data:`ARCHITECTURES` lists the names it knows.
 """
 
-from __future__ import annotations
+import lazy_loader
 
-from faceprobe.models.loading import LoadedModel, load_model
-from faceprobe.models.preprocessing import Preprocessing
-from faceprobe.models.registry import ARCHITECTURES, ModelSpec, build_model
-from faceprobe.models.small import SmallFaceNet
-
-__all__ = [
-    "ARCHITECTURES",
-    "LoadedModel",
-    "ModelSpec",
-    "Preprocessing",
-    "SmallFaceNet",
-    "build_model",
-    "load_model",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)  # __init__.pyi's names

@@ -47,13 +47,11 @@ from faceprobe.report.tables import (
     best_units,
     representation_averages,
     row_classes,
+    selectivity as selectivity_table,
     table_html,
     vip_correlations,
     vip_projections,
     write_table,
-)
-from faceprobe.report.tables import (
-    selectivity as selectivity_table,
 )
 from faceprobe.report.training import training_section
 from faceprobe.run.summary import run_warnings

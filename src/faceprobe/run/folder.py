@@ -1,4 +1,5 @@
-"""A run folder's parts, their sizes on disk, and reclaiming what the tables no longer need.
+"""A run folder's parts: which units are finished, their sizes on disk, and reclaiming what the tables no
+longer need.
 
 The activation store holds every stored layer of every image (gigabytes for a small study); the tables,
 draws and manifest hold the results (megabytes). A finished run needs only the latter: reports and
@@ -9,13 +10,45 @@ until it finishes; cleaned, it extracts again what it needs, with the same resul
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+from faceprobe.errors import FaceprobeError
 from faceprobe.run.lock import hold
 
-__all__ = ["folder_sizes", "reclaim", "reclaim_held"]
+__all__ = ["RunStatus", "folder_sizes", "reclaim", "reclaim_held", "run_status"]
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """Which units of a run are finished; ``reclaimed``: bytes of activation store a finished run freed."""
+
+    run_dir: Path
+    total: int
+    finished: tuple[str, ...]
+    pending: tuple[str, ...]
+    reclaimed: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return not self.pending
+
+
+def run_status(run_dir: str | Path) -> RunStatus:
+    """Which units of a run are finished and which are left."""
+    run_dir = Path(run_dir)
+    plan = run_dir / "units" / "plan.json"
+    if not plan.exists():
+        raise FaceprobeError(
+            f"{run_dir}: not a faceprobe run folder (no units/plan.json); start it with faceprobe run"
+        )
+    ids = [u["id"] for u in json.loads(plan.read_text())]
+    finished = tuple(i for i in ids if (run_dir / "units" / f"{i}.done").exists())
+    return RunStatus(run_dir, len(ids), finished, tuple(i for i in ids if i not in finished))
+
 
 #: Parts that hold results and are never removed.
 _RESULTS = (

@@ -44,13 +44,13 @@ from faceprobe.results import read_baseline, to_frame, write_results
 from faceprobe.run.config import RESUMABLE, RunConfig, parse_config
 from faceprobe.run.cost import UnitCost, calibrate, check_budgets, disk_budget, unit_costs
 from faceprobe.run.entries import ModelEntry, model_entries
-from faceprobe.run.folder import reclaim_held
+from faceprobe.run.folder import RunStatus, reclaim_held, run_status
 from faceprobe.run.lock import hold
 from faceprobe.run.summary import failed_attributes
 from faceprobe.run.tables import read_table
 from faceprobe.run.work import Ablation, Draws, Forward, Placement, Storage, ablation_rows, probe_rows
 
-__all__ = ["RunStatus", "Unit", "plan_units", "run_status", "run_study", "study_costs", "study_settings"]
+__all__ = ["Unit", "plan_units", "run_study", "study_costs", "study_settings"]
 
 
 @dataclass(frozen=True)
@@ -700,34 +700,6 @@ def _prepare(config: RunConfig, run_dir: Path, dataset: Any, made: tuple | None)
 
 
 # --- status ------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RunStatus:
-    """Which units of a run are finished; ``reclaimed``: bytes of activation store a finished run freed."""
-
-    run_dir: Path
-    total: int
-    finished: tuple[str, ...]
-    pending: tuple[str, ...]
-    reclaimed: int = 0
-
-    @property
-    def complete(self) -> bool:
-        return not self.pending
-
-
-def run_status(run_dir: str | Path) -> RunStatus:
-    """Which units of a run are finished and which are left."""
-    run_dir = Path(run_dir)
-    plan = run_dir / "units" / "plan.json"
-    if not plan.exists():
-        raise FaceprobeError(
-            f"{run_dir}: not a faceprobe run folder (no units/plan.json); start it with faceprobe run"
-        )
-    ids = [u["id"] for u in json.loads(plan.read_text())]
-    finished = tuple(i for i in ids if (run_dir / "units" / f"{i}.done").exists())
-    return RunStatus(run_dir, len(ids), finished, tuple(i for i in ids if i not in finished))
 
 
 # --- small helpers -----------------------------------------------------------------------------------------

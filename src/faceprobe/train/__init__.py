@@ -6,22 +6,6 @@
 a dataset spec to a checkpoint folder.
 """
 
-from faceprobe.train.attributes import attribute_accuracy, train_attributes
-from faceprobe.train.heads import MarginHead
-from faceprobe.train.jobs import Recipe, run_attributes, run_recognition
-from faceprobe.train.loop import TrainResult, fit
-from faceprobe.train.recognition import evaluate, train_recognition, train_transform
+import lazy_loader
 
-__all__ = [
-    "MarginHead",
-    "Recipe",
-    "TrainResult",
-    "attribute_accuracy",
-    "evaluate",
-    "fit",
-    "run_attributes",
-    "run_recognition",
-    "train_attributes",
-    "train_recognition",
-    "train_transform",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)  # __init__.pyi's names
