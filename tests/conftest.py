@@ -18,11 +18,13 @@ from faceprobe.data.synth import generate
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Under pytest-xdist, one thread per process for torch and BLAS, in this worker and the CLI processes
-    it starts: the workers already share the CPUs, and threads that wait for each other on a taken core
-    spin instead of working."""
+    """Under pytest-xdist, one thread per process for torch and BLAS, and reports drawn in their own process,
+    in this worker and the CLI processes it starts: the workers already share the CPUs, threads that wait
+    for each other on a taken core spin instead of working, and drawing processes started per report would
+    only add their start to the suite's time (tests that are about them ask for them)."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ["OMP_NUM_THREADS"] = "1"
+        os.environ["LOKY_MAX_CPU_COUNT"] = "1"
         import torch
 
         torch.set_num_threads(1)

@@ -11,11 +11,15 @@ exactly, and no unit that had finished may start again.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 
 from conftest import tiny_study
@@ -85,13 +89,43 @@ def reference(study, tmp_path_factory) -> Path:
     return run_dir
 
 
-def _cli(study: Path, args: list[str], run_dir: Path | None = None, **fault) -> subprocess.CompletedProcess:
-    """``faceprobe ARGS``; with a fault (target, k, match, after, action) through the wrapper script."""
+def _cli(
+    study: Path, args: list[str], run_dir: Path | None = None, env: dict[str, str] | None = None, **fault
+) -> subprocess.CompletedProcess:
+    """``faceprobe ARGS``; with a fault (target, k, match, after, action) through the wrapper script.
+
+    Whether it ends or is killed, nothing it started may outlive it for long (a report's drawing workers
+    would wait out their idle minute): it leads a session of its own, and soon after it is gone no process of
+    that session may be left.
+    """
     command = [sys.executable, "-m", "faceprobe.cli", *args]
     if fault:
         spec = {"k": 1, "match": "", "after": 0, "action": "kill", "units": str(run_dir / "units"), **fault}
         command = [sys.executable, str(study.parent / "fault.py"), json.dumps(spec), *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        environment = {**os.environ, **(env or {})}
+        proc = subprocess.Popen(
+            command, stdout=out, stderr=err, text=True, start_new_session=True, env=environment
+        )
+        proc.wait(timeout=300)
+        deadline = time.monotonic() + 10  # a worker still starting ends once it can see its parent gone
+        while _left_running(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _left_running(proc.pid), f"{args}: processes outlived the command"
+        out.seek(0), err.seek(0)
+        return subprocess.CompletedProcess(command, proc.returncode, out.read(), err.read())
+
+
+def _left_running(session: int) -> list[int]:
+    """Processes alive in ``session`` (zombies are dead)."""
+    alive = []
+    for pid in psutil.pids():
+        try:
+            if os.getsid(pid) == session and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+        except (OSError, psutil.NoSuchProcess):
+            continue
+    return alive
 
 
 def _events(run_dir: Path, event: str) -> list[str]:
@@ -212,7 +246,9 @@ def test_sigkill_during_the_report_then_rerun_gives_the_same_report(study, refer
     first, second = tmp_path / "first", tmp_path / "second"
     build_report([load_run(reference)], first, DEFAULT_GROUPS)
     command = ["report", str(reference), "--out", str(second)]
-    killed = _cli(study, command, reference, target="matplotlib.figure:Figure.savefig", k=3)
+    # killed as it hands its third figure to its two drawing workers: some figures written, others being drawn
+    workers = {"LOKY_MAX_CPU_COUNT": "2"}
+    killed = _cli(study, command, reference, workers, target="faceprobe.report.saving:FigureSaver.save", k=3)
     assert killed.returncode == -9 and not (second / "index.html").exists()
     again = _cli(study, command)
     assert again.returncode == 0, again.stderr[-2000:]

@@ -7,6 +7,7 @@ baseline and gap, and the notes where a run uses fewer settings than the thesis.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -25,6 +26,7 @@ from faceprobe.report.tables import (
     best_units,
     representation_averages,
     vip_correlations,
+    vip_projections,
 )
 from faceprobe.results import to_frame, write_results
 
@@ -175,6 +177,31 @@ def test_vip_correlation_is_the_mean_of_per_projection_r_without_control():
     assert table.loc["mean_positive", "mean r"] == pytest.approx(0.0)  # +1 and -1
     assert table.loc["mean_positive", "std r"] == pytest.approx(np.sqrt(2))
     assert POOLED == "pooled r (not the thesis statistic)"
+
+
+def test_each_projections_r_is_pearsons_over_its_neurons_with_a_known_accuracy():
+    rng = np.random.default_rng(0)
+    rows = []
+    for layer, attribute in itertools.product(("conv1", "conv2", "fc"), ("Smiling", "Bald", CONTROL)):
+        accuracy = rng.uniform(0.4, 0.9, 30)
+        accuracy[rng.random(30) < 0.2] = np.nan  # a neuron whose probe failed
+        rows += vip_projection(
+            layer, attribute, list(rng.gamma(1.0, size=30)), list(accuracy), list(rng.normal(size=30))
+        )
+    rows += vip_projection("conv3", "Smiling", [2.0, 2.0, 2.0], [0.5, 0.6, 0.7], [1, 2, 3])  # no VIP spread
+    rows += vip_projection("conv3", "Bald", [1.0, 2.0, 3.0], [0.5, np.nan, np.nan], [1, 2, 3])  # one pair
+    vip = pd.DataFrame(rows)
+    table = vip_projections(vip).set_index(["layer", "attribute"])
+    for (layer, attribute), neurons in vip.groupby(["layer", "attribute"]):
+        row = table.loc[(layer, attribute)]
+        assert row["neurons"] == len(neurons)
+        for measure in ("vip", "mean_positive"):
+            known = neurons.dropna(subset=[measure, "accuracy"])
+            spread = len(known) > 1 and known[measure].nunique() > 1
+            expected = np.corrcoef(known[measure], known["accuracy"])[0, 1] if spread else np.nan
+            assert row[f"r({measure}, accuracy)"] == pytest.approx(expected, nan_ok=True), (layer, attribute)
+    assert np.isnan(table.loc[("conv3", "Smiling"), "r(vip, accuracy)"])
+    assert np.isnan(table.loc[("conv3", "Bald"), "r(mean_positive, accuracy)"])
 
 
 # 3. Means over seeds: the thesis reports means over runs.

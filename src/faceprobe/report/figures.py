@@ -44,6 +44,7 @@ __all__ = [
     "plot_depth_curves",
     "representation_labels",
     "save_figure",
+    "text_as_data",
 ]
 
 # Okabe-Ito colours: distinguishable with every common colour-vision deficiency (yellow last: faint on white).
@@ -79,7 +80,7 @@ _KIND_MARKS = {
 
 
 @contextmanager
-def _text_as_data() -> Iterator[None]:
+def text_as_data() -> Iterator[None]:
     """Names are drawn literally ($ is no math) and kept as text in SVG (searchable, editable)."""
     with plt.rc_context({"text.parse_math": False, "svg.fonttype": "none"}):
         yield
@@ -196,7 +197,7 @@ def draw_panels(
         default=0,
     )
     height = rows * max(1.9, min(3.0, 0.7 * panel_width)) + label_room + 1.2
-    with _text_as_data():
+    with text_as_data():
         fig, axes = plt.subplots(
             rows,
             columns,
@@ -387,7 +388,7 @@ def draw_heatmap(matrix: pd.DataFrame, title: str, few: bool = False) -> Figure:
     name_room = max((_text_width(str(i), 7) for i in matrix.index), default=0)
     width = PAGE_WIDTH if n_cols > 8 else PAGE_WIDTH / 2
     height = 0.22 * n_rows + label_room + 1.8
-    with _text_as_data():
+    with text_as_data():
         fig, ax = plt.subplots(figsize=(width, height), layout="constrained")
         values = 100 * matrix.to_numpy(dtype=float)
         image = ax.imshow(values, aspect="auto", cmap="viridis", vmin=50, vmax=100, interpolation="nearest")
@@ -424,7 +425,7 @@ def draw_vip(vip: pd.DataFrame, title: str) -> Figure:
     :func:`~faceprobe.report.tables.vip_correlations`), and the pooled r only after it: VIP scores of
     different projections are not comparable."""
     sources = list(pd.unique(vip["source"]))
-    with _text_as_data():
+    with text_as_data():
         fig, axes = plt.subplots(
             len(sources),
             3,
@@ -497,8 +498,9 @@ def save_figure(fig: Figure, stem: str | Path, data: pd.DataFrame, dpi: int = DP
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = {suffix: stem.with_suffix(f".{suffix}") for suffix in ("png", "svg", "csv")}
-    with _text_as_data():
+    with text_as_data():
         fig.savefig(paths["png"], dpi=dpi)
+        fig.set_layout_engine("none")  # the layout is the PNG's: the SVG keeps it instead of solving it again
         fig.savefig(paths["svg"])
     plt.close(fig)
     data.to_csv(paths["csv"], index=False)

@@ -18,6 +18,7 @@ import itertools
 import json
 import re
 from collections.abc import Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -35,10 +36,10 @@ from faceprobe.report.figures import (
     layer_positions,
     mean_over_seeds,
     representation_labels,
-    save_figure,
 )
 from faceprobe.report.groups import DEFAULT_GROUPS
 from faceprobe.report.run import Run, combine_runs
+from faceprobe.report.saving import FigureSaver
 from faceprobe.report.stats import MIN_EVAL, too_few, wilson_interval
 from faceprobe.report.tables import (
     HIGH,
@@ -137,21 +138,43 @@ _ROW_LEGEND = {
 }
 
 
+@dataclass(frozen=True)
+class _FigureHTML:
+    """A figure of the page, as HTML once its files are written (embedded PNG, links to PNG, SVG, CSV)."""
+
+    paths: Future[dict[str, Path]]
+    caption: str
+
+    def __str__(self) -> str:
+        paths = self.paths.result()
+        uri = "data:image/png;base64," + base64.b64encode(paths["png"].read_bytes()).decode()
+        links = " · ".join(f'<a href="figures/{p.name}">{s.upper()}</a>' for s, p in paths.items())
+        return (
+            f'<figure><img src="{uri}" alt="{html.escape(self.caption)}">'
+            f"<figcaption>{html.escape(self.caption)} ({links})</figcaption></figure>"
+        )
+
+
+Parts = list[str | _FigureHTML]
+"""A section's content in order: HTML, and figures whose files workers may still be writing."""
+
+
 @dataclass
 class _Page:
     """The page under construction: sections in order, and where their files go."""
 
     out: Path
     top_k: int | None = 8  # the runs' probe.top_k (None: they differ), for the legends
-    sections: list[tuple[str, str, list[str]]] = field(default_factory=list)
+    sections: list[tuple[str, str, Parts]] = field(default_factory=list)
+    saver: FigureSaver = field(default_factory=FigureSaver)
     _names: set[str] = field(default_factory=set)
 
     def labels(self, metric: str = "accuracy") -> dict[str, str]:
         """The representations' legend labels for targets scored by ``metric``."""
         return representation_labels(metric, self.top_k)
 
-    def section(self, heading: str) -> list[str]:
-        parts: list[str] = []
+    def section(self, heading: str) -> Parts:
+        parts: Parts = []
         self.sections.append((_slug(heading), heading, parts))
         return parts
 
@@ -163,16 +186,10 @@ class _Page:
         self._names.add(f"{folder}/{slug}")
         return self.out / folder / slug
 
-    def figure(self, parts: list[str], name: str, fig, data: pd.DataFrame, caption: str) -> None:
-        paths = save_figure(fig, self.stem("figures", name), data)
-        uri = "data:image/png;base64," + base64.b64encode(paths["png"].read_bytes()).decode()
-        links = " · ".join(f'<a href="figures/{p.name}">{s.upper()}</a>' for s, p in paths.items())
-        parts.append(
-            f'<figure><img src="{uri}" alt="{html.escape(caption)}">'
-            f"<figcaption>{html.escape(caption)} ({links})</figcaption></figure>"
-        )
+    def figure(self, parts: Parts, name: str, fig, data: pd.DataFrame, caption: str) -> None:
+        parts.append(_FigureHTML(self.saver.save(fig, self.stem("figures", name), data), caption))
 
-    def table(self, parts: list[str], name: str, frame: pd.DataFrame, caption: str) -> None:
+    def table(self, parts: Parts, name: str, frame: pd.DataFrame, caption: str) -> None:
         csv, md = write_table(frame, self.stem("tables", name))
         classes = row_classes(frame)
         legend = [text for key, text in _ROW_LEGEND.items() if any(key in c.split() for c in classes)]
@@ -187,7 +204,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.").lower() or "x"
 
 
-def _missing(parts: list[str], text: str) -> None:
+def _missing(parts: Parts, text: str) -> None:
     parts.append(f'<p class="missing">{html.escape(text)}</p>')
 
 
@@ -197,11 +214,13 @@ def build_report(
     groups: Mapping[str, tuple[str, ...]] = DEFAULT_GROUPS,
     *,
     selectivity: bool = False,
+    workers: int | None = None,
 ) -> Path:
     """Write the report of one run, or the overlay of several, into ``out``; returns ``out/index.html``.
 
     ``selectivity`` draws the accuracy-over-depth figures as selectivity: each accuracy less the
-    random-label controls' mean at the same model, layer and representation.
+    random-label controls' mean at the same model, layer and representation. ``workers``: processes that
+    draw the figures (default: one per CPU, at most 8; 1 draws them in this process).
 
     Views are averaged over the seeds of each variant (the thesis reports means over runs), with the spread
     over seeds as error bars or ``std`` columns and the 95% interval of each accuracy (Wilson, from the
@@ -212,7 +231,7 @@ def build_report(
     run = runs[0] if len(runs) == 1 else combine_runs(runs)
     run, beyond = _binary_only(run)
     compare = len(runs) > 1
-    page = _Page(out, _top_k(run))
+    page = _Page(out, _top_k(run), saver=FigureSaver(workers))
     results = run.table("results")
     summary = page.section("Summary")
     sections = page.section("Accuracy over depth"), page.section("Attribute groups")
@@ -284,7 +303,7 @@ _KIND_AXES = {
 }
 
 
-def _kinds_section(page: _Page, parts: list[str], rows: pd.DataFrame) -> None:
+def _kinds_section(page: _Page, parts: Parts, rows: pd.DataFrame) -> None:
     """Multi-class and continuous targets (beyond the thesis): per metric one figure, its own axis, a panel
     per target and a curve per representation, chance (1 / classes) or the mean predictor's R^2 (0)
     dashed; the best layer of each continuous target with its R^2 and its MAE in the target's unit."""
@@ -340,7 +359,7 @@ def _with_other(
     return groups, other
 
 
-def _warnings_box(parts: list[str], run: Run, ungrouped: tuple[str, ...], coincide: list[str]) -> None:
+def _warnings_box(parts: Parts, run: Run, ungrouped: tuple[str, ...], coincide: list[str]) -> None:
     """Every warning of the run(s) in one box (those the end of a run prints, from the same code), plus the
     report's own: accuracies on too few images, attributes no group names, curves that coincide."""
     results = run.table("results")
@@ -397,7 +416,7 @@ def _coinciding(val: pd.DataFrame) -> list[str]:
     return found
 
 
-def _summary(page: _Page, parts: list[str], run: Run, results: pd.DataFrame, val: pd.DataFrame) -> None:
+def _summary(page: _Page, parts: Parts, run: Run, results: pd.DataFrame, val: pd.DataFrame) -> None:
     """What a reader came for: the control's ceiling, the heat map, the best layer per attribute."""
     layer = _layer_curves(val)
     for variant, sub in layer.groupby("variant", sort=False):
@@ -462,7 +481,7 @@ def _summary(page: _Page, parts: list[str], run: Run, results: pd.DataFrame, val
     )
 
 
-def _note(parts: list[str], text: str) -> None:
+def _note(parts: Parts, text: str) -> None:
     """An informational note: the run differs from the thesis's setting (not something missing)."""
     parts.append(f'<p class="note">{html.escape(text)}</p>')
 
@@ -563,7 +582,7 @@ class _DepthView:
     def figure(
         self,
         page: _Page,
-        parts: list[str],
+        parts: Parts,
         name: str,
         curves: pd.DataFrame,
         title: str,
@@ -577,7 +596,7 @@ class _DepthView:
         page.figure(parts, f"{self.prefix}-{name}", fig, data, title)
 
 
-def _depth_section(page: _Page, parts: list[str], val: pd.DataFrame, compare: bool, view: _DepthView) -> None:
+def _depth_section(page: _Page, parts: Parts, val: pd.DataFrame, compare: bool, view: _DepthView) -> None:
     if compare:  # one figure per representation, one curve per run and variant
         several = bool((_seeds(val) > 1).any())
         for representation, label in page.labels().items():
@@ -602,16 +621,16 @@ def _depth_section(page: _Page, parts: list[str], val: pd.DataFrame, compare: bo
         )
         view.figure(page, parts, variant, curves, title, view.reference(sub))
         if seeds > 1:
-            each: list[str] = []
+            each: Parts = []
             for source, one in sub.groupby("source", sort=False):
                 title = f"{source}: validation {view.measure} over depth per attribute, one seed"
                 view.figure(page, each, source, view.curves(one), title, view.reference(one, "source"))
             summary = html.escape(f"{variant}: each of its {seeds} seeds")
-            parts.append(f"<details><summary>{summary}</summary>{''.join(each)}</details>")
+            parts += [f"<details><summary>{summary}</summary>", *each, "</details>"]
 
 
 def _group_section(
-    page: _Page, parts: list[str], val: pd.DataFrame, groups: Mapping[str, tuple[str, ...]], compare: bool
+    page: _Page, parts: Parts, val: pd.DataFrame, groups: Mapping[str, tuple[str, ...]], compare: bool
 ) -> None:
     layer = _layer_curves(val)
     present = set(layer["attribute"])
@@ -641,7 +660,7 @@ def _group_section(
         page.figure(parts, f"groups-{variant}", fig, sub, title)
 
 
-def _residual_section(page: _Page, parts: list[str], val: pd.DataFrame) -> None:
+def _residual_section(page: _Page, parts: Parts, val: pd.DataFrame) -> None:
     layer = _layer_curves(val)
     variants = [
         v for v, sub in layer.groupby("variant", sort=False) if sub["kind"].isin(["block", "residual"]).any()
@@ -662,7 +681,7 @@ def _residual_section(page: _Page, parts: list[str], val: pd.DataFrame) -> None:
         page.figure(parts, f"residual-{variant}", fig, curves, title)
 
 
-def _weights_section(page: _Page, parts: list[str], val: pd.DataFrame, compare: bool) -> None:
+def _weights_section(page: _Page, parts: Parts, val: pd.DataFrame, compare: bool) -> None:
     layer = _layer_curves(val)
     layer = layer[layer["weights"].fillna("") != ""]
     if layer.empty:
@@ -679,7 +698,7 @@ def _weights_section(page: _Page, parts: list[str], val: pd.DataFrame, compare: 
     page.figure(parts, "weight-origins", draw_panels(curves, title, reference, columns=3), curves, title)
 
 
-def _vip_section(page: _Page, parts: list[str], vip: pd.DataFrame | None) -> None:
+def _vip_section(page: _Page, parts: Parts, vip: pd.DataFrame | None) -> None:
     if vip is None or vip.empty:
         _missing(parts, "vip_study.parquet is missing from this run: no VIP figures.")
         return
@@ -687,7 +706,7 @@ def _vip_section(page: _Page, parts: list[str], vip: pd.DataFrame | None) -> Non
     page.figure(parts, "vip", draw_vip(vip.assign(source=vip["variant"]), title), vip, title)
 
 
-def _table_section(page: _Page, parts: list[str], run: Run) -> None:
+def _table_section(page: _Page, parts: Parts, run: Run) -> None:
     results, baseline, ablation = run.table("results"), run.table("baseline"), run.table("ablation")
     if baseline is None:
         _missing(
@@ -730,7 +749,7 @@ def _table_section(page: _Page, parts: list[str], run: Run) -> None:
 
 
 def _best_tables(
-    page: _Page, parts: list[str], run: Run, results: pd.DataFrame, baseline: pd.DataFrame | None
+    page: _Page, parts: Parts, run: Run, results: pd.DataFrame, baseline: pd.DataFrame | None
 ) -> None:
     """Tables 5.2 and 5.3, averaged over seeds, with the notes on settings and per-seed tables below."""
     best = best_units(results, baseline, over_seeds=True)
@@ -763,7 +782,7 @@ def _best_tables(
         )
 
 
-def _selectivity_table(page: _Page, parts: list[str], results: pd.DataFrame) -> None:
+def _selectivity_table(page: _Page, parts: Parts, results: pd.DataFrame) -> None:
     """Per model, layer and attribute: whole-layer validation accuracy against the random-label controls'."""
     if not control_rows(results["attribute"]).any():
         _missing(parts, "no random-label control (Control_Random) in this run: no selectivity table.")
@@ -785,7 +804,7 @@ def _selectivity_table(page: _Page, parts: list[str], results: pd.DataFrame) -> 
         )
 
 
-def _manifest_section(parts: list[str], run: Run) -> None:
+def _manifest_section(parts: Parts, run: Run) -> None:
     for name in run.runs:
         manifest = run.manifests.get(name)
         if manifest is None:
@@ -825,7 +844,8 @@ def _render(run: Run, page: _Page) -> str:
         missing = f'<p class="missing">Not in this run: {html.escape(", ".join(run.missing))}.</p>'
     nav = "".join(f'<a href="#{sid}">{html.escape(h)}</a>' for sid, h, _ in page.sections)
     body = "".join(
-        f'<section id="{sid}"><h2>{html.escape(h)}</h2>{"".join(p)}</section>' for sid, h, p in page.sections
+        f'<section id="{sid}"><h2>{html.escape(h)}</h2>{"".join(map(str, p))}</section>'
+        for sid, h, p in page.sections
     )
     title = html.escape(f"faceprobe report: {run.name}")
     return (

@@ -334,20 +334,32 @@ def selectivity(
 def _projection_r(vip: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Per PLS projection (``keys``): its neurons and the Pearson r of their accuracy with each measure, each
     r followed by its 95% Fisher z interval over that many neurons."""
-
-    def correlations(group: pd.DataFrame) -> pd.Series:
-        r = {name: group[m].corr(group["accuracy"]) for m, name in _MEASURES.items()}
-        return pd.Series({"neurons": len(group), **r})
-
     columns = [*keys, "neurons", *(n + s for n in _MEASURES.values() for s in ("", LOW, HIGH))]
     if vip.empty:
         return pd.DataFrame(columns=columns)
-    table = vip.groupby(keys, sort=False)[["vip", "mean_positive", "accuracy"]].apply(correlations)
-    table = table.reset_index()
-    table["neurons"] = table["neurons"].astype(int)
-    for name in _MEASURES.values():
+    neurons = vip.groupby(keys, sort=False).size()
+    table = neurons.rename("neurons").to_frame()
+    for measure, name in _MEASURES.items():
+        table[name] = _grouped_pearson(vip, keys, measure, "accuracy").reindex(neurons.index)
         table[name + LOW], table[name + HIGH] = fisher_interval(table[name], table["neurons"])
-    return table[columns]
+    return table.reset_index()[columns]
+
+
+def _grouped_pearson(frame: pd.DataFrame, keys: list[str], x: str, y: str) -> pd.Series:
+    """Pearson r of ``x`` with ``y`` within each group of ``keys``, over the rows where both are known, as
+    :meth:`pandas.Series.corr` gives it (NaN under two pairs or without spread), in one pass over the frame.
+    """
+    pairs = frame.loc[frame[x].notna() & frame[y].notna(), [*keys, x, y]]
+    groups = pairs.groupby(keys, sort=False)
+    dx = pairs[x] - groups[x].transform("mean")
+    dy = pairs[y] - groups[y].transform("mean")
+    sums = pd.DataFrame({"xy": dx * dy, "xx": dx * dx, "yy": dy * dy}).groupby(
+        [pairs[k] for k in keys], sort=False
+    )
+    totals, count = sums.sum(), sums.size()
+    spread = totals["xx"] * totals["yy"]
+    r = totals["xy"] / np.sqrt(spread.where(spread > 0))
+    return r.where(count >= 2).clip(-1.0, 1.0)
 
 
 def vip_projections(vip: pd.DataFrame) -> pd.DataFrame:

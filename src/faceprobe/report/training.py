@@ -26,7 +26,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from faceprobe.controls import control_rows
-from faceprobe.report.figures import PAGE_WIDTH, draw_panels, mean_over_seeds
+from faceprobe.report.figures import PAGE_WIDTH, draw_panels, mean_over_seeds, text_as_data
 
 __all__ = ["HEADING", "draw_epoch_heatmaps", "epoch_curves", "training_section"]
 
@@ -94,7 +94,7 @@ def draw_epoch_heatmaps(curves: pd.DataFrame, title: str, columns: int = 3) -> F
     names = [f"{d} {n if len(str(n)) <= 24 else '…' + str(n)[-23:]}" for d, n in layers.itertuples(False)]
     label_room = 0.05 * max((len(name) for name in names), default=1) + 0.4
     height = rows * (0.22 * len(epochs) + 0.9 + label_room) + 1.0
-    with plt.rc_context({"text.parse_math": False, "svg.fonttype": "none"}):
+    with text_as_data():
         fig, axes = plt.subplots(
             rows, columns, figsize=(width, height), squeeze=False, layout="constrained", sharex=True
         )

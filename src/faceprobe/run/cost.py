@@ -279,7 +279,6 @@ def calibrate(units: Sequence[Any], config: RunConfig, n_attributes: int, folder
         tensors = (*loaded.module.parameters(), *loaded.module.buffers())
         weights = sum(t.numel() * t.element_size() for t in tensors)
         names = [info.name for info in outputs]
-        observed = {name for u in units if u.model.id == entry.id for name in (*u.layers, u.ablated) if name}
         for unit in (u for u in units if u.model.id == entry.id):
             upto = outputs[: names.index(unit.layers[-1]) + 1] if unit.layers[-1] in names else outputs
             widest = max((info.features for info in upto), default=0)
@@ -287,7 +286,7 @@ def calibrate(units: Sequence[Any], config: RunConfig, n_attributes: int, folder
             last = [unit.layers[-1]]
             # the network as the units run it: BatchNorms folded around the observed layers, channels-last
             # (whose per-pass conversion is no per-image cost)
-            with folded_batchnorms(loaded.module, observed), channels_last(loaded.module, device):
+            with folded_batchnorms(loaded.module, unit.observed), channels_last(loaded.module, device):
                 # warm at the timed batch's shape: a CPU's first forward of a shape prepares its kernels
                 extract(loaded.module, images, last, device=device, precision=config.run.precision)
                 start = time.perf_counter()

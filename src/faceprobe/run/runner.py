@@ -69,6 +69,10 @@ class Unit:
     after: tuple[str, ...] = ()  # units whose results this one reads: they run first
     held: str = "ram"  # where its train layers are held, "ram" or "store" (the plan's cost model decides)
     streamed: tuple[str, ...] = ()  # its layers held nowhere: streamed through the network
+    # Every layer of its model the study observes, probed or ablated: every unit of the model (and the
+    # plan's calibration) folds the BatchNorms around these same layers (faceprobe.extract.folding), so a
+    # layer's values do not depend on the unit that computes them.
+    observed: frozenset[str] = frozenset()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -171,7 +175,7 @@ def plan_units(config: RunConfig, dataset: Any) -> list[Unit]:
         for attribute in ablation.attributes:
             if attribute not in studied:
                 problems.append(_unknown("ablation.attributes", attribute, studied))
-    units = []
+    units: list[Unit] = []
     for entry in model_entries(config):
         try:
             layers = _planned_catalogue(entry)
@@ -179,7 +183,7 @@ def plan_units(config: RunConfig, dataset: Any) -> list[Unit]:
         except FaceprobeError as err:
             problems.append(f"{entry.label}: {err}")
             continue
-        start = 0
+        first, start = len(units), 0
         for size in _group_sizes(
             selected, config, len(known) if wanted == "all" else len(wanted) + len(controls)
         ):
@@ -214,6 +218,8 @@ def plan_units(config: RunConfig, dataset: Any) -> list[Unit]:
                     probe_ids,
                 )
             )
+        observed = frozenset(name for unit in units[first:] for name in (*unit.layers, unit.ablated) if name)
+        units[first:] = [dataclasses.replace(unit, observed=observed) for unit in units[first:]]
     if problems:
         raise FaceprobeError(f"{config.source or 'config'}: " + "; ".join(problems))
     return units
@@ -294,19 +300,6 @@ def _unknown(key: str, name: str, known: set[str]) -> str:
     return f"{key}: no attribute {name!r} in the data{hint}"
 
 
-def _observed_layers(config: RunConfig, entry: ModelEntry, layers: Sequence) -> frozenset[str]:
-    """Every layer of ``entry``'s catalogue ``layers`` the study observes: its probed layers and its ablated
-    ones. Every unit of the model folds its BatchNorms around these same layers
-    (:mod:`faceprobe.extract.folding`), so a layer's values do not depend on the unit that computes them."""
-    selected = select_layers(layers, entry.layers)
-    observed = {info.name for info in selected}
-    for depth in config.ablation.depths if config.ablation else ():
-        ablated = _ablated_layer(depth, layers, selected)
-        if not isinstance(ablated, str):
-            observed.add(ablated.name)
-    return frozenset(observed)
-
-
 def _ablated_layer(depth: int | str, layers: Sequence, selected: Sequence) -> Any:
     """The catalogue layer an ablation depth (a catalogue depth or a layer name) names, or why none fits.
 
@@ -376,7 +369,6 @@ def execute_unit(
     entry = unit.model
     loaded = entry.load()
     infos = {info.name: info for info in _catalogue(loaded)}
-    observed = _observed_layers(config, entry, list(infos.values()))  # BatchNorms stay around these
     train = tuple(draws.train_images())
     advance = None
     if progress is not None:
@@ -407,7 +399,7 @@ def execute_unit(
         layers = [infos[unit.ablated], *(infos[n] for n in unit.layers if n in infos)]
         storage = None if unit.streamed else _storage(run_dir, config, loaded, forward.images, unit.held)
         placement = Placement(storage, frozenset(unit.streamed))
-        with folded_batchnorms(loaded.module, observed):
+        with folded_batchnorms(loaded.module, unit.observed):
             rows = ablation_rows(forward, draws, layers[0], layers[1:], ablation, placement)
         _write_part(
             run_dir,
@@ -427,7 +419,7 @@ def execute_unit(
         stored = unit.held == "store" and len(unit.streamed) < len(unit.layers)
         storage = _storage(run_dir, config, loaded, forward.images, unit.held, ahead) if stored else None
         placement = Placement(storage, frozenset(unit.streamed))
-        with folded_batchnorms(loaded.module, observed):
+        with folded_batchnorms(loaded.module, unit.observed):
             results, vip = probe_rows(forward, draws, layers, config.probe, config.data.seed, placement)
         identity = {
             **model_keys,
