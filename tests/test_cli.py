@@ -145,6 +145,7 @@ except SystemExit as end:
         ["status", "{folder}"],
         ["clean", "{folder}"],
         ["compare", "{folder}", "{folder}", "--out", "{folder}"],
+        ["probe-array", "{folder}/x.npy", "{folder}/y.txt"],
     ],
 )
 def test_a_refused_study_or_folder_is_said_before_torch_loads(tmp_path, command):

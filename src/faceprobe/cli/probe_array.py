@@ -50,7 +50,6 @@ def probe_array(
     neurons.
     """
     from faceprobe.arrays import load_features, load_labels
-    from faceprobe.studies.layerwise import AttributeRows, probe_layer, split_rows
 
     X, sample_shape = load_features(features)
     y = load_labels(labels, expected=X.shape[0])
@@ -59,6 +58,9 @@ def probe_array(
         raise FaceprobeError(
             f"--shape {shape} has {int(np.prod(layer_shape))} features but {features} has {X.shape[1]}"
         )
+    # torch and scikit-learn only once the inputs are read: a mistake in them is said at once
+    from faceprobe.studies.layerwise import AttributeRows, probe_layer, split_rows
+
     train, val = split_rows(y, val_fraction, seed)
     rows = probe_layer(
         X,
