@@ -94,9 +94,9 @@ def _cli(
 ) -> subprocess.CompletedProcess:
     """``faceprobe ARGS``; with a fault (target, k, match, after, action) through the wrapper script.
 
-    Whether it ends or is killed, nothing it started may outlive it for long (a report's drawing workers
-    would wait out their idle minute): it leads a session of its own, and soon after it is gone no process of
-    that session may be left.
+    Whether it ends or is killed, nothing it started may outlive it for long (a killed report's drawing
+    workers once did, for good): it leads a session of its own, and soon after it is gone no process of that
+    session may be left.
     """
     command = [sys.executable, "-m", "faceprobe.cli", *args]
     if fault:

@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 
 # Every package of faceprobe names its public objects in its __init__.pyi and imports each on first use,
 # so a command imports only what it runs: `faceprobe report` or a refused study file never waits for torch.
-__getattr__, _dir, _names = lazy_loader.attach_stub(__name__, __file__)
+__getattr__, _, _names = lazy_loader.attach_stub(__name__, __file__)  # __dir__ below
 __all__ = [*_names, "__version__"]
 
 

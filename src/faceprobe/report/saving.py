@@ -59,8 +59,9 @@ _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def _die_with(parent: int) -> None:
-    """A worker's start on Linux: the kernel kills it when ``parent`` dies (else it would wait out its idle
-    timeout, holding the pipes of whoever ran the killed report)."""
+    """A worker's start on Linux: the kernel kills it when ``parent`` dies. Without this, a worker of a
+    killed report lived on, holding the pipes of whoever ran it (loky's idle timeout did not end one in 53
+    minutes)."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:  # died before the request took effect

@@ -691,9 +691,6 @@ def _prepare(config: RunConfig, run_dir: Path, dataset: Any, made: tuple | None)
     atomic_write_text(manifest_path, json.dumps(manifest, indent=2, default=str))
 
 
-# --- status ------------------------------------------------------------------------------------------------
-
-
 # --- small helpers -----------------------------------------------------------------------------------------
 
 
