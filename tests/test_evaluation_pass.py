@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from conftest import tiny_study
+from faceprobe.extract.pieces import HeldRows
 from faceprobe.run import load_config, read_table, run_study
 from faceprobe.studies.layerwise import AttributeRows, fit_layer, probe_layer
 
@@ -35,7 +36,8 @@ def passes():
     extract, to_store, stream = work.extract, work.extract_to_store, work.stream_outputs
 
     def spy_extract(model, loader, names, **kwargs):
-        calls.append(("held", len(loader.dataset), list(names)))
+        kind = "rows" if isinstance(loader.dataset, HeldRows) else "held"  # a later piece's input
+        calls.append((kind, len(loader.dataset), list(names)))
         return extract(model, loader, names, **kwargs)
 
     def spy_store(model, dataset, layers, store, **kwargs):
@@ -50,6 +52,7 @@ def passes():
         patch.setattr(work, "extract", spy_extract)
         patch.setattr(work, "extract_to_store", spy_store)
         patch.setattr(work, "stream_outputs", spy_stream)
+        patch.setattr(work, "worth_cutting", lambda held: True)  # tiny layers, cut all the same
         yield calls
 
 
@@ -78,10 +81,13 @@ def test_a_model_is_one_unit_and_each_image_goes_through_the_network_once(runs):
     assert len(plan) == 1, "by default a model's layers are one unit"
     train, evaluation_only = _image_sets(run_dir)
     assert train and evaluation_only
-    held, evaluated = calls
-    assert held[0] == "held" and held[1] == len(train)
+    *held, evaluated = calls
+    # the network cut into pieces: the first runs on the train images, each later one on held rows
+    assert len(held) > 1 and [kind for kind, *_ in held] == ["held"] + ["rows"] * (len(held) - 1)
+    assert all(n == len(train) for _, n, _ in held)
+    assert [name for *_, names in held for name in names] == plan[0]["layers"]
     assert evaluated[0] == "evaluated" and evaluated[1] == len(evaluation_only)
-    assert held[2] == evaluated[2] == plan[0]["layers"]
+    assert evaluated[2] == plan[0]["layers"]
     results = read_table(run_dir)
     scored = results.groupby(["attribute", "split"])["n_eval"].first()
     assert scored[("Eyeglasses", "val")] == 24 and scored[("Eyeglasses", "test")] > 0

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import math
+import sys
 
-__all__ = ["REUSED_BELOW", "reuse_freed_buffers"]
+import numpy as np
+
+__all__ = ["REUSED_BELOW", "ReusedArrays", "reuse_freed_buffers"]
 
 #: Blocks below this size are carved from the heap and reused after ``free``; larger ones (a layer's rows
 #: held in RAM) still get their own mapping, which ``free`` gives back to the system at once.
@@ -41,3 +45,37 @@ def reuse_freed_buffers() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, REUSED_BELOW) and mallopt(_M_TRIM_THRESHOLD, 2 * REUSED_BELOW))
+
+
+class ReusedArrays:
+    """Memory of arrays no longer needed, lent again to the next ones: for large arrays made one after
+    another, such as the layers of a unit held piece by piece (:mod:`faceprobe.extract.pieces`).
+
+    A fresh array's pages are faulted in by its first writes, which on a virtual machine that hands idle
+    memory back to its host costs far more than the writes; a freed page not reused within seconds goes
+    back and costs as much again (docs/benchmarks.md). An array is taken back only when nothing else holds
+    a view of it (its owner's reference count), and at most ``keep`` free buffers are kept, the largest.
+    """
+
+    def __init__(self, keep: int = 1) -> None:
+        self.keep = keep
+        self.free: list[np.ndarray] = []
+
+    def take(self, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+        """An uninitialised array, in the smallest free buffer that holds it, else in fresh memory."""
+        size = math.prod(shape) * np.dtype(dtype).itemsize
+        fitting = [buffer for buffer in self.free if buffer.nbytes >= size]
+        if fitting:
+            buffer = min(fitting, key=lambda b: b.nbytes)
+            self.free.remove(buffer)
+        else:
+            buffer = np.empty(size, np.uint8)
+        return buffer[:size].view(dtype).reshape(shape)
+
+    def give(self, arrays: dict[str, np.ndarray], name: str) -> None:
+        """Drop ``arrays[name]`` (from :meth:`take`); its memory is kept for reuse when nothing else holds a
+        view of it."""
+        owner = arrays.pop(name).base
+        if owner is None or sys.getrefcount(owner) > 2:  # 2: ``owner`` and getrefcount's argument
+            return
+        self.free = sorted([*self.free, owner], key=lambda b: b.nbytes)[-self.keep :]

@@ -392,6 +392,10 @@ def _first(batches: Iterable[Any]) -> tuple[Any, Iterator[Any]]:
     return first, iterator if first is None else itertools.chain([first], iterator)
 
 
+#: ``allocate(shape, dtype)``: a new uninitialised array, as ``np.empty`` gives.
+Allocate = Callable[[tuple[int, int], np.dtype], np.ndarray]
+
+
 class _Recorder:
     """The hook sink of :func:`extract`: copies each layer's output into rows of its preallocated array.
 
@@ -399,9 +403,9 @@ class _Recorder:
     converts dtype and device in one step, straight into the array.
     """
 
-    def __init__(self, features: dict[str, int], capacity: int, dtype: np.dtype) -> None:
+    def __init__(self, features: dict[str, int], capacity: int, dtype: np.dtype, allocate: Allocate) -> None:
         self.capacity = capacity
-        self.arrays = {name: np.empty((capacity, m), dtype) for name, m in features.items()}
+        self.arrays = {name: allocate((capacity, m), dtype) for name, m in features.items()}
         self.rows = slice(0, 0)
 
     def start(self, n: int) -> None:
@@ -426,6 +430,7 @@ def extract(
     *,
     precision: str = "float32",
     stop: bool = True,
+    allocate: Allocate = np.empty,
 ) -> dict[str, np.ndarray]:
     """The outputs of ``layers`` for every image, one ``n x features`` array per layer name.
 
@@ -436,6 +441,7 @@ def extract(
     of the first image checks the layers first. ``images`` is a DataLoader, any iterable of batches, or one
     batch; a batch is a tensor or an ``(images, targets)`` tuple. ``model`` is moved to ``device``; its
     train/eval modes are kept. ``progress(k)`` is called after each batch with the number of images it held.
+    ``allocate`` makes the arrays (memory of the caller's to reuse, for instance).
 
     Raises:
         FaceprobeError: a layer name is unknown (closest names suggested), a layer runs more than once or not
@@ -445,7 +451,7 @@ def extract(
 
     def make_recorder(features: dict[str, int], capacity: int) -> _Recorder:
         nonlocal recorder
-        recorder = _Recorder(features, capacity, np.dtype(dtype))
+        recorder = _Recorder(features, capacity, np.dtype(dtype), allocate)
         return recorder
 
     stream_outputs(model, images, layers, make_recorder, device, progress, precision=precision, stop=stop)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from faceprobe.errors import FaceprobeError
+from faceprobe.extract.pieces import worth_cutting
 from faceprobe.run.config import RunConfig
 from faceprobe.studies.layerwise import UNITS_BYTES
 
@@ -33,6 +34,7 @@ __all__ = [
     "calibrate",
     "check_budgets",
     "disk_budget",
+    "held_bytes",
     "memory_budget",
     "peak_disk",
     "unit_costs",
@@ -111,7 +113,7 @@ def unit_costs(
     sizes = {}
     for unit in units:
         n_images = images["ablated" if unit.ablated else None][0]
-        held = n_images * int(sum(unit.features)) * 4
+        held = held_bytes(unit, unit.layers, n_images)
         store = forced == "store" or (forced == "auto" and held > budget)
         sizes[unit.id] = "store" if store else "ram", n_images
     streamed: dict[str, tuple[str, ...]] = {
@@ -192,7 +194,8 @@ def _unit_cost(
     kept = int(sum(f for layer, f in zip(unit.layers, unit.features, strict=True) if layer not in streamed))
     train = images[0]
     disk = train * kept * stored_bytes if held == "store" else 0
-    ram = features * state_per_feature + (train * kept * 4 if held == "ram" else 0)
+    in_ram = held_bytes(unit, [layer for layer in unit.layers if layer not in streamed], train)
+    ram = features * state_per_feature + (in_ram if held == "ram" else 0)
     ram += 2 * min(UNITS_BYTES, train * max(unit.features, default=0) * 4)  # a layer's unit matrices
     ram += config.run.batch_size * (features - kept) * 4 * (_QUEUED_BATCHES + 1)
     mode = held if not streamed else "stream" if kept == 0 else f"{held}+stream"
@@ -211,6 +214,26 @@ def _unit_cost(
         forwards=forwards,
         held=held,
     )
+
+
+def held_bytes(unit: Any, layers: Sequence[str], n_images: int) -> int:
+    """Bytes a unit holds at once in RAM for ``layers`` (those of its layers it holds) of ``n_images``.
+
+    Run piece by piece (:mod:`faceprobe.extract.pieces`, the network cut after the layers in
+    ``unit.cuts``), that is a piece's layers and the layer feeding it, plus the memory of one layer kept
+    for reuse (:class:`faceprobe.allocator.ReusedArrays`); without a cut, or for layers too small to be
+    worth cutting (:func:`~faceprobe.extract.pieces.worth_cutting`), every layer at once.
+    """
+    kept = [(name, f) for name, f in zip(unit.layers, unit.features, strict=True) if name in layers]
+    whole = sum(f for _, f in kept) * n_images * 4
+    if not worth_cutting(whole):
+        return whole
+    peak, source, piece = 0, 0, 0
+    for i, (name, features) in enumerate(kept):
+        piece += features
+        if name in unit.cuts or i == len(kept) - 1:
+            peak, source, piece = max(peak, source + piece), features, 0
+    return min(whole, (peak + max(f for _, f in kept)) * n_images * 4)
 
 
 #: Batches of a streamed layer waiting for its fit, or being read by it (lockstep's queue, plus one).

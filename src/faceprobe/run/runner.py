@@ -40,6 +40,7 @@ from faceprobe.controls import control_names, is_control, with_controls
 from faceprobe.errors import FaceprobeError
 from faceprobe.extract.catalogue import select_layers
 from faceprobe.extract.folding import folded_batchnorms
+from faceprobe.extract.pieces import clean_cuts
 from faceprobe.results import read_baseline, to_frame, write_results
 from faceprobe.run.config import RESUMABLE, RunConfig, parse_config
 from faceprobe.run.cost import UnitCost, calibrate, check_budgets, disk_budget, unit_costs
@@ -73,6 +74,9 @@ class Unit:
     # plan's calibration) folds the BatchNorms around these same layers (faceprobe.extract.folding), so a
     # layer's values do not depend on the unit that computes them.
     observed: frozenset[str] = frozenset()
+    # Its layers after which the network can be cut (faceprobe.extract.pieces): held in RAM, the unit holds
+    # only the rows of one piece and of the layer feeding it at a time; the cost model counts them so.
+    cuts: frozenset[str] = frozenset()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -108,17 +112,19 @@ def _catalogue(loaded: Any) -> list:
     return catalogue(loaded.module, torch.zeros(2, 3, h, w))  # on the meta device inside its context
 
 
-def _planned_catalogue(entry: ModelEntry) -> list:
-    """The entry's layers, for the plan. A registry network with random weights is built on the meta device
-    (shapes without values): its initialisation, most of the time a large network takes to load, is paid
-    once, by the unit that runs it. Other weights are loaded, which checks them before any work."""
+def _planned_catalogue(entry: ModelEntry) -> tuple[Any, list]:
+    """The entry's network and its layers, for the plan. A registry network with random weights is built on
+    the meta device (shapes without values): its initialisation, most of the time a large network takes to
+    load, is paid once, by the unit that runs it. Other weights are loaded, which checks them before any
+    work."""
     import contextlib
 
     import torch
 
     weightless = entry.weights == "random" and ":" not in entry.table.architecture
     with torch.device("meta") if weightless else contextlib.nullcontext():
-        return _catalogue(entry.load())
+        loaded = entry.load()
+        return loaded.module, _catalogue(loaded)
 
 
 # --- the draws ---------------------------------------------------------------------------------------------
@@ -178,7 +184,7 @@ def plan_units(config: RunConfig, dataset: Any) -> list[Unit]:
     units: list[Unit] = []
     for entry in model_entries(config):
         try:
-            layers = _planned_catalogue(entry)
+            module, layers = _planned_catalogue(entry)
             selected = select_layers(layers, entry.layers)
         except FaceprobeError as err:
             problems.append(f"{entry.label}: {err}")
@@ -219,7 +225,13 @@ def plan_units(config: RunConfig, dataset: Any) -> list[Unit]:
                 )
             )
         observed = frozenset(name for unit in units[first:] for name in (*unit.layers, unit.ablated) if name)
-        units[first:] = [dataclasses.replace(unit, observed=observed) for unit in units[first:]]
+        in_pieces = config.run.precision == "float32"  # as run.work cuts them
+        units[first:] = [
+            dataclasses.replace(
+                unit, observed=observed, cuts=clean_cuts(module, unit.layers) if in_pieces else frozenset()
+            )
+            for unit in units[first:]
+        ]
     if problems:
         raise FaceprobeError(f"{config.source or 'config'}: " + "; ".join(problems))
     return units

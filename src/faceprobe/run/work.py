@@ -10,6 +10,7 @@ what scoring needs.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import hashlib
@@ -25,10 +26,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from faceprobe.allocator import ReusedArrays
 from faceprobe.errors import ProbeInputError
-from faceprobe.extract import LayerInfo, extract, stream_outputs
+from faceprobe.extract import LayerInfo, capture, extract, stream_outputs
 from faceprobe.extract.ablation import ablate
 from faceprobe.extract.lockstep import Deliver, fit_in_lockstep
+from faceprobe.extract.pieces import HeldRows, Piece, cut_pieces, layout, worth_cutting
 from faceprobe.extract.store import ActivationStore, CorruptStoreError, extract_to_store, store_key
 from faceprobe.pls import one_blas_thread
 from faceprobe.run.config import ProbeConfig
@@ -195,14 +198,69 @@ class Ablation:
 
 
 class _InMemory:
-    """A unit's layers in RAM, from one forward pass stopped after the last of them."""
+    """A unit's layers in RAM, extracted piece by piece as the probes ask for them.
 
-    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
-        self.arrays = arrays
+    The network is cut after its layers where it can be (:mod:`faceprobe.extract.pieces`): each piece runs
+    over every train image, the first on the images, a later one on the rows of the layer before it, so
+    only those rows and the piece's own are held at a time, not the whole unit's. A layer's rows go once it
+    is probed and, if they feed the next piece, once that piece has run; their memory is then lent to the
+    next layers (:class:`faceprobe.allocator.ReusedArrays`). The network still runs once over each image;
+    a network that cannot be cut, one run under bfloat16 autocast, or layers too small to be worth it
+    (:func:`faceprobe.extract.pieces.worth_cutting`) are one piece, run once.
+    """
+
+    def __init__(self, forward: Forward, layers: Sequence[LayerInfo]) -> None:
+        self.forward = forward
+        self.shapes = {info.name: info.shape for info in layers}
+        names = [info.name for info in layers]
+        # under bfloat16 autocast a piece would start from float32 rows where the whole pass has bfloat16
+        held = len(forward.images) * sum(info.features for info in layers) * 4
+        whole = forward.precision != "float32" or not worth_cutting(held)
+        self.pieces = collections.deque(
+            [Piece(forward.model, tuple(names))] if whole else cut_pieces(forward.model, names)
+        )
+        self.arrays: dict[str, np.ndarray] = {}
+        self.strides: dict[str, tuple[int, ...] | None] = {}  # of the layers that feed a piece
+        self.memory = ReusedArrays()
 
     def probe(self, info: LayerInfo, probe: Callable[[Any], Any]) -> Any:
         """``probe`` of the layer's (images x features) array, which is then dropped: each is probed once."""
-        return probe(self.arrays.pop(info.name))
+        while info.name not in self.arrays:
+            self._run(self.pieces.popleft())
+        result = probe(self.arrays[info.name])
+        if not any(piece.source == info.name for piece in self.pieces):
+            self.memory.give(self.arrays, info.name)
+        return result
+
+    def _run(self, piece: Piece) -> None:
+        forward = self.forward
+        images = self._images(piece)
+        feeding = [name for name in piece.layers[-1:] if any(p.source == name for p in self.pieces)]
+        with capture(piece.module, feeding, self._record_layout):
+            self.arrays |= extract(
+                piece.module,
+                images,
+                piece.layers,
+                device=forward.device,
+                progress=forward.progress if piece.source is None else None,
+                precision=forward.precision,
+                allocate=self.memory.take,
+            )
+        del images
+        if piece.source is not None:
+            self.memory.give(self.arrays, piece.source)
+
+    def _images(self, piece: Piece) -> DataLoader:
+        """What ``piece`` runs on: the train images, or the rows of the layer before it."""
+        forward = self.forward
+        if piece.source is None:
+            return forward.loader()
+        source = piece.source
+        rows = HeldRows(self.arrays[source], self.shapes[source], self.strides.get(source))
+        return DataLoader(rows, batch_size=forward.batch_size, collate_fn=HeldRows.collate)
+
+    def _record_layout(self, name: str, output: torch.Tensor) -> None:
+        self.strides.setdefault(name, layout(output))
 
 
 class _OnDisk:
@@ -231,16 +289,7 @@ def _activations(
 ) -> _InMemory | _OnDisk:
     """The layers of the images, extracted into RAM without ``storage``, else into its store."""
     if storage is None:
-        names = [info.name for info in layers]
-        arrays = extract(
-            forward.model,
-            forward.loader(),
-            names,
-            device=forward.device,
-            progress=forward.progress,
-            precision=forward.precision,
-        )
-        return _InMemory(arrays)
+        return _InMemory(forward, layers)
     return _OnDisk(
         functools.partial(
             extract_to_store,

@@ -1,0 +1,194 @@
+"""A network cut into pieces after its probed layers: where it can be cut, that each piece run on the rows
+of the layer before it records what one whole forward pass records, and that a unit held piece by piece
+gives the probes of a unit held whole."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from faceprobe.allocator import ReusedArrays
+from faceprobe.extract import block_layers, capture, extract
+from faceprobe.extract.ablation import ablate
+from faceprobe.extract.pieces import Piece, batch_like, clean_cuts, cut_pieces, layout
+from faceprobe.models import load_model
+from faceprobe.run import work
+from faceprobe.run.cost import held_bytes
+from faceprobe.studies.layerwise import AttributeRows
+
+
+def _resnet18() -> nn.Module:
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(weights=None, num_classes=10).eval()
+
+
+class _Skip(nn.Module):
+    """``a``'s output is added to ``b``'s: the network can be cut after ``a``, not after ``b``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(6, 6), nn.Linear(6, 6), nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(x)
+        return self.c(torch.relu(self.b(h) + h))
+
+
+class _Branching(nn.Module):
+    """Control flow on a value: torch.fx cannot trace it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 6), nn.Linear(6, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(x)
+        return self.b(h) if h.sum() > 0 else self.b(-h)
+
+
+def _run_pieces(pieces: list[Piece], x: torch.Tensor, shapes: dict) -> dict[str, np.ndarray]:
+    """Every piece in turn over ``x`` in batches of 4, each later one on the rows extract gave the layer
+    before it, copied and laid out as the unit does (the layout its outputs had)."""
+    out: dict[str, np.ndarray] = {}
+    strides: dict[str, tuple | None] = {}
+    for piece in pieces:
+        if piece.source is None:
+            images = list(torch.split(x, 4))
+        else:
+            rows = torch.from_numpy(out[piece.source]).view(-1, *shapes[piece.source])
+            images = [batch_like(batch, strides[piece.source]) for batch in torch.split(rows, 4)]
+        last = piece.layers[-1]
+        with capture(piece.module, [last], lambda name, output: strides.setdefault(name, layout(output))):
+            out |= extract(piece.module, images, piece.layers)
+    return out
+
+
+@pytest.mark.parametrize("architecture", ["resnet18", "mobilenet_v2", "vgg16", "iresnet18"])
+def test_a_network_is_cut_after_every_block_and_its_pieces_record_what_one_pass_records(architecture):
+    """The thesis's architectures and a face backbone: one piece per block output, and the same values
+    to the last bit as one forward pass of the whole network."""
+    model = load_model(architecture, "random", input_size=(32, 32)).module
+    x = torch.randn(10, 3, 32, 32)
+    infos = block_layers(model, x[:1])
+    names = [info.name for info in infos]
+    pieces = cut_pieces(model, names)
+    assert [piece.layers for piece in pieces] == [(name,) for name in names]
+    assert [piece.source for piece in pieces] == [None, *names[:-1]]
+    whole = extract(model, list(torch.split(x, 4)), names)
+    cut = _run_pieces(pieces, x, {info.name: info.shape for info in infos})
+    for name in names:
+        np.testing.assert_array_equal(cut[name], whole[name], err_msg=name)
+
+
+def test_a_cut_that_another_value_crosses_is_not_made():
+    model = _Skip().eval()
+    assert clean_cuts(model, ["a", "b", "c"]) == {"a", "c"}  # b: a's output crosses it too
+    pieces = cut_pieces(model, ["a", "b", "c"])
+    assert [(p.layers, p.source) for p in pieces] == [(("a",), None), (("b", "c"), "a")]
+    x = torch.randn(9, 6)
+    whole = extract(model, list(torch.split(x, 4)), ["a", "b", "c"])
+    cut = _run_pieces(pieces, x, {"a": (6,), "b": (6,)})
+    for name in "abc":
+        np.testing.assert_array_equal(cut[name], whole[name])
+
+
+def test_a_network_fx_cannot_trace_or_nested_layers_stay_whole():
+    branching = _Branching()
+    assert cut_pieces(branching, ["a", "b"]) == [Piece(branching, ("a", "b"))]
+    model = _resnet18()
+    assert cut_pieces(model, ["layer1", "layer1.0", "layer2"]) == [
+        Piece(model, ("layer1", "layer1.0", "layer2"))
+    ]
+
+
+def test_a_hooked_module_is_kept_whole_so_an_ablation_applies_in_every_piece():
+    model = _resnet18()
+    x = torch.randn(8, 3, 32, 32)
+    names = ["layer2.0", "layer3.0", "layer4.0"]
+    shapes = {info.name: info.shape for info in block_layers(model, x[:1])}
+    with ablate(model, "layer1.1", neurons=np.arange(0, 4096, 3)):
+        whole = extract(model, list(torch.split(x, 4)), names)
+        pieces = cut_pieces(model, names)
+        assert len(pieces) == 3
+        cut = _run_pieces(pieces, x, shapes)
+    clean = extract(model, list(torch.split(x, 4)), names)
+    for name in names:
+        np.testing.assert_array_equal(cut[name], whole[name])
+        assert not np.array_equal(clean[name], whole[name])  # the ablation did change them
+
+
+def test_memory_is_lent_again_only_when_nothing_else_holds_it():
+    reused = ReusedArrays(keep=1)
+    first = reused.take((4, 8), np.dtype(np.float32))
+    address = first.ctypes.data
+    arrays = {"a": first}
+    del first
+    reused.give(arrays, "a")
+    again = reused.take((2, 8), np.dtype(np.float32))  # smaller: lent from the same buffer
+    assert again.ctypes.data == address and again.shape == (2, 8)
+    held = {"b": again}
+    view = again[1:]
+    del again
+    reused.give(held, "b")  # a view of it is alive: not lent again
+    assert reused.take((2, 8), np.dtype(np.float32)).ctypes.data != address
+    assert view.base is not None
+
+
+@pytest.fixture(scope="module")
+def resnet_unit():
+    torch.manual_seed(1)
+    model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+    images = torch.rand(48, 3, 32, 32)
+    rng = np.random.default_rng(0)
+    rows = {}
+    for attribute in ("A", "B"):
+        y = rng.integers(0, 2, 48)
+        train, val = np.arange(0, 32), np.arange(32, 48)
+        rows[attribute] = AttributeRows(train, val, y[train], y[val])
+    infos = [i for i in block_layers(model, images[:1]) if i.name.startswith(("layer", "avgpool"))]
+    return model, images, rows, infos
+
+
+def test_a_unit_held_piece_by_piece_gives_the_probes_of_a_unit_held_whole(resnet_unit, monkeypatch):
+    model, images, rows, infos = resnet_unit
+    forward = work.Forward(model, None, None, tuple(map(str, range(48))), batch_size=8)
+    loader = list(torch.split(images, 8))
+
+    monkeypatch.setattr(work, "worth_cutting", lambda held: True)  # a small unit, cut all the same
+
+    def fits(pieces):
+        monkeypatch.setattr(work, "cut_pieces", pieces)
+        monkeypatch.setattr(work.Forward, "loader", lambda self: loader)
+        source = work._InMemory(forward, infos)
+        out = {}
+        for info in infos:
+            out[info.name] = source.probe(
+                info, lambda X, info=info: work.fit_layer(X, info.shape, rows, 3, 3)
+            )
+        return out, source
+
+    cut, source = fits(cut_pieces)
+    assert source.memory.free, "memory of probed layers is lent again"
+    whole, _ = fits(lambda model, names: [Piece(model, tuple(names))])
+    for info in infos:
+        for attribute in rows:
+            a, b = cut[info.name].fits[attribute], whole[info.name].fits[attribute]
+            np.testing.assert_array_equal(a.vip, b.vip, err_msg=info.name)
+
+
+def test_the_plan_counts_one_piece_its_source_and_one_layer_kept_for_reuse():
+    layers, features = ("a", "b", "c", "d", "e"), (10, 10, 10, 10, 2)
+    every = SimpleNamespace(layers=layers, features=features, cuts=frozenset("abcd"))
+    n = 2**24  # images: enough bytes to be worth cutting
+    assert held_bytes(every, layers, n) == (20 + 10) * n * 4  # b (source) + c, and a freed layer's memory
+    assert held_bytes(every, ("a", "e"), n) == 12 * n * 4  # a held subset (the others streamed): at most all
+    uncut = SimpleNamespace(**{**vars(every), "cuts": frozenset()})
+    assert held_bytes(uncut, layers, n) == sum(features) * n * 4
+    after_b = SimpleNamespace(**{**vars(every), "cuts": frozenset("b")})
+    assert held_bytes(after_b, layers, n) == sum(features) * n * 4  # the piece c..e and its source b, + 10
+    assert held_bytes(every, layers, 1000) == sum(features) * 1000 * 4  # too small to cut: held whole
