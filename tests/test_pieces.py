@@ -97,13 +97,19 @@ def test_a_cut_that_another_value_crosses_is_not_made():
         np.testing.assert_array_equal(cut[name], whole[name])
 
 
-def test_a_network_fx_cannot_trace_or_nested_layers_stay_whole():
+def test_a_network_fx_cannot_trace_nested_layers_or_layers_in_a_hooked_module_stay_whole():
     branching = _Branching()
     assert cut_pieces(branching, ["a", "b"]) == [Piece(branching, ("a", "b"))]
     model = _resnet18()
-    assert cut_pieces(model, ["layer1", "layer1.0", "layer2"]) == [
-        Piece(model, ("layer1", "layer1.0", "layer2"))
-    ]
+    nested = ("layer1", "layer1.0", "layer2")
+    assert cut_pieces(model, list(nested)) == [Piece(model, nested)]
+    inside = ("layer2.0", "layer2.1", "layer3.0")
+    handle = model.layer2.register_forward_hook(lambda *args: None)  # layer2 kept whole: no call of layer2.0
+    try:
+        assert cut_pieces(model, list(inside)) == [Piece(model, inside)]
+    finally:
+        handle.remove()
+    assert len(cut_pieces(model, list(inside))) == 3
 
 
 def test_a_hooked_module_is_kept_whole_so_an_ablation_applies_in_every_piece():

@@ -71,18 +71,22 @@ def _graph(model: nn.Module, leaves: Collection[str]) -> fx.Graph | None:
         return None
 
 
-def _cut_nodes(graph: fx.Graph, layers: Collection[str]) -> dict[str, int]:
-    """Position in ``graph`` of each layer that can be cut after: called once, and the only value that
-    flows past its call is its output."""
-    nodes = list(graph.nodes)
-    position = {node: i for i, node in enumerate(nodes)}
+def _calls(nodes: list[fx.Node], layers: Collection[str]) -> dict[str, list[int]]:
+    """The positions at which each of ``layers`` is called in ``nodes``."""
     calls: dict[str, list[int]] = {}
     for i, node in enumerate(nodes):
         if node.op == "call_module" and node.target in layers:
             calls.setdefault(str(node.target), []).append(i)
+    return calls
+
+
+def _cut_nodes(nodes: list[fx.Node], layers: Collection[str]) -> dict[str, int]:
+    """Position in ``nodes`` of each layer that can be cut after: called once, and the only value that
+    flows past its call is its output."""
+    position = {node: i for i, node in enumerate(nodes)}
     last_use = [max((position[user] for user in node.users), default=i) for i, node in enumerate(nodes)]
     cuts = {}
-    for name, (i, *more) in calls.items():
+    for name, (i, *more) in _calls(nodes, layers).items():
         if more:
             continue
         crossing = [j for j in range(i + 1) if last_use[j] > i and nodes[j].op != "output"]
@@ -91,29 +95,29 @@ def _cut_nodes(graph: fx.Graph, layers: Collection[str]) -> dict[str, int]:
     return cuts
 
 
-def clean_cuts(model: nn.Module, layers: Sequence[str], leaves: Collection[str] = ()) -> frozenset[str]:
-    """The layers of ``layers`` after which ``model`` can be cut (none where it cannot be traced), with
-    ``leaves`` (the other layers the study observes) kept whole as well."""
-    graph = _graph(model, {*layers, *leaves})
-    return frozenset() if graph is None else frozenset(_cut_nodes(graph, layers))
+def clean_cuts(model: nn.Module, layers: Sequence[str]) -> frozenset[str]:
+    """The layers of ``layers`` after which ``model`` can be cut (none where it cannot be traced)."""
+    graph = _graph(model, layers)
+    return frozenset() if graph is None else frozenset(_cut_nodes(list(graph.nodes), layers))
 
 
-def cut_pieces(model: nn.Module, layers: Sequence[str], leaves: Collection[str] = ()) -> list[Piece]:
+def cut_pieces(model: nn.Module, layers: Sequence[str]) -> list[Piece]:
     """``model`` as a chain of pieces that record ``layers`` (in the order the forward produces them),
-    cut after each layer where it can be; one piece, the model itself, where it cannot be cut at all.
+    cut after each layer where it can be; one piece, the model itself, where it cannot be cut at all (or
+    a layer is not called exactly once in the traced network, as inside a hooked module).
 
     Each piece's module shares the model's modules (their weights, modes and hooks), and ends right after
     the last layer it records; nothing after the last layer is run.
     """
-    graph = _graph(model, {*layers, *leaves})
-    cuts = {} if graph is None else _cut_nodes(graph, layers[:-1])
-    if graph is None or not cuts:
+    graph = _graph(model, layers)
+    nodes = [] if graph is None else list(graph.nodes)
+    calls = _calls(nodes, layers)
+    cuts = _cut_nodes(nodes, layers[:-1])
+    if not cuts or len(calls) < len(layers) or any(len(at) > 1 for at in calls.values()):
         return [Piece(model, tuple(layers))]
-    nodes = list(graph.nodes)
-    ends = sorted(cuts.values())
-    position = {str(n.target): i for i, n in enumerate(nodes) if n.op == "call_module" and n.target in layers}
+    position = {name: at[0] for name, at in calls.items()}
     pieces, start, source = [], 0, None
-    for end in [*ends, max(position[name] for name in layers)]:
+    for end in [*sorted(cuts.values()), max(position.values())]:
         recorded = tuple(name for name in layers if start <= position[name] <= end)
         pieces.append(Piece(_piece_module(model, nodes, start, end), recorded, source))
         source = str(nodes[end].target)
