@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from faceprobe.extract.hooks import evaluating
+from faceprobe.extract.hooks import evaluating, hooked
 
 __all__ = ["foldable_pairs", "folded_batchnorms"]
 
@@ -68,7 +68,7 @@ def folded_batchnorms(model: nn.Module, keep: Collection[str]) -> Iterator[None]
             with torch.no_grad():
                 for conv_name, bn_name in foldable_pairs(model):
                     conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
-                    if {conv_name, bn_name} & keep or _hooked(conv) or _hooked(bn) or not _foldable(bn):
+                    if {conv_name, bn_name} & keep or hooked(conv) or hooked(bn) or not _foldable(bn):
                         continue
                     assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
                     weight, bias = fuse_conv_bn_weights(
@@ -86,10 +86,6 @@ def folded_batchnorms(model: nn.Module, keep: Collection[str]) -> Iterator[None]
                 conv.weight.data = weight
                 conv.bias = bias
                 setattr(parent, child, bn)
-
-
-def _hooked(module: nn.Module) -> bool:
-    return bool(module._forward_hooks or module._forward_pre_hooks)
 
 
 def _foldable(bn: nn.BatchNorm2d) -> bool:

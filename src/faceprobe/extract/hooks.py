@@ -37,6 +37,7 @@ __all__ = [
     "describe_layers",
     "evaluating",
     "extract",
+    "hooked",
     "residual_end",
     "resolve_layers",
     "stream_outputs",
@@ -159,6 +160,11 @@ class capture:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+
+
+def hooked(module: nn.Module) -> bool:
+    """Whether ``module`` carries forward hooks (or pre-hooks) of its own."""
+    return bool(module._forward_hooks or module._forward_pre_hooks)
 
 
 def _tensor(name: str, output: Any) -> torch.Tensor:

@@ -15,6 +15,7 @@ input used again later) leaves the network, or that part of it, in one piece.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import fx, nn
+
+from faceprobe.extract.hooks import hooked
 
 __all__ = ["HeldRows", "Piece", "batch_like", "clean_cuts", "cut_pieces", "layout", "worth_cutting"]
 
@@ -55,7 +58,7 @@ class _LayersKept(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return (
             module_qualified_name in self.leaves
-            or bool(m._forward_hooks or m._forward_pre_hooks)
+            or hooked(m)
             or super().is_leaf_module(m, module_qualified_name)
         )
 
@@ -85,14 +88,10 @@ def _cut_nodes(nodes: list[fx.Node], layers: Collection[str]) -> dict[str, int]:
     flows past its call is its output."""
     position = {node: i for i, node in enumerate(nodes)}
     last_use = [max((position[user] for user in node.users), default=i) for i, node in enumerate(nodes)]
-    cuts = {}
-    for name, (i, *more) in _calls(nodes, layers).items():
-        if more:
-            continue
-        crossing = [j for j in range(i + 1) if last_use[j] > i and nodes[j].op != "output"]
-        if crossing == [i]:
-            cuts[name] = i
-    return cuts
+    reach = list(itertools.accumulate(last_use, max))  # the furthest use of any node up to each position
+    calls = _calls(nodes, layers)
+    # past position i flows node i's output, and nothing before it: i is used later, nothing earlier is
+    return {name: i for name, (i, *more) in calls.items() if not more and last_use[i] > i >= reach[i - 1]}
 
 
 def clean_cuts(model: nn.Module, layers: Sequence[str]) -> frozenset[str]:
