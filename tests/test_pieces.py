@@ -198,3 +198,21 @@ def test_the_plan_counts_one_piece_its_source_and_one_layer_kept_for_reuse():
     after_b = SimpleNamespace(**{**vars(every), "cuts": frozenset("b")})
     assert held_bytes(after_b, layers, n) == sum(features) * n * 4  # the piece c..e and its source b, + 10
     assert held_bytes(every, layers, 1000) == sum(features) * 1000 * 4  # too small to cut: held whole
+
+
+def test_progress_advances_through_every_piece_and_counts_each_image_once(resnet_unit, monkeypatch):
+    """A unit's bar counts its train images: each piece's batches an equal share, so it moves while the
+    later pieces run (not only during the first) and ends at the number of images."""
+    model, images, _, infos = resnet_unit
+    done: list[int] = []
+    forward = work.Forward(model, None, None, tuple(map(str, range(48))), batch_size=8, progress=done.append)
+    monkeypatch.setattr(work, "worth_cutting", lambda held: True)
+    monkeypatch.setattr(work.Forward, "loader", lambda self: list(torch.split(images, 8)))
+    source = work._InMemory(forward, infos)
+    assert len(source.pieces) == len(infos) > 2
+    counted = []
+    for info in infos:
+        source.probe(info, lambda X: None)
+        counted.append(sum(done))
+    assert counted == sorted(counted) and counted[-1] == 48
+    assert 0 < counted[0] < counted[1] < 48, counted

@@ -222,6 +222,8 @@ class _InMemory:
         self.arrays: dict[str, np.ndarray] = {}
         self.strides: dict[str, tuple[int, ...] | None] = {}  # of the layers that feed a piece
         self.memory = ReusedArrays()
+        self.passed = 0  # images through pieces, over all pieces: each piece counts 1 / len(pieces) of each
+        self.n_pieces = len(self.pieces)
 
     def probe(self, info: LayerInfo, probe: Callable[[Any], Any]) -> Any:
         """``probe`` of the layer's (images x features) array, which is then dropped: each is probed once."""
@@ -242,7 +244,7 @@ class _InMemory:
                 images,
                 piece.layers,
                 device=forward.device,
-                progress=forward.progress if piece.source is None else None,
+                progress=None if forward.progress is None else self._advance,
                 precision=forward.precision,
                 allocate=self.memory.take,
             )
@@ -258,6 +260,13 @@ class _InMemory:
         source = piece.source
         rows = HeldRows(self.arrays[source], self.shapes[source], self.strides.get(source))
         return DataLoader(rows, batch_size=forward.batch_size, collate_fn=HeldRows.collate)
+
+    def _advance(self, images: int) -> None:
+        """The unit's progress in train images, each piece's batches counting for an equal share."""
+        shown = self.passed // self.n_pieces
+        self.passed += images
+        if (now := self.passed // self.n_pieces) > shown:
+            self.forward.progress(now - shown)  # type: ignore[misc]
 
     def _record_layout(self, name: str, output: torch.Tensor) -> None:
         self.strides.setdefault(name, layout(output))
