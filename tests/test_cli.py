@@ -159,6 +159,24 @@ def test_a_refused_study_or_folder_is_said_before_torch_loads(tmp_path, command)
     assert proc.stderr.startswith("error: "), proc.stderr
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["run", "{study}", "--out", "{file}"],
+        ["probe", "--model", "small", "--data", "synthetic:{folder}", "--out", "{file}"],
+    ],
+)
+def test_a_run_folder_that_is_a_file_is_said_before_the_study_is_read(tmp_path, command):
+    """The first thing a run checks, before its study file, data or torch are loaded."""
+    study = tmp_path / "study.toml"
+    study.write_text('[data]\nspec = "synthetic:faces"\n[[models]]\narchitecture = "small"\n')
+    (tmp_path / "taken").write_text("a file")
+    args = [a.format(study=study, folder=tmp_path / "nowhere", file=tmp_path / "taken") for a in command]
+    proc = subprocess.run([sys.executable, "-c", _LOADS_TORCH, *args], capture_output=True, text=True)
+    assert proc.stdout.split() == ["2", "False"], proc.stdout + proc.stderr
+    assert proc.stderr == f"error: {tmp_path / 'taken'} is a file; give a folder for the run\n"
+
+
 def test_run_help_shows_the_study_tables_literally():
     text = " ".join(run_cli("run", "--help").stdout.replace("│", " ").split())
     assert "[data], [[models]], [probe], [ablation], [run], [baseline]" in text

@@ -143,3 +143,17 @@ def test_depth_figure_is_written(tmp_path):
     path = plot_depth_curves(to_frame(raw), tmp_path / "fig.png", title="t")
     assert path.stat().st_size > 10_000
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_units_columns_are_gathered_as_numpy_indexes_them():
+    """Whole channels and lone neurons of a float16 layer, rows in any order and repeated: the values of
+    ``X[np.ix_(rows, columns)]``, in float32."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 6 * 25)).astype(np.float16)
+    channels = np.concatenate([np.arange(25, 50), np.arange(100, 125)])  # channels 1 and 4 of 5 x 5
+    columns = np.unique(np.concatenate([channels, [0, 7, 50, 51, 149]]))  # 50, 51 extend channel 1's run
+    rows = np.array([39, 3, 3, 0, 17])
+    out = layerwise._gather(X, rows, columns)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, X[np.ix_(rows, columns)].astype(np.float32))
+    assert layerwise._gather(X, rows, columns[:0]).shape == (5, 0)

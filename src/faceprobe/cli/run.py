@@ -135,19 +135,22 @@ def run(
     OUT/manifest.json and OUT/draws.parquet. See the module docstring of faceprobe.run.config for every key.
     """
     from faceprobe.errors import FaceprobeError
-    from faceprobe.run.config import load_config
-    from faceprobe.run.presets import preset_config
+    from faceprobe.run.folder import run_folder
 
     if (config is None) == (preset is None):
         raise FaceprobeError("give a study file or --preset NAME (e.g. faceprobe run --preset thesis ...)")
+    if out is None and config is None:
+        raise FaceprobeError(f"--preset {preset} needs --out RUN, the run folder")
+    out = run_folder(out if out is not None else Path(str(config)).with_suffix(""))
+    from faceprobe.run.config import load_config
+    from faceprobe.run.presets import preset_config
+
     if preset is not None:
-        if out is None:
-            raise FaceprobeError(f"--preset {preset} needs --out RUN, the run folder")
         study = preset_config(preset, data, model, tuple(weights or ()), allow_code)
-        _run(study, out, executor, scheduler, workers)
-        return
-    assert config is not None
-    _run(load_config(config, allow_code), out or config.with_suffix(""), executor, scheduler, workers)
+    else:
+        assert config is not None
+        study = load_config(config, allow_code)
+    _run(study, out, executor, scheduler, workers)
 
 
 @app.command(
@@ -267,7 +270,9 @@ def probe(
     OUT resumes a killed run. With --plan it prints each work unit's images, mode, RAM, disk and time instead.
     """
     from faceprobe.run.config import parse_config
+    from faceprobe.run.folder import run_folder
 
+    run_folder(out)  # before anything slow is loaded
     raw = {
         "data": {
             "spec": data,

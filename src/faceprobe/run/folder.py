@@ -37,6 +37,15 @@ class RunStatus:
         return not self.pending
 
 
+def run_folder(run_dir: str | Path) -> Path:
+    """``run_dir`` as a path, or the one-line error that it is a file (checked before anything is loaded:
+    a command that is going to fail should say so at once)."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise FaceprobeError(f"{run_dir} is a file; give a folder for the run")
+    return run_dir
+
+
 def run_status(run_dir: str | Path) -> RunStatus:
     """Which units of a run are finished and which are left."""
     run_dir = Path(run_dir)

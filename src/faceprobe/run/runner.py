@@ -45,7 +45,7 @@ from faceprobe.results import read_baseline, to_frame, write_results
 from faceprobe.run.config import RESUMABLE, RunConfig, parse_config
 from faceprobe.run.cost import UnitCost, calibrate, check_budgets, disk_budget, unit_costs
 from faceprobe.run.entries import ModelEntry, model_entries
-from faceprobe.run.folder import RunStatus, reclaim_held, run_status
+from faceprobe.run.folder import RunStatus, reclaim_held, run_folder, run_status
 from faceprobe.run.lock import hold
 from faceprobe.run.summary import failed_attributes
 from faceprobe.run.tables import read_table
@@ -525,12 +525,10 @@ def run_study(
     Every name is checked before the run folder is touched. One process at a time holds the run folder
     (:func:`faceprobe.run.lock.hold`); the Dask workers of that process are part of it.
     """
-    run_dir = Path(run_dir)
+    run_dir = run_folder(run_dir)
     executor = executor or config.run.executor
     if executor not in ("local", "dask"):
         raise FaceprobeError(f"executor must be local or dask, not {executor!r}")
-    if run_dir.exists() and not run_dir.is_dir():
-        raise FaceprobeError(f"{run_dir} is a file; give a folder for the run")
     dataset = _dataset(config)
     units = plan_units(config, dataset)  # first: a bad name fails before the run folder is written
     made = None if (run_dir / "manifest.json").exists() else make_draws(dataset, config)
