@@ -1,8 +1,9 @@
 """How long a command takes to say that its input is wrong, against importing torch and torchvision alone.
 
-A study file with a wrong type, and a folder that is no run, are refused by reading them; the floor a
-command paid before it read anything, when every package imported all of its modules, was torch and
-torchvision's import. Each command runs ``--repeats`` times in a fresh process; the median is printed.
+A study file with a wrong type, a run folder that is a file, and a folder that is no run, are refused by
+reading them (or by looking at the path); the floor a command paid before it read anything, when every
+package imported all of its modules, was torch and torchvision's import. Each command runs ``--repeats``
+times in a fresh process; the median is printed.
 
     python benchmarks/bench_cli_start.py
 """
@@ -39,12 +40,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         study = Path(tmp) / "study.toml"
         study.write_text('[data]\nspec = "synthetic:x"\ntrain = "many"\n[[models]]\narchitecture = "small"\n')
+        valid = Path(tmp) / "valid.toml"
+        valid.write_text('[data]\nspec = "synthetic:x"\n[[models]]\narchitecture = "small"\n')
         faceprobe = [sys.executable, "-m", "faceprobe.cli"]
         cases = {
             "import torch, torchvision (the old floor)": [sys.executable, "-c", "import torch, torchvision"],
             "faceprobe --help": [*faceprobe, "--help"],
             "faceprobe run STUDY (wrong type)": [*faceprobe, "run", str(study)],
             "faceprobe plan STUDY (wrong type)": [*faceprobe, "plan", str(study)],
+            "faceprobe run STUDY --out FILE": [*faceprobe, "run", str(valid), "--out", str(study)],
             "faceprobe status NOT-A-RUN": [*faceprobe, "status", tmp],
             "faceprobe report NOT-A-RUN": [*faceprobe, "report", str(Path(tmp) / "nowhere")],
         }

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from faceprobe.errors import ProbeInputError
-from faceprobe.pls import PLS, SharedFit, _RowBlocks, fit_shared, fit_transform_shared, transform_shared
+from faceprobe.pls import (
+    PLS,
+    SharedFit,
+    _RowBlocks,
+    fit_shared,
+    fit_transform_shared,
+    target_state_bytes,
+    transform_shared,
+)
 
 FITTED = [
     "x_mean_",
@@ -223,6 +231,32 @@ def test_a_tiny_budget_fits_in_groups_with_the_same_results():
     assert len(counting.reads) == 3 * 5  # one group per target, 5 passes each, one block per pass
     for ours, ref in zip(grouped, fit_shared(X, Y, masks, n_components=4), strict=True):
         _assert_same(ours, ref, 1e-10)
+
+
+def test_the_budget_counts_target_states_and_an_x_on_disk_takes_no_memory(monkeypatch):
+    import faceprobe.pls as pls
+
+    X, Y, masks = _layer(n_targets=6)  # 200 x 60 float64
+    per_target = target_state_bytes(200, 60, 3, itemsize=8)
+    groups: list[int] = []
+    lockstep = pls._fit_lockstep
+
+    def counted(blocks, Y, columns, *args):
+        groups.append(len(columns))
+        return lockstep(blocks, Y, columns, *args)
+
+    monkeypatch.setattr(pls, "_fit_lockstep", counted)
+    fit_shared(X, Y, masks, n_components=3, max_bytes=2 * per_target)
+    assert groups == [2, 2, 2]
+    # By default: at least the floor, or half of an X held in RAM (48,000 bytes: 2 targets' states here);
+    # read from disk, X takes no memory, so the floor alone (here one target's state).
+    monkeypatch.setattr(pls, "_MIN_STATE_BYTES", per_target)
+    groups.clear()
+    fit_shared(X, Y, masks, n_components=3)
+    assert groups == [2, 2, 2]
+    groups.clear()
+    fit_shared(_CountingReads(X), Y, masks, n_components=3)
+    assert groups == [1] * 6
 
 
 def test_transform_shared_equals_each_transform():

@@ -54,6 +54,7 @@ __all__ = [
     "channel_vip",
     "fit_shared",
     "fit_transform_shared",
+    "target_state_bytes",
     "top_k_channels",
     "top_k_neurons",
     "transform_shared",
@@ -621,11 +622,12 @@ def fit_shared(
     max_bytes : int, optional
         Budget for the working state, about ``(2 n_components + 5 + 5 threads) m`` values of the compute dtype
         per target (weights, loadings, cross-products, means, the sums of a pass, and per thread of a pass its
-        partial sums and four rows of each block of X it reads). Targets are fitted in
-        groups that fit in it, each group costing its own ``n_components + 1`` passes. By default the larger
-        of 1 GiB and half of X (in the compute dtype; a streamed X takes no memory, so 1 GiB). Each fitted
-        model keeps ``(3 n_components + 2) m`` values (weights, loadings, rotations, VIP and means) after the
-        fit.
+        partial sums and four rows of each block of X it reads: :func:`target_state_bytes`). Targets are
+        fitted in groups that fit in it, each group costing its own ``n_components + 1`` passes. By default
+        the larger of 1 GiB and half of X when X is in memory (in the compute dtype); an X read from disk
+        (a memory map, a zarr array, a layer of the activation store) or streamed takes no memory, so 1 GiB.
+        Each fitted model keeps ``(3 n_components + 2) m`` values (weights, loadings, rotations, VIP and
+        means) after the fit.
 
     Returns
     -------
@@ -688,9 +690,12 @@ def fit_transform_shared(
         return []
     _check_n_components(n_components)
     itemsize = blocks.dtype.itemsize
-    per_target = (2 * n_components + 5 + 5 * _pass_threads(blocks)) * blocks.m * itemsize
-    per_target += (n_components + 4) * n * 8
-    held = 0 if blocks.streamed else n * blocks.m * itemsize  # a streamed X is not in memory at all
+    # counted alike wherever X is (in RAM, on disk, streamed): the groups, and so the blocks and the sums'
+    # order, do not depend on it
+    per_target = target_state_bytes(n, blocks.m, n_components, itemsize=itemsize)
+    # an X read from disk (a memory map, a zarr array, a layer of the store) or streamed is not in memory
+    in_memory = isinstance(blocks.X, np.ndarray) and not isinstance(blocks.X, np.memmap)
+    held = n * blocks.m * itemsize if in_memory else 0
     budget = max(_MIN_STATE_BYTES, held // 2) if max_bytes is None else max_bytes
     n_groups = -(-n_targets // max(1, budget // per_target))
     # Blocks of at least 4 rows per target: each block is multiplied by the k x m weights and adds into
@@ -709,6 +714,18 @@ def fit_transform_shared(
         if isinstance(result, SharedFit):
             result.model.y_ndim_ = 1 if width == 1 else 2
     return results
+
+
+def target_state_bytes(
+    n: int, m: int, n_components: int = 8, threads: int | None = None, itemsize: int = 4
+) -> int:
+    """Working memory of one target of :func:`fit_transform_shared` on an n x m X: its weights, loadings,
+    cross-products and means, the sums of a pass, and per thread of a pass its partial sums and four rows
+    of each block it reads (``threads``: as many as a pass over an X held in RAM gets here), plus its
+    scores. ``max_bytes`` is counted in these."""
+    if threads is None:
+        threads = max(1, min(_BLAS.threads(), usable_cpus(), _MAX_WORKERS))
+    return (2 * n_components + 5 + 5 * threads) * m * itemsize + (n_components + 4) * n * 8
 
 
 def _row_sets(name: str, rows: ArrayLike | None, shape: tuple[int, int]) -> NDArray[np.bool_] | None:

@@ -25,6 +25,7 @@ import numpy as np
 
 from faceprobe.errors import FaceprobeError
 from faceprobe.extract.pieces import worth_cutting
+from faceprobe.pls import target_state_bytes
 from faceprobe.run.config import RunConfig
 from faceprobe.studies.layerwise import UNITS_BYTES
 
@@ -44,6 +45,8 @@ __all__ = [
 _FREE_SHARE = 0.9
 #: Share of the free memory a unit may hold its layers in when ``run.memory_gb`` is not set.
 _FREE_SHARE_RAM = 0.75
+#: Working memory a layer's PLS gets however little the budget leaves (fit_shared's own default).
+_MIN_FIT_BYTES = 2**30
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class UnitCost:
     streamed: tuple[str, ...] = ()  # its layers streamed through the network instead of held
     held: str = "ram"  # where its other layers are held: "ram" or "store"
     forwards: int = 1  # forward passes over its train images (per pass; streaming: one per fit pass)
+    fit_bytes: int = 0  # working memory each layer PLS may use (:func:`_fit_bytes`)
 
 
 @dataclass(frozen=True)
@@ -111,9 +115,11 @@ def unit_costs(
         passes = len(_ablated_attributes(config, draws)) * len(config.ablation.fractions)
         images["ablated"] = (*_ablated_images(config, draws), passes)
     sizes = {}
+    fits = {}
     for unit in units:
         n_images = images["ablated" if unit.ablated else None][0]
-        held = held_bytes(unit, unit.layers, n_images)
+        fits[unit.id] = _fit_bytes(unit, n_images, config, len(draws.attributes), budget)
+        held = held_bytes(unit, unit.layers, n_images) + fits[unit.id]
         store = forced == "store" or (forced == "auto" and held > budget)
         sizes[unit.id] = "store" if store else "ram", n_images
     streamed: dict[str, tuple[str, ...]] = {
@@ -125,7 +131,7 @@ def unit_costs(
     for unit in units:
         placed = sizes[unit.id][0], streamed[unit.id]
         mine = images["ablated" if unit.ablated else None]
-        cost = _unit_cost(unit, mine, config, len(draws.attributes), placed)
+        cost = _unit_cost(unit, mine, config, len(draws.attributes), placed, fits[unit.id])
         if rates is not None:
             cost = dataclasses.replace(
                 cost,
@@ -183,9 +189,11 @@ def _unit_cost(
     config: RunConfig,
     n_attributes: int,
     placed: tuple[str, tuple[str, ...]],
+    fit: int,
 ) -> UnitCost:
     """One unit's mode, RAM and disk for its ``work`` (train images, evaluation images, passes): its layers
-    ``placed[1]`` streamed, the others held in ``placed[0]`` ("ram" or "store")."""
+    ``placed[1]`` streamed, the others held in ``placed[0]`` ("ram" or "store"), its fits working in
+    ``fit`` bytes (:func:`_fit_bytes`)."""
     held, streamed = placed
     *images, passes = work
     stored_bytes = np.dtype(config.run.store_dtype).itemsize
@@ -198,6 +206,7 @@ def _unit_cost(
     ram = features * state_per_feature + (in_ram if held == "ram" else 0)
     ram += 2 * min(UNITS_BYTES, train * max(unit.features, default=0) * 4)  # a layer's unit matrices
     ram += config.run.batch_size * (features - kept) * 4 * (_QUEUED_BATCHES + 1)
+    ram += fit
     mode = held if not streamed else "stream" if kept == 0 else f"{held}+stream"
     forwards = 1 + (config.probe.components + 1) * bool(streamed)
     return UnitCost(
@@ -213,7 +222,19 @@ def _unit_cost(
         streamed=streamed,
         forwards=forwards,
         held=held,
+        fit_bytes=fit,
     )
+
+
+def _fit_bytes(unit: Any, n_images: int, config: RunConfig, n_attributes: int, budget: int) -> int:
+    """Working memory each layer PLS of the unit may use: the state of all its attributes on its widest
+    layer (:func:`faceprobe.pls.target_state_bytes`), or half the memory ``budget``, at least 1 GiB.
+    Attributes that do not fit in it at once are fitted in groups, each group its own passes over the
+    layer: a stored or streamed layer is not in RAM, so its width alone does not bound its fits' memory.
+    The same wherever the unit's layers are, so they are fitted in the same groups, to the same values."""
+    widest = max(unit.features, default=0)
+    need = n_attributes * target_state_bytes(n_images, widest, config.probe.components)
+    return min(need, max(_MIN_FIT_BYTES, budget // 2))
 
 
 def held_bytes(unit: Any, layers: Sequence[str], n_images: int) -> int:

@@ -77,6 +77,7 @@ class Unit:
     # Its layers after which the network can be cut (faceprobe.extract.pieces): held in RAM, the unit holds
     # only the rows of one piece and of the layer feeding it at a time; the cost model counts them so.
     cuts: frozenset[str] = frozenset()
+    fit_bytes: int | None = None  # working memory each layer PLS may use (the cost model decides)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -87,6 +88,7 @@ class Unit:
             "after": list(self.after),
             "held": self.held,
             "streamed": list(self.streamed),
+            "fit_bytes": self.fit_bytes,
         }
 
 
@@ -348,7 +350,7 @@ def study_costs(config: RunConfig, run_dir: Path | None = None) -> list[UnitCost
 def _placed(units: Sequence[Unit], costs: Sequence[UnitCost]) -> list[Unit]:
     """The units with the places their costs chose for their layers (RAM, store, streamed)."""
     return [
-        dataclasses.replace(unit, held=cost.held, streamed=cost.streamed)
+        dataclasses.replace(unit, held=cost.held, streamed=cost.streamed, fit_bytes=cost.fit_bytes)
         for unit, cost in zip(units, costs, strict=True)
     ]
 
@@ -410,7 +412,7 @@ def execute_unit(
         )
         layers = [infos[unit.ablated], *(infos[n] for n in unit.layers if n in infos)]
         storage = None if unit.streamed else _storage(run_dir, config, loaded, forward.images, unit.held)
-        placement = Placement(storage, frozenset(unit.streamed))
+        placement = Placement(storage, frozenset(unit.streamed), unit.fit_bytes)
         with folded_batchnorms(loaded.module, unit.observed):
             rows = ablation_rows(forward, draws, layers[0], layers[1:], ablation, placement)
         _write_part(
@@ -430,7 +432,7 @@ def execute_unit(
         ]
         stored = unit.held == "store" and len(unit.streamed) < len(unit.layers)
         storage = _storage(run_dir, config, loaded, forward.images, unit.held, ahead) if stored else None
-        placement = Placement(storage, frozenset(unit.streamed))
+        placement = Placement(storage, frozenset(unit.streamed), unit.fit_bytes)
         with folded_batchnorms(loaded.module, unit.observed):
             results, vip = probe_rows(forward, draws, layers, config.probe, config.data.seed, placement)
         identity = {

@@ -179,10 +179,12 @@ class Storage:
 @dataclass(frozen=True)
 class Placement:
     """Where a unit's layers of the train images are (the plan's choice): held in RAM, in the activation
-    store (``storage``), or, for the layers named in ``streamed``, nowhere."""
+    store (``storage``), or, for the layers named in ``streamed``, nowhere; and the working memory each
+    layer PLS may use (``fit_bytes``, None: its default)."""
 
     storage: Storage | None = None
     streamed: frozenset[str] = frozenset()
+    fit_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -373,7 +375,7 @@ def probe_group(
     rows = attribute_rows(draws, [*forward.images, *evaluation], attributes)
 
     def fit(info: LayerInfo, X: Any) -> LayerFit:
-        return fit_layer(X, info.shape, rows, **dataclasses.asdict(settings))
+        return fit_layer(X, info.shape, rows, **dataclasses.asdict(settings), max_bytes=placement.fit_bytes)
 
     fits: dict[str, LayerFit] = {}
     held = [info for info in layers if info.name not in placement.streamed]
@@ -506,9 +508,8 @@ def ablation_rows(
             hit_storage = _ablated_storage(storage, ablated, neurons, mine.images)
             streamed = frozenset(info.name for info in later) if stream else frozenset()
             with ablate(forward.model, ablated.name, neurons=neurons):  # also for a re-extraction
-                probed = probe_group(
-                    mine, draws, [attribute], later, settings, Placement(hit_storage, streamed)
-                )
+                hit = Placement(hit_storage, streamed, placement.fit_bytes)
+                probed = probe_group(mine, draws, [attribute], later, settings, hit)
             if hit_storage is not None:
                 shutil.rmtree(hit_storage.store.path)
             for info in later:

@@ -132,6 +132,7 @@ def fit_layer(
     single_units: bool = False,
     vip_study: int = 0,
     seed: int = 0,
+    max_bytes: int | None = None,
 ) -> LayerFit:
     """Fit every probe of one layer on the train rows of X, for every attribute (thesis sections 4.1-4.2).
 
@@ -146,13 +147,14 @@ def fit_layer(
     inside X.
 
     Rows of ``attributes`` index X's rows, then rows that follow them: evaluation images outside X, whose
-    readouts come later (:meth:`LayerFit.score`). Every train row must be a row of X.
+    readouts come later (:meth:`LayerFit.score`). Every train row must be a row of X. ``max_bytes`` bounds
+    the working memory of the layer PLS (:func:`faceprobe.pls.fit_transform_shared`; None: its default).
     """
     n_rows = int(X.shape[0])
     beyond = [a for a, sel in attributes.items() if len(sel.train) and sel.train.max() >= n_rows]
     if beyond:
         raise ProbeInputError(f"train rows of {', '.join(beyond)} lie outside X ({n_rows} rows)")
-    shared = _layer_pls(X, attributes, n_components)
+    shared = _layer_pls(X, attributes, n_components, max_bytes)
     readout = Readout()
     fits: dict[str, _AttributeFit | ProbeInputError] = {}
     layer_fits: dict[str, PLS | ProbeInputError] = {}
@@ -515,7 +517,7 @@ def _rows(
 
 
 def _layer_pls(
-    X: Any, attributes: Mapping[str, AttributeRows], n_components: int
+    X: Any, attributes: Mapping[str, AttributeRows], n_components: int, max_bytes: int | None = None
 ) -> dict[str, SharedFit | ProbeInputError]:
     """Every attribute's layer PLS, fitted together: one pass over X per component serves them all, and
     gives its scores on the attribute's evaluation rows inside X (:func:`_known_rows`).
@@ -541,7 +543,7 @@ def _layer_pls(
             Y[sel.train, sum(widths[:j]) : sum(widths[: j + 1])] = target
         try:
             fitted: list[SharedFit | ProbeInputError] = fit_transform_shared(
-                X, Y, masks, components, scored=scored, widths=widths
+                X, Y, masks, components, scored=scored, widths=widths, max_bytes=max_bytes
             )
         except ProbeInputError as err:  # the layer itself is unusable (NaN or inf): every attribute says so
             fitted = [err] * len(group)

@@ -1,0 +1,92 @@
+"""The working memory of a layer's PLS: counted by the plan, bounded by its budget, and given to the fit."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from faceprobe.pls import target_state_bytes
+from faceprobe.run.config import parse_config
+from faceprobe.run.cost import unit_costs
+from faceprobe.studies import layerwise
+from faceprobe.studies.layerwise import AttributeRows
+
+GIB = 2**30
+
+
+def _plan(memory_gb: float, mode: str = "auto", attributes: int = 40, train: int = 2048):
+    """One unit of one layer as wide as ResNet-50's conv1 at 224 x 224, ``attributes`` sharing its fits."""
+    names = [f"A{i}" for i in range(attributes)]
+    config = parse_config(
+        {
+            "data": {"spec": "synthetic:faces", "attributes": names},
+            "models": [{"architecture": "small"}],
+            "run": {"memory_gb": memory_gb, "mode": mode},
+        },
+        "test",
+    )
+    unit = SimpleNamespace(
+        id="u",
+        layers=("conv1",),
+        features=(WIDTH,),
+        cuts=frozenset(),
+        ablated=None,
+        after=(),
+        model=SimpleNamespace(label="m"),
+    )
+    draws = SimpleNamespace(
+        attributes=names,
+        train_images=lambda attributes=None: [str(i) for i in range(train)],
+        evaluation_images=lambda attributes, outside: [],
+    )
+    (cost,) = unit_costs([unit], draws, config)
+    need = attributes * target_state_bytes(train, WIDTH, config.probe.components)
+    return cost, need
+
+
+WIDTH = 802_816
+
+
+def test_the_plan_counts_every_attributes_fit_state_when_the_budget_holds_it():
+    cost, need = _plan(memory_gb=64)
+    assert cost.held == "ram" and cost.fit_bytes == need > 3.5 * GIB
+    assert cost.ram_bytes >= 2048 * WIDTH * 4 + need  # the layer's rows and the fit's state
+
+
+def test_rows_that_fit_the_budget_but_not_beside_their_fits_state_go_to_the_store():
+    cost, need = _plan(memory_gb=8)  # 6.1 GiB of rows, 3.7 GiB of fit state
+    assert cost.held == "store" and cost.fit_bytes == need
+
+
+@pytest.mark.parametrize("memory_gb", [4, 0.5])
+def test_a_fit_gets_half_the_budget_never_below_one_gib(memory_gb):
+    """The layer is on disk, so its size says nothing of the memory its fit may take: the budget does."""
+    cost, need = _plan(memory_gb)
+    assert cost.held == "store"
+    assert cost.fit_bytes == max(GIB, memory_gb * GIB // 2) < need  # the attributes then fit in groups
+    assert cost.ram_bytes >= cost.fit_bytes
+
+
+@pytest.mark.parametrize("mode", ["ram", "store", "stream"])
+def test_the_fits_budget_is_the_same_wherever_the_layers_are(mode):
+    """Attributes are then fitted in the same groups, so every place gives the same values."""
+    assert _plan(memory_gb=4, mode=mode)[0].fit_bytes == 2 * GIB
+
+
+def test_the_layer_pls_is_given_the_plans_budget(monkeypatch):
+    given = []
+    fit = layerwise.fit_transform_shared
+
+    def spy(*args, max_bytes=None, **kwargs):
+        given.append(max_bytes)
+        return fit(*args, max_bytes=max_bytes, **kwargs)
+
+    monkeypatch.setattr(layerwise, "fit_transform_shared", spy)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 24)).astype(np.float32)
+    y = rng.integers(0, 2, 60)
+    rows = {"A": AttributeRows(np.arange(40), np.arange(40, 60), y[:40], y[40:])}
+    layerwise.fit_layer(X, (24,), rows, k=2, n_components=2, max_bytes=12345)
+    assert given == [12345]
