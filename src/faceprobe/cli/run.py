@@ -135,16 +135,17 @@ def run(
     OUT/manifest.json and OUT/draws.parquet. See the module docstring of faceprobe.run.config for every key.
     """
     from faceprobe.errors import FaceprobeError
+    from faceprobe.run.config import load_config
     from faceprobe.run.folder import run_folder
+    from faceprobe.run.presets import preset_config
 
     if (config is None) == (preset is None):
         raise FaceprobeError("give a study file or --preset NAME (e.g. faceprobe run --preset thesis ...)")
-    if out is None and config is None:
-        raise FaceprobeError(f"--preset {preset} needs --out RUN, the run folder")
-    out = run_folder(out if out is not None else Path(str(config)).with_suffix(""))
-    from faceprobe.run.config import load_config
-    from faceprobe.run.presets import preset_config
-
+    if out is None:
+        if config is None:
+            raise FaceprobeError(f"--preset {preset} needs --out RUN, the run folder")
+        out = config.with_suffix("")
+    out = run_folder(out)  # before the study, its data or torch load
     if preset is not None:
         study = preset_config(preset, data, model, tuple(weights or ()), allow_code)
     else:
