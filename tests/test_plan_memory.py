@@ -14,6 +14,7 @@ from faceprobe.studies import layerwise
 from faceprobe.studies.layerwise import AttributeRows
 
 GIB = 2**30
+WIDTH = 802_816  # ResNet-50's conv1 at 224 x 224
 
 
 def _plan(memory_gb: float, mode: str = "auto", attributes: int = 40, train: int = 2048):
@@ -44,9 +45,6 @@ def _plan(memory_gb: float, mode: str = "auto", attributes: int = 40, train: int
     (cost,) = unit_costs([unit], draws, config)
     need = attributes * target_state_bytes(train, WIDTH, config.probe.components)
     return cost, need
-
-
-WIDTH = 802_816
 
 
 def test_the_plan_counts_every_attributes_fit_state_when_the_budget_holds_it():
