@@ -250,7 +250,7 @@ def test_the_budget_counts_target_states_and_an_x_on_disk_takes_no_memory(monkey
     assert groups == [2, 2, 2]
     # By default: at least the floor, or half of an X held in RAM (48,000 bytes: 2 targets' states here);
     # read from disk, X takes no memory, so the floor alone (here one target's state).
-    monkeypatch.setattr(pls, "_MIN_STATE_BYTES", per_target)
+    monkeypatch.setattr(pls, "MIN_STATE_BYTES", per_target)
     groups.clear()
     fit_shared(X, Y, masks, n_components=3)
     assert groups == [2, 2, 2]

@@ -49,6 +49,7 @@ from threadpoolctl import ThreadpoolController
 from faceprobe.errors import ProbeInputError
 
 __all__ = [
+    "MIN_STATE_BYTES",
     "PLS",
     "SharedFit",
     "channel_vip",
@@ -61,9 +62,11 @@ __all__ = [
     "vip_scores",
 ]
 
+#: The least working memory :func:`fit_shared` gives its targets' state (its default, unless X is held in
+#: RAM and larger); a run's plan gives its fits no less either.
+MIN_STATE_BYTES = 2**30
 _DEFAULT_BLOCK_BYTES = 4 * 2**20  # measured fastest here: a block stays in cache for its two products
 _MIN_BLOCK_ROWS = 16  # fewer rows per product run far below memory bandwidth on wide layers
-_MIN_STATE_BYTES = 2**30  # fit_shared's default budget for its per-target state, unless X is larger
 _MIN_SPLIT_BYTES = 8 * 2**20  # passes over less X run in the calling thread: threads would cost more
 _COPY_BYTES = 64 * 2**20  # a column-ordered X up to this size is copied in row order before its passes
 _MIN_SHARED_UPDATE = 2**20  # features x targets below which a fit's per-target updates run in one thread
@@ -696,7 +699,7 @@ def fit_transform_shared(
     # an X read from disk (a memory map, a zarr array, a layer of the store) or streamed is not in memory
     in_memory = isinstance(blocks.X, np.ndarray) and not isinstance(blocks.X, np.memmap)
     held = n * blocks.m * itemsize if in_memory else 0
-    budget = max(_MIN_STATE_BYTES, held // 2) if max_bytes is None else max_bytes
+    budget = max(MIN_STATE_BYTES, held // 2) if max_bytes is None else max_bytes
     n_groups = -(-n_targets // max(1, budget // per_target))
     # Blocks of at least 4 rows per target: each block is multiplied by the k x m weights and adds into
     # k x m sums, whose traffic fewer rows per block do not amortise (see docs/benchmarks.md).

@@ -25,7 +25,7 @@ import numpy as np
 
 from faceprobe.errors import FaceprobeError
 from faceprobe.extract.pieces import worth_cutting
-from faceprobe.pls import target_state_bytes
+from faceprobe.pls import MIN_STATE_BYTES, target_state_bytes
 from faceprobe.run.config import RunConfig
 from faceprobe.studies.layerwise import UNITS_BYTES
 
@@ -45,8 +45,6 @@ __all__ = [
 _FREE_SHARE = 0.9
 #: Share of the free memory a unit may hold its layers in when ``run.memory_gb`` is not set.
 _FREE_SHARE_RAM = 0.75
-#: Working memory a layer's PLS gets however little the budget leaves (fit_shared's own default).
-_MIN_FIT_BYTES = 2**30
 
 
 @dataclass(frozen=True)
@@ -234,7 +232,7 @@ def _fit_bytes(unit: Any, n_images: int, config: RunConfig, n_attributes: int, b
     The same wherever the unit's layers are, so they are fitted in the same groups, to the same values."""
     widest = max(unit.features, default=0)
     need = n_attributes * target_state_bytes(n_images, widest, config.probe.components)
-    return min(need, max(_MIN_FIT_BYTES, budget // 2))
+    return min(need, max(MIN_STATE_BYTES, budget // 2))
 
 
 def held_bytes(unit: Any, layers: Sequence[str], n_images: int) -> int:
