@@ -30,7 +30,7 @@ def _study(faces, **run: object) -> str:
 @pytest.fixture(scope="module")
 def passes():
     """Every pass of images through a network while the module runs: (kind, images, layers)."""
-    from faceprobe.run import work
+    from faceprobe.run import cost, work
 
     calls: list[tuple[str, int, list[str]]] = []
     extract, to_store, stream = work.extract, work.extract_to_store, work.stream_outputs
@@ -52,7 +52,7 @@ def passes():
         patch.setattr(work, "extract", spy_extract)
         patch.setattr(work, "extract_to_store", spy_store)
         patch.setattr(work, "stream_outputs", spy_stream)
-        patch.setattr(work, "worth_cutting", lambda held: True)  # tiny layers, cut all the same
+        patch.setattr(cost, "worth_cutting", lambda held: True)  # tiny layers: the plan cuts them anyway
         yield calls
 
 

@@ -18,7 +18,7 @@ from faceprobe.extract.ablation import ablate
 from faceprobe.extract.pieces import Piece, batch_like, clean_cuts, cut_pieces, layout
 from faceprobe.models import load_model
 from faceprobe.run import work
-from faceprobe.run.cost import held_bytes
+from faceprobe.run.cost import held_bytes, held_cuts
 from faceprobe.studies.layerwise import AttributeRows
 
 
@@ -51,6 +51,11 @@ class _Branching(nn.Module):
         return self.b(h) if h.sum() > 0 else self.b(-h)
 
 
+def _cut_everywhere(model: nn.Module, layers: list[str]) -> list[Piece]:
+    """The pieces of ``model`` cut after every layer it can be cut after."""
+    return cut_pieces(model, layers, clean_cuts(model, layers))
+
+
 def _run_pieces(pieces: list[Piece], x: torch.Tensor, shapes: dict) -> dict[str, np.ndarray]:
     """Every piece in turn over ``x`` in batches of 4, each later one on the rows extract gave the layer
     before it, copied and laid out as the unit does (the layout its outputs had)."""
@@ -76,7 +81,7 @@ def test_a_network_is_cut_after_every_block_and_its_pieces_record_what_one_pass_
     x = torch.randn(10, 3, 32, 32)
     infos = block_layers(model, x[:1])
     names = [info.name for info in infos]
-    pieces = cut_pieces(model, names)
+    pieces = _cut_everywhere(model, names)
     assert [piece.layers for piece in pieces] == [(name,) for name in names]
     assert [piece.source for piece in pieces] == [None, *names[:-1]]
     whole = extract(model, list(torch.split(x, 4)), names)
@@ -88,7 +93,7 @@ def test_a_network_is_cut_after_every_block_and_its_pieces_record_what_one_pass_
 def test_a_cut_that_another_value_crosses_is_not_made():
     model = _Skip().eval()
     assert clean_cuts(model, ["a", "b", "c"]) == {"a", "c"}  # b: a's output crosses it too
-    pieces = cut_pieces(model, ["a", "b", "c"])
+    pieces = _cut_everywhere(model, ["a", "b", "c"])
     assert [(p.layers, p.source) for p in pieces] == [(("a",), None), (("b", "c"), "a")]
     x = torch.randn(9, 6)
     whole = extract(model, list(torch.split(x, 4)), ["a", "b", "c"])
@@ -99,17 +104,39 @@ def test_a_cut_that_another_value_crosses_is_not_made():
 
 def test_a_network_fx_cannot_trace_nested_layers_or_layers_in_a_hooked_module_stay_whole():
     branching = _Branching()
-    assert cut_pieces(branching, ["a", "b"]) == [Piece(branching, ("a", "b"))]
+    assert cut_pieces(branching, ["a", "b"], {"a"}) == [Piece(branching, ("a", "b"))]
     model = _resnet18()
     nested = ("layer1", "layer1.0", "layer2")
-    assert cut_pieces(model, list(nested)) == [Piece(model, nested)]
+    assert cut_pieces(model, list(nested), set(nested)) == [Piece(model, nested)]
     inside = ("layer2.0", "layer2.1", "layer3.0")
     handle = model.layer2.register_forward_hook(lambda *args: None)  # layer2 kept whole: no call of layer2.0
     try:
-        assert cut_pieces(model, list(inside)) == [Piece(model, inside)]
+        assert clean_cuts(model, inside) == frozenset()
+        assert cut_pieces(model, list(inside), set(inside)) == [Piece(model, inside)]
     finally:
         handle.remove()
-    assert len(cut_pieces(model, list(inside))) == 3
+    assert len(_cut_everywhere(model, list(inside))) == 3
+
+
+def test_a_module_called_several_times_is_no_cut_for_the_plan_nor_for_the_run():
+    """ResNet's blocks call their one ReLU three times: its rows are no piece's output, so neither the
+    plan (which counts a unit's memory by its cuts) nor the run cuts the network around it."""
+    model = _resnet18()
+    layers = ["layer1.0.relu", "layer2.0", "layer3.0"]
+    assert clean_cuts(model, layers) == frozenset()
+    assert cut_pieces(model, layers, {"layer2.0"}) == [Piece(model, tuple(layers))]
+
+
+def test_the_network_is_cut_where_asked_only():
+    model = _resnet18()
+    layers = ["layer1.0", "layer2.0", "layer3.0", "layer4.0"]
+    assert clean_cuts(model, layers) == set(layers)
+    pieces = cut_pieces(model, layers, {"layer2.0", "layer4.0"})  # after the last layer there is no piece
+    assert [(p.layers, p.source) for p in pieces] == [
+        (("layer1.0", "layer2.0"), None),
+        (("layer3.0", "layer4.0"), "layer2.0"),
+    ]
+    assert cut_pieces(model, layers, set()) == [Piece(model, tuple(layers))]
 
 
 def test_a_hooked_module_is_kept_whole_so_an_ablation_applies_in_every_piece():
@@ -119,7 +146,7 @@ def test_a_hooked_module_is_kept_whole_so_an_ablation_applies_in_every_piece():
     shapes = {info.name: info.shape for info in block_layers(model, x[:1])}
     with ablate(model, "layer1.1", neurons=np.arange(0, 4096, 3)):
         whole = extract(model, list(torch.split(x, 4)), names)
-        pieces = cut_pieces(model, names)
+        pieces = _cut_everywhere(model, names)
         assert len(pieces) == 3
         cut = _run_pieces(pieces, x, shapes)
     clean = extract(model, list(torch.split(x, 4)), names)
@@ -163,14 +190,10 @@ def resnet_unit():
 def test_a_unit_held_piece_by_piece_gives_the_probes_of_a_unit_held_whole(resnet_unit, monkeypatch):
     model, images, rows, infos = resnet_unit
     forward = work.Forward(model, None, None, tuple(map(str, range(48))), batch_size=8)
-    loader = list(torch.split(images, 8))
+    monkeypatch.setattr(work.Forward, "loader", lambda self: list(torch.split(images, 8)))
 
-    monkeypatch.setattr(work, "worth_cutting", lambda held: True)  # a small unit, cut all the same
-
-    def fits(pieces):
-        monkeypatch.setattr(work, "cut_pieces", pieces)
-        monkeypatch.setattr(work.Forward, "loader", lambda self: loader)
-        source = work._InMemory(forward, infos)
+    def fits(cuts):
+        source = work._InMemory(forward, infos, cuts)
         out = {}
         for info in infos:
             out[info.name] = source.probe(
@@ -178,9 +201,11 @@ def test_a_unit_held_piece_by_piece_gives_the_probes_of_a_unit_held_whole(resnet
             )
         return out, source
 
-    cut, source = fits(cut_pieces)
+    cut, source = fits(clean_cuts(model, [info.name for info in infos]))
+    assert source.n_pieces == len(infos)
     assert source.memory.free, "memory of probed layers is lent again"
-    whole, _ = fits(lambda model, names: [Piece(model, tuple(names))])
+    whole, source = fits(frozenset())
+    assert source.n_pieces == 1
     for info in infos:
         for attribute in rows:
             a, b = cut[info.name].fits[attribute], whole[info.name].fits[attribute]
@@ -198,6 +223,9 @@ def test_the_plan_counts_one_piece_its_source_and_one_layer_kept_for_reuse():
     after_b = SimpleNamespace(**{**vars(every), "cuts": frozenset("b")})
     assert held_bytes(after_b, layers, n) == sum(features) * n * 4  # the piece c..e and its source b, + 10
     assert held_bytes(every, layers, 1000) == sum(features) * 1000 * 4  # too small to cut: held whole
+    # the run cuts where the plan counted its cuts, and nowhere else
+    assert held_cuts(every, layers, n) == every.cuts and held_cuts(every, ("a", "e"), n) == {"a"}
+    assert held_cuts(every, layers, 1000) == frozenset()
 
 
 def test_progress_advances_through_every_piece_and_counts_each_image_once(resnet_unit, monkeypatch):
@@ -206,9 +234,8 @@ def test_progress_advances_through_every_piece_and_counts_each_image_once(resnet
     model, images, _, infos = resnet_unit
     done: list[int] = []
     forward = work.Forward(model, None, None, tuple(map(str, range(48))), batch_size=8, progress=done.append)
-    monkeypatch.setattr(work, "worth_cutting", lambda held: True)
     monkeypatch.setattr(work.Forward, "loader", lambda self: list(torch.split(images, 8)))
-    source = work._InMemory(forward, infos)
+    source = work._InMemory(forward, infos, clean_cuts(model, [info.name for info in infos]))
     assert len(source.pieces) == len(infos) > 2
     counted = []
     for info in infos:

@@ -17,8 +17,9 @@ GIB = 2**30
 WIDTH = 802_816  # ResNet-50's conv1 at 224 x 224
 
 
-def _plan(memory_gb: float, mode: str = "auto", attributes: int = 40, train: int = 2048):
-    """One unit of one layer as wide as ResNet-50's conv1 at 224 x 224, ``attributes`` sharing its fits."""
+def _plan(memory_gb: float, mode: str = "auto", attributes: int = 40, train: int = 2048, layers: int = 1):
+    """One unit of ``layers`` layers as wide as ResNet-50's conv1 at 224 x 224, ``attributes`` sharing
+    their fits."""
     names = [f"A{i}" for i in range(attributes)]
     config = parse_config(
         {
@@ -30,8 +31,8 @@ def _plan(memory_gb: float, mode: str = "auto", attributes: int = 40, train: int
     )
     unit = SimpleNamespace(
         id="u",
-        layers=("conv1",),
-        features=(WIDTH,),
+        layers=tuple(f"conv{i}" for i in range(1, layers + 1)),
+        features=(WIDTH,) * layers,
         cuts=frozenset(),
         ablated=None,
         after=(),
@@ -71,6 +72,17 @@ def test_a_fit_gets_half_the_budget_never_below_one_gib(memory_gb):
 def test_the_fits_budget_is_the_same_wherever_the_layers_are(mode):
     """Attributes are then fitted in the same groups, so every place gives the same values."""
     assert _plan(memory_gb=4, mode=mode)[0].fit_bytes == 2 * GIB
+
+
+def test_streamed_layers_fit_at_once_so_the_plan_counts_each_ones_fit_state():
+    """Held layers are fitted one after another; streamed ones together, in lockstep, each in the budget
+    a held layer gets (the same groups, the same values): the plan counts the memory of all of them."""
+    for mode, at_once in (("store", 1), ("stream", 3)):
+        (small, need), (large, _) = (_plan(memory_gb, mode=mode, layers=3) for memory_gb in (4, 8))
+        assert small.fit_bytes == 2 * GIB and large.fit_bytes == need  # 3.7 GiB: all 40 attributes at once
+        assert len(small.streamed) == len(large.streamed) == (3 if mode == "stream" else 0)
+        # nothing else in the unit's memory depends on the budget
+        assert large.ram_bytes - small.ram_bytes == at_once * (need - 2 * GIB)
 
 
 def test_the_layer_pls_is_given_the_plans_budget(monkeypatch):

@@ -74,54 +74,59 @@ def _graph(model: nn.Module, leaves: Collection[str]) -> fx.Graph | None:
         return None
 
 
-def _calls(nodes: list[fx.Node], layers: Collection[str]) -> dict[str, list[int]]:
-    """The positions at which each of ``layers`` is called in ``nodes``."""
+def _single_calls(nodes: list[fx.Node], layers: Collection[str]) -> dict[str, int] | None:
+    """The position in ``nodes`` of each of ``layers``' calls; None unless each is called exactly once
+    (not absent, as inside a hooked module, nor a module the network calls several times): only then are
+    a layer's rows one piece's output."""
     calls: dict[str, list[int]] = {}
     for i, node in enumerate(nodes):
         if node.op == "call_module" and node.target in layers:
             calls.setdefault(str(node.target), []).append(i)
-    return calls
+    if len(calls) < len(set(layers)) or any(len(at) > 1 for at in calls.values()):
+        return None
+    return {name: at for name, (at,) in calls.items()}
 
 
-def _cut_nodes(nodes: list[fx.Node], layers: Collection[str]) -> dict[str, int]:
-    """Position in ``nodes`` of each layer that can be cut after: called once, and the only value that
-    flows past its call is its output."""
+def _cut_nodes(nodes: list[fx.Node], calls: dict[str, int]) -> dict[str, int]:
+    """Position in ``nodes`` of each called layer that can be cut after: the only value that flows past
+    its call is its output."""
     position = {node: i for i, node in enumerate(nodes)}
     last_use = [max((position[user] for user in node.users), default=i) for i, node in enumerate(nodes)]
     reach = list(itertools.accumulate(last_use, max))  # the furthest use of any node up to each position
-    calls = _calls(nodes, layers)
     # past position i flows node i's output, and nothing before it: i is used later, nothing earlier is
-    return {name: i for name, (i, *more) in calls.items() if not more and last_use[i] > i >= reach[i - 1]}
+    return {name: i for name, i in calls.items() if last_use[i] > i >= reach[i - 1]}
 
 
 def clean_cuts(model: nn.Module, layers: Sequence[str]) -> frozenset[str]:
     """The layers of ``layers`` after which ``model`` can be cut (none where it cannot be traced)."""
     graph = _graph(model, layers)
-    return frozenset() if graph is None else frozenset(_cut_nodes(list(graph.nodes), layers))
+    nodes = [] if graph is None else list(graph.nodes)
+    calls = _single_calls(nodes, layers)
+    return frozenset() if calls is None else frozenset(_cut_nodes(nodes, calls))
 
 
-def cut_pieces(model: nn.Module, layers: Sequence[str]) -> list[Piece]:
+def cut_pieces(model: nn.Module, layers: Sequence[str], cuts: Collection[str]) -> list[Piece]:
     """``model`` as a chain of pieces that record ``layers`` (in the order the forward produces them),
-    cut after each layer where it can be; one piece, the model itself, where it cannot be cut at all (or
-    a layer is not called exactly once in the traced network, as inside a hooked module).
+    cut after those of ``cuts`` that are clean cuts (:func:`clean_cuts`), but the last layer; one piece,
+    the model itself, where there are none.
 
     Each piece's module shares the model's modules (their weights, modes and hooks), and ends right after
     the last layer it records; nothing after the last layer is run.
     """
-    graph = _graph(model, layers)
+    graph = _graph(model, layers) if cuts else None
     nodes = [] if graph is None else list(graph.nodes)
-    calls = _calls(nodes, layers)
-    cuts = _cut_nodes(nodes, layers[:-1])
-    if not cuts or len(calls) < len(layers) or any(len(at) > 1 for at in calls.values()):
+    calls = _single_calls(nodes, layers)
+    if calls is None:
         return [Piece(model, tuple(layers))]
-    position = {name: at[0] for name, at in calls.items()}
+    last = max(calls.values())
+    ends = sorted(i for name, i in _cut_nodes(nodes, calls).items() if name in cuts and i < last)
     pieces, start, source = [], 0, None
-    for end in [*sorted(cuts.values()), max(position.values())]:
-        recorded = tuple(name for name in layers if start <= position[name] <= end)
+    for end in [*ends, last]:
+        recorded = tuple(name for name in layers if start <= calls[name] <= end)
         pieces.append(Piece(_piece_module(model, nodes, start, end), recorded, source))
         source = str(nodes[end].target)
         start = end + 1
-    return pieces
+    return pieces if len(pieces) > 1 else [Piece(model, tuple(layers))]
 
 
 def _piece_module(model: nn.Module, nodes: list[fx.Node], start: int, end: int) -> fx.GraphModule:

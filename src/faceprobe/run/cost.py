@@ -66,6 +66,7 @@ class UnitCost:
     held: str = "ram"  # where its other layers are held: "ram" or "store"
     forwards: int = 1  # forward passes over its train images (per pass; streaming: one per fit pass)
     fit_bytes: int = 0  # working memory each layer PLS may use (:func:`_fit_bytes`)
+    cuts: frozenset[str] = frozenset()  # its held layers after which the network is cut (:func:`held_cuts`)
 
 
 @dataclass(frozen=True)
@@ -200,11 +201,12 @@ def _unit_cost(
     kept = int(sum(f for layer, f in zip(unit.layers, unit.features, strict=True) if layer not in streamed))
     train = images[0]
     disk = train * kept * stored_bytes if held == "store" else 0
-    in_ram = held_bytes(unit, [layer for layer in unit.layers if layer not in streamed], train)
+    kept_layers = [layer for layer in unit.layers if layer not in streamed]
+    in_ram = held_bytes(unit, kept_layers, train)
     ram = features * state_per_feature + (in_ram if held == "ram" else 0)
     ram += 2 * min(UNITS_BYTES, train * max(unit.features, default=0) * 4)  # a layer's unit matrices
     ram += config.run.batch_size * (features - kept) * 4 * (_QUEUED_BATCHES + 1)
-    ram += fit
+    ram += _fits_at_once(unit, streamed, train, n_attributes, config.probe.components, fit)
     mode = held if not streamed else "stream" if kept == 0 else f"{held}+stream"
     forwards = 1 + (config.probe.components + 1) * bool(streamed)
     return UnitCost(
@@ -221,6 +223,7 @@ def _unit_cost(
         forwards=forwards,
         held=held,
         fit_bytes=fit,
+        cuts=held_cuts(unit, kept_layers, train) if held == "ram" else frozenset(),
     )
 
 
@@ -235,22 +238,46 @@ def _fit_bytes(unit: Any, n_images: int, config: RunConfig, n_attributes: int, b
     return min(need, max(MIN_STATE_BYTES, budget // 2))
 
 
+def _fits_at_once(
+    unit: Any, streamed: Sequence[str], n_images: int, n_attributes: int, components: int, fit: int
+) -> int:
+    """The fits' working memory at its peak: the held layers are fitted one at a time, each in at most
+    ``fit`` bytes; the streamed ones all at once, in lockstep (:mod:`faceprobe.extract.lockstep`), each in
+    at most ``fit`` bytes too, so that its groups of attributes, and its values, are those of a held layer."""
+
+    def one(features: int) -> int:
+        return min(fit, n_attributes * target_state_bytes(n_images, features, components))
+
+    sizes = dict(zip(unit.layers, unit.features, strict=True))
+    held = max((one(f) for layer, f in sizes.items() if layer not in streamed), default=0)
+    return max(held, sum(one(sizes[layer]) for layer in streamed))
+
+
+def held_cuts(unit: Any, layers: Sequence[str], n_images: int) -> frozenset[str]:
+    """The layers after which a unit holding ``layers`` (those of its layers it holds) of ``n_images`` in
+    RAM cuts its network (:mod:`faceprobe.extract.pieces`): its clean cuts (``unit.cuts``) among them, or
+    none where the layers are too small to be worth cutting
+    (:func:`~faceprobe.extract.pieces.worth_cutting`). The run cuts there and nowhere else."""
+    features = sum(f for name, f in zip(unit.layers, unit.features, strict=True) if name in layers)
+    return frozenset(unit.cuts & set(layers)) if worth_cutting(features * n_images * 4) else frozenset()
+
+
 def held_bytes(unit: Any, layers: Sequence[str], n_images: int) -> int:
     """Bytes a unit holds at once in RAM for ``layers`` (those of its layers it holds) of ``n_images``.
 
-    Run piece by piece (:mod:`faceprobe.extract.pieces`, the network cut after the layers in
-    ``unit.cuts``), that is a piece's layers and the layer feeding it, plus the memory of one layer kept
-    for reuse (:class:`faceprobe.allocator.ReusedArrays`); without a cut, or for layers too small to be
-    worth cutting (:func:`~faceprobe.extract.pieces.worth_cutting`), every layer at once.
+    Run piece by piece, cut after the layers :func:`held_cuts` gives, that is a piece's layers and the
+    layer feeding it, plus the memory of one layer kept for reuse (:class:`faceprobe.allocator.ReusedArrays`);
+    without a cut, every layer at once.
     """
     kept = [(name, f) for name, f in zip(unit.layers, unit.features, strict=True) if name in layers]
     whole = sum(f for _, f in kept) * n_images * 4
-    if not worth_cutting(whole):
+    cuts = held_cuts(unit, layers, n_images)
+    if not cuts:
         return whole
     peak, source, piece = 0, 0, 0
     for i, (name, features) in enumerate(kept):
         piece += features
-        if name in unit.cuts or i == len(kept) - 1:
+        if name in cuts or i == len(kept) - 1:
             peak, source, piece = max(peak, source + piece), features, 0
     return min(whole, (peak + max(f for _, f in kept)) * n_images * 4)
 

@@ -74,8 +74,9 @@ class Unit:
     # plan's calibration) folds the BatchNorms around these same layers (faceprobe.extract.folding), so a
     # layer's values do not depend on the unit that computes them.
     observed: frozenset[str] = frozenset()
-    # Its layers after which the network can be cut (faceprobe.extract.pieces): held in RAM, the unit holds
-    # only the rows of one piece and of the layer feeding it at a time; the cost model counts them so.
+    # Its layers after which the network can be cut (faceprobe.extract.pieces); once placed, those after
+    # which it is cut: held in RAM, the unit then holds only the rows of one piece and of the layer feeding
+    # it at a time. The cost model counts them so (faceprobe.run.cost.held_cuts), and the run cuts there.
     cuts: frozenset[str] = frozenset()
     fit_bytes: int | None = None  # working memory each layer PLS may use (the cost model decides)
 
@@ -89,6 +90,7 @@ class Unit:
             "held": self.held,
             "streamed": list(self.streamed),
             "fit_bytes": self.fit_bytes,
+            "cuts": sorted(self.cuts),
         }
 
 
@@ -227,7 +229,8 @@ def plan_units(config: RunConfig, dataset: Any) -> list[Unit]:
                 )
             )
         observed = frozenset(name for unit in units[first:] for name in (*unit.layers, unit.ablated) if name)
-        in_pieces = config.run.precision == "float32"  # as run.work cuts them
+        # under bfloat16 autocast a piece would start from float32 rows where the whole pass has bfloat16
+        in_pieces = config.run.precision == "float32"
         units[first:] = [
             dataclasses.replace(
                 unit, observed=observed, cuts=clean_cuts(module, unit.layers) if in_pieces else frozenset()
@@ -350,7 +353,9 @@ def study_costs(config: RunConfig, run_dir: Path | None = None) -> list[UnitCost
 def _placed(units: Sequence[Unit], costs: Sequence[UnitCost]) -> list[Unit]:
     """The units with the places their costs chose for their layers (RAM, store, streamed)."""
     return [
-        dataclasses.replace(unit, held=cost.held, streamed=cost.streamed, fit_bytes=cost.fit_bytes)
+        dataclasses.replace(
+            unit, held=cost.held, streamed=cost.streamed, fit_bytes=cost.fit_bytes, cuts=cost.cuts
+        )
         for unit, cost in zip(units, costs, strict=True)
     ]
 
@@ -412,7 +417,7 @@ def execute_unit(
         )
         layers = [infos[unit.ablated], *(infos[n] for n in unit.layers if n in infos)]
         storage = None if unit.streamed else _storage(run_dir, config, loaded, forward.images, unit.held)
-        placement = Placement(storage, frozenset(unit.streamed), unit.fit_bytes)
+        placement = Placement(storage, frozenset(unit.streamed), unit.fit_bytes, unit.cuts)
         with folded_batchnorms(loaded.module, unit.observed):
             rows = ablation_rows(forward, draws, layers[0], layers[1:], ablation, placement)
         _write_part(
@@ -432,7 +437,7 @@ def execute_unit(
         ]
         stored = unit.held == "store" and len(unit.streamed) < len(unit.layers)
         storage = _storage(run_dir, config, loaded, forward.images, unit.held, ahead) if stored else None
-        placement = Placement(storage, frozenset(unit.streamed), unit.fit_bytes)
+        placement = Placement(storage, frozenset(unit.streamed), unit.fit_bytes, unit.cuts)
         with folded_batchnorms(loaded.module, unit.observed):
             results, vip = probe_rows(forward, draws, layers, config.probe, config.data.seed, placement)
         identity = {

@@ -31,7 +31,7 @@ from faceprobe.errors import ProbeInputError
 from faceprobe.extract import LayerInfo, capture, extract, stream_outputs
 from faceprobe.extract.ablation import ablate
 from faceprobe.extract.lockstep import Deliver, fit_in_lockstep
-from faceprobe.extract.pieces import HeldRows, Piece, cut_pieces, layout, worth_cutting
+from faceprobe.extract.pieces import HeldRows, Piece, cut_pieces, layout
 from faceprobe.extract.store import ActivationStore, CorruptStoreError, extract_to_store, store_key
 from faceprobe.pls import one_blas_thread
 from faceprobe.run.config import ProbeConfig
@@ -179,12 +179,14 @@ class Storage:
 @dataclass(frozen=True)
 class Placement:
     """Where a unit's layers of the train images are (the plan's choice): held in RAM, in the activation
-    store (``storage``), or, for the layers named in ``streamed``, nowhere; and the working memory each
-    layer PLS may use (``fit_bytes``, None: its default)."""
+    store (``storage``), or, for the layers named in ``streamed``, nowhere; the working memory each
+    layer PLS may use (``fit_bytes``, None: its default); and, held in RAM, the layers after which the
+    network is cut into pieces (``cuts``, :mod:`faceprobe.extract.pieces`; none: run whole)."""
 
     storage: Storage | None = None
     streamed: frozenset[str] = frozenset()
     fit_bytes: int | None = None
+    cuts: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -202,25 +204,19 @@ class Ablation:
 class _InMemory:
     """A unit's layers in RAM, extracted piece by piece as the probes ask for them.
 
-    The network is cut after its layers where it can be (:mod:`faceprobe.extract.pieces`): each piece runs
-    over every train image, the first on the images, a later one on the rows of the layer before it, so
-    only those rows and the piece's own are held at a time, not the whole unit's. A layer's rows go once it
-    is probed and, if they feed the next piece, once that piece has run; their memory is then lent to the
-    next layers (:class:`faceprobe.allocator.ReusedArrays`). The network still runs once over each image;
-    a network that cannot be cut, one run under bfloat16 autocast, or layers too small to be worth it
-    (:func:`faceprobe.extract.pieces.worth_cutting`) are one piece, run once.
+    The network is cut after the layers in ``cuts`` (the plan's choice, :func:`faceprobe.run.cost.held_cuts`;
+    :mod:`faceprobe.extract.pieces`): each piece runs over every train image, the first on the images, a
+    later one on the rows of the layer before it, so only those rows and the piece's own are held at a
+    time, not the whole unit's. A layer's rows go once it is probed and, if they feed the next piece, once
+    that piece has run; their memory is then lent to the next layers
+    (:class:`faceprobe.allocator.ReusedArrays`). The network still runs once over each image; without
+    cuts it is one piece, run once.
     """
 
-    def __init__(self, forward: Forward, layers: Sequence[LayerInfo]) -> None:
+    def __init__(self, forward: Forward, layers: Sequence[LayerInfo], cuts: frozenset[str]) -> None:
         self.forward = forward
         self.shapes = {info.name: info.shape for info in layers}
-        names = [info.name for info in layers]
-        # under bfloat16 autocast a piece would start from float32 rows where the whole pass has bfloat16
-        held = len(forward.images) * sum(info.features for info in layers) * 4
-        whole = forward.precision != "float32" or not worth_cutting(held)
-        self.pieces = collections.deque(
-            [Piece(forward.model, tuple(names))] if whole else cut_pieces(forward.model, names)
-        )
+        self.pieces = collections.deque(cut_pieces(forward.model, [info.name for info in layers], cuts))
         self.arrays: dict[str, np.ndarray] = {}
         self.strides: dict[str, tuple[int, ...] | None] = {}  # of the layers that feed a piece
         self.memory = ReusedArrays()
@@ -296,11 +292,13 @@ class _OnDisk:
 
 
 def _activations(
-    forward: Forward, layers: Sequence[LayerInfo], storage: Storage | None = None
+    forward: Forward, layers: Sequence[LayerInfo], placement: Placement = Placement()
 ) -> _InMemory | _OnDisk:
-    """The layers of the images, extracted into RAM without ``storage``, else into its store."""
+    """The layers of the images, extracted into RAM (cut after ``placement.cuts``) without a store in
+    ``placement``, else into its store."""
+    storage = placement.storage
     if storage is None:
-        return _InMemory(forward, layers)
+        return _InMemory(forward, layers, placement.cuts)
     return _OnDisk(
         functools.partial(
             extract_to_store,
@@ -380,7 +378,7 @@ def probe_group(
     fits: dict[str, LayerFit] = {}
     held = [info for info in layers if info.name not in placement.streamed]
     if held:
-        source = _activations(forward, held, placement.storage)
+        source = _activations(forward, held, placement)
         fits |= {info.name: source.probe(info, functools.partial(fit, info)) for info in held}
         del source
     stream = {info.name: info for info in layers if info.name in placement.streamed}
@@ -495,7 +493,7 @@ def ablation_rows(
     if stream:
         clean = _streamed(forward, [ablated], lambda name, X: fit_clean(X))[ablated.name]
     else:
-        source = _activations(forward, [ablated], storage)
+        source = _activations(forward, [ablated], Placement(storage))
         clean = source.probe(ablated, fit_clean)
         del source
     rows = []
@@ -508,7 +506,7 @@ def ablation_rows(
             hit_storage = _ablated_storage(storage, ablated, neurons, mine.images)
             streamed = frozenset(info.name for info in later) if stream else frozenset()
             with ablate(forward.model, ablated.name, neurons=neurons):  # also for a re-extraction
-                hit = Placement(hit_storage, streamed, placement.fit_bytes)
+                hit = Placement(hit_storage, streamed, placement.fit_bytes, placement.cuts)
                 probed = probe_group(mine, draws, [attribute], later, settings, hit)
             if hit_storage is not None:
                 shutil.rmtree(hit_storage.store.path)
