@@ -15,17 +15,26 @@ from faceprobe.studies.layerwise import AttributeRows
 
 GIB = 2**30
 WIDTH = 802_816  # ResNet-50's conv1 at 224 x 224
+CHANNEL = 112 * 112  # its neurons per channel
 
 
-def _plan(memory_gb: float, mode: str = "auto", attributes: int = 40, train: int = 2048, layers: int = 1):
-    """One unit of ``layers`` layers as wide as ResNet-50's conv1 at 224 x 224, ``attributes`` sharing
-    their fits."""
+def _plan(
+    memory_gb: float,
+    mode: str = "auto",
+    attributes: int = 40,
+    train: int = 2048,
+    layers: int = 1,
+    top_k: int = 8,
+):
+    """One unit of ``layers`` layers as wide as ResNet-50's conv1 at 224 x 224 (64 channels of 112 x 112),
+    ``attributes`` sharing their fits."""
     names = [f"A{i}" for i in range(attributes)]
     config = parse_config(
         {
             "data": {"spec": "synthetic:faces", "attributes": names},
             "models": [{"architecture": "small"}],
             "run": {"memory_gb": memory_gb, "mode": mode},
+            "probe": {"top_k": top_k},
         },
         "test",
     )
@@ -33,6 +42,7 @@ def _plan(memory_gb: float, mode: str = "auto", attributes: int = 40, train: int
         id="u",
         layers=tuple(f"conv{i}" for i in range(1, layers + 1)),
         features=(WIDTH,) * layers,
+        channel_features=(CHANNEL,) * layers,
         cuts=frozenset(),
         ablated=None,
         after=(),
@@ -83,6 +93,16 @@ def test_streamed_layers_fit_at_once_so_the_plan_counts_each_ones_fit_state():
         assert len(small.streamed) == len(large.streamed) == (3 if mode == "stream" else 0)
         # nothing else in the unit's memory depends on the budget
         assert large.ram_bytes - small.ram_bytes == at_once * (need - 2 * GIB)
+
+
+def test_the_plan_counts_the_unit_matrices_of_every_attribute_being_fitted():
+    """Each attribute's picks (its top-k channels, k x a channel's neurons; its top-k neurons; the VIP
+    study's) on its train and evaluation rows: held by each fitting thread, with the copy its channel PLS
+    reads, by the next attribute's, and by the read of a stored layer they come from."""
+    (eight, _), (one, _) = (_plan(memory_gb=64, top_k=k) for k in (8, 1))
+    per_attribute = 2048 * (7 * CHANNEL + 7) * 4  # the draw has no evaluation rows here
+    assert eight.ram_bytes - one.ram_bytes == layerwise.unit_matrices_at_once() * per_attribute
+    assert layerwise.unit_matrices_at_once() >= 4  # two threads' matrices, doubled, at the least
 
 
 def test_the_layer_pls_is_given_the_plans_budget(monkeypatch):

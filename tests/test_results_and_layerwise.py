@@ -73,6 +73,33 @@ def test_a_stored_layer_gives_the_rows_of_the_same_layer_in_memory(monkeypatch, 
     assert stored.passes == 8 + 1 + 1 + unit_reads  # PLS(8) + its means, the projection, more units
 
 
+def test_units_of_a_stored_layer_are_read_on_the_rows_their_attributes_use_only(monkeypatch):
+    """A stored layer is as high as the union of every attribute's images (tens of thousands at the
+    thesis's scale): the units of a few attributes are read on their own rows, not on every row of it."""
+    X, shape, rows = _layer_with_channel_signal(n=900)
+    for name, sel in list(rows.items()):  # each attribute on its own third of the rows, the last third unused
+        offset = 300 if name == "A" else 0
+        rows[name] = AttributeRows(
+            sel.train[:150] + offset, sel.train[150:300] + offset, sel.y_train[:150], sel.y_train[150:]
+        )
+    read = []
+    original = layerwise._read_columns
+
+    def spy(X, columns, rows):
+        read.append(len(rows))
+        return original(X, columns, rows)
+
+    monkeypatch.setattr(layerwise, "_read_columns", spy)
+    monkeypatch.setattr(layerwise, "UNITS_BYTES", 1)  # one read per attribute
+    ours = probe_layer(_StoredLayer(X), shape, rows, k=2, vip_study=5)
+    assert read == [300, 300]
+    expected = probe_layer(_StoredLayer(X).X.astype(np.float32), shape, rows, k=2, vip_study=5)
+    for table in ("rows", "vip_rows"):
+        pd.testing.assert_frame_equal(
+            pd.DataFrame(getattr(ours, table)), pd.DataFrame(getattr(expected, table))
+        )
+
+
 def _sample_by_definition(vip, n, rng):
     """Fig. 5.9's sample as defined: neurons in a stable argsort of VIP (ties by index), a uniform VIP
     target each, the nearest free neuron in that order taken."""

@@ -7,6 +7,7 @@ and the plan streams the widest stored layers when the stores would outgrow the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -40,8 +41,14 @@ TABLES = {
 
 
 def _store_bytes(run_dir) -> int:
-    store = run_dir / "store"
-    return sum(p.stat().st_size for p in store.rglob("*") if p.is_file()) if store.exists() else 0
+    """The bytes in the run's store now, read while the run writes it: a chunk's temporary file may be
+    renamed, or a folder removed, between listing and reading its size."""
+    total = 0
+    for folder, _, files in os.walk(run_dir / "store"):  # a folder gone while walked is skipped
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.stat(os.path.join(folder, name)).st_size
+    return total
 
 
 @pytest.fixture(scope="module")

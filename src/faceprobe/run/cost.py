@@ -27,7 +27,7 @@ from faceprobe.errors import FaceprobeError
 from faceprobe.extract.pieces import worth_cutting
 from faceprobe.pls import MIN_STATE_BYTES, target_state_bytes
 from faceprobe.run.config import RunConfig
-from faceprobe.studies.layerwise import UNITS_BYTES
+from faceprobe.studies.layerwise import unit_matrices_at_once
 
 __all__ = [
     "Rates",
@@ -107,12 +107,15 @@ def unit_costs(
     forced = config.run.mode
     budget = memory_budget(config)
     union = draws.train_images()
-    # (train images, evaluation images, passes): a probe unit's, and an ablation unit's (one attribute's
-    # images at a time, a pass per attribute and fraction)
-    images = {None: (len(union), len(draws.evaluation_images(None, union)), 1)}
+    # (train images, evaluation images, passes, one attribute's rows at most): a probe unit's, and an
+    # ablation unit's (one attribute's images at a time, a pass per attribute and fraction)
+    in_union = set(union)
+    rows = max((_attribute_rows(draws, a, in_union) for a in draws.attributes), default=0)
+    images = {None: (len(union), len(draws.evaluation_images(None, union)), 1, rows)}
     if any(unit.ablated for unit in units):
         passes = len(_ablated_attributes(config, draws)) * len(config.ablation.fractions)
-        images["ablated"] = (*_ablated_images(config, draws), passes)
+        train, evaluation = _ablated_images(config, draws)
+        images["ablated"] = (train, evaluation, passes, train + evaluation)
     sizes = {}
     fits = {}
     for unit in units:
@@ -184,17 +187,18 @@ def _stream_until_fits(
 
 def _unit_cost(
     unit: Any,
-    work: tuple[int, int, int],
+    work: tuple[int, int, int, int],
     config: RunConfig,
     n_attributes: int,
     placed: tuple[str, tuple[str, ...]],
     fit: int,
 ) -> UnitCost:
-    """One unit's mode, RAM and disk for its ``work`` (train images, evaluation images, passes): its layers
+    """One unit's mode, RAM and disk for its ``work`` (train images, evaluation images, passes, one
+    attribute's train and evaluation images at most): its layers
     ``placed[1]`` streamed, the others held in ``placed[0]`` ("ram" or "store"), its fits working in
     ``fit`` bytes (:func:`_fit_bytes`)."""
     held, streamed = placed
-    *images, passes = work
+    *images, passes, rows = work
     stored_bytes = np.dtype(config.run.store_dtype).itemsize
     state_per_feature = n_attributes * (config.probe.components + 2) * 4
     features = int(sum(unit.features))
@@ -204,7 +208,7 @@ def _unit_cost(
     kept_layers = [layer for layer in unit.layers if layer not in streamed]
     in_ram = held_bytes(unit, kept_layers, train)
     ram = features * state_per_feature + (in_ram if held == "ram" else 0)
-    ram += 2 * min(UNITS_BYTES, train * max(unit.features, default=0) * 4)  # a layer's unit matrices
+    ram += unit_matrices_at_once() * _unit_matrix_bytes(unit, config.probe, rows)
     ram += config.run.batch_size * (features - kept) * 4 * (_QUEUED_BATCHES + 1)
     ram += _fits_at_once(unit, streamed, train, n_attributes, config.probe.components, fit)
     mode = held if not streamed else "stream" if kept == 0 else f"{held}+stream"
@@ -236,6 +240,13 @@ def _fit_bytes(unit: Any, n_images: int, config: RunConfig, n_attributes: int, b
     widest = max(unit.features, default=0)
     need = n_attributes * target_state_bytes(n_images, widest, config.probe.components)
     return min(need, max(MIN_STATE_BYTES, budget // 2))
+
+
+def _unit_matrix_bytes(unit: Any, probe: Any, rows: int) -> int:
+    """One attribute's unit matrix on the unit's widest pick: the columns its VIP picks (its top-k
+    channels, its top-k neurons and the VIP study's neurons) on its train and evaluation ``rows``, float32."""
+    channels = max((probe.top_k * size for size in unit.channel_features), default=0)
+    return rows * (channels + probe.top_k + probe.vip_study) * 4
 
 
 def _fits_at_once(
@@ -292,6 +303,13 @@ def _ablated_images(config: RunConfig, draws: Any) -> tuple[int, int]:
     train = max(len(draws.train_images([a])) for a in attributes)
     evaluation = max(len(draws.evaluation_images([a], draws.train_images([a]))) for a in attributes)
     return train, evaluation
+
+
+def _attribute_rows(draws: Any, attribute: str, held: set[str]) -> int:
+    """The rows of one attribute's unit matrices: its train images, and its evaluation images among the
+    ``held`` ones (read out from its units; the others' readouts come from the evaluation pass)."""
+    known = sum(image in held for image in draws.evaluation_images([attribute], ()))
+    return len(draws.train_images([attribute])) + known
 
 
 def _ablated_attributes(config: RunConfig, draws: Any) -> list[str]:

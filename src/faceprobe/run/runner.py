@@ -38,6 +38,7 @@ from faceprobe.allocator import reuse_freed_buffers
 from faceprobe.atomic import atomic_write_text, writing
 from faceprobe.controls import control_names, is_control, with_controls
 from faceprobe.errors import FaceprobeError
+from faceprobe.extract import LayerInfo
 from faceprobe.extract.catalogue import select_layers
 from faceprobe.extract.folding import folded_batchnorms
 from faceprobe.extract.pieces import clean_cuts
@@ -50,6 +51,7 @@ from faceprobe.run.lock import hold
 from faceprobe.run.summary import failed_attributes
 from faceprobe.run.tables import read_table
 from faceprobe.run.work import Ablation, Draws, Forward, Placement, Storage, ablation_rows, probe_rows
+from faceprobe.studies.layerwise import has_channels
 
 __all__ = ["Unit", "plan_units", "run_study", "study_costs", "study_settings"]
 
@@ -79,6 +81,7 @@ class Unit:
     # it at a time. The cost model counts them so (faceprobe.run.cost.held_cuts), and the run cuts there.
     cuts: frozenset[str] = frozenset()
     fit_bytes: int | None = None  # working memory each layer PLS may use (the cost model decides)
+    channel_features: tuple[int, ...] = ()  # per layer, the neurons of one channel (0: no channels)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -204,6 +207,7 @@ def plan_units(config: RunConfig, dataset: Any) -> list[Unit]:
                     entry,
                     tuple(info.name for info in group),
                     features=tuple(info.features for info in group),
+                    channel_features=_channel_features(group),
                 )
             )
             start += size
@@ -226,6 +230,7 @@ def plan_units(config: RunConfig, dataset: Any) -> list[Unit]:
                     ablated.name,
                     tuple(info.features for info in later),
                     probe_ids,
+                    channel_features=_channel_features(later),
                 )
             )
         observed = frozenset(name for unit in units[first:] for name in (*unit.layers, unit.ablated) if name)
@@ -333,6 +338,11 @@ def _ablated_layer(depth: int | str, layers: Sequence, selected: Sequence) -> An
         f"catalogue depth from 0 to {last - 1} or a layer name (`faceprobe layers`); the probed layers "
         f"before the last are at depths {valid}"
     )
+
+
+def _channel_features(layers: Sequence[LayerInfo]) -> tuple[int, ...]:
+    """Per layer, the neurons of one of its channels, whose top k its channel probes read (0: none)."""
+    return tuple(int(np.prod(info.shape[1:])) if has_channels(info.shape) else 0 for info in layers)
 
 
 def study_costs(config: RunConfig, run_dir: Path | None = None) -> list[UnitCost]:

@@ -56,6 +56,7 @@ __all__ = [
     "has_channels",
     "probe_layer",
     "split_rows",
+    "unit_matrices_at_once",
 ]
 
 _EMPTY = np.zeros(0, dtype=np.intp)
@@ -214,6 +215,13 @@ def _unit_fit_threads() -> int:
 
 
 _MAX_UNIT_FIT_THREADS = 8
+
+
+def unit_matrices_at_once() -> int:
+    """How many attributes' unit matrices (the columns its picks read, on its rows) one layer's fit holds
+    at once, at most: each fitting thread's, with the copy of its channels that its channel PLS reads; the
+    next attribute's, read while they fit; and, from a layer not in RAM, the read they come from."""
+    return 2 * _unit_fit_threads() + 2
 
 
 class _ReadoutEntries:
@@ -575,37 +583,51 @@ def _known_rows(sel: AttributeRows, n_rows: int) -> NDArray[np.intp]:
 
 
 def _unit_batch(
-    X: Any, shape: tuple[int, ...], picks: Mapping[str, _Picks], first: str | None
-) -> tuple[dict[str, tuple[NDArray, NDArray, NDArray]], NDArray[np.intp]]:
-    """``first`` and the attributes after it whose picked columns of every row of X ``UNITS_BYTES`` holds
-    (at least ``first``), with their columns, and the union of those columns."""
+    shape: tuple[int, ...],
+    picks: Mapping[str, _Picks],
+    attributes: Mapping[str, AttributeRows],
+    first: str,
+    n_rows: int,
+) -> tuple[dict[str, tuple[NDArray, NDArray, NDArray]], NDArray[np.intp], NDArray[np.intp]]:
+    """``first`` and the attributes after it whose picked columns on their rows ``UNITS_BYTES`` holds (at
+    least ``first``), with their columns, and the unions of those columns and of those rows."""
     names = list(picks)
     requested: dict[str, tuple[NDArray, NDArray, NDArray]] = {}
-    wanted = _EMPTY
-    for attribute in names[names.index(first) :] if first is not None else ():
+    wanted, needed = _EMPTY, _EMPTY
+    for attribute in names[names.index(first) :]:
         columns = picks[attribute].columns(shape)
         union = np.union1d(wanted, np.concatenate(columns)).astype(np.intp)
-        if requested and X.shape[0] * union.size * 4 > UNITS_BYTES:
+        sel = attributes[attribute]
+        rows = np.union1d(needed, np.union1d(sel.train, _known_rows(sel, n_rows))).astype(np.intp)
+        if requested and rows.size * union.size * 4 > UNITS_BYTES:
             break
-        requested[attribute], wanted = columns, union
-    return requested, wanted
+        requested[attribute], wanted, needed = columns, union, rows
+    return requested, wanted, needed
 
 
 def _units_from(
     values: NDArray,
     wanted: NDArray[np.intp],
+    held: NDArray[np.intp] | None,
     requested: Mapping[str, tuple[NDArray, NDArray, NDArray]],
     attributes: Mapping[str, AttributeRows],
     n_rows: int,
 ) -> dict[str, _Units]:
-    """Each requested attribute's units, taken from ``values``: X's ``wanted`` columns, every row (X itself,
-    when in memory). Each attribute keeps its own columns only, on its own rows."""
+    """Each requested attribute's units, taken from ``values``: X's ``wanted`` columns on X's rows ``held``
+    (every row when None: X itself, in memory). Each attribute keeps its own columns only, on its own
+    rows."""
     units = {}
     for attribute, columns in requested.items():
         own = np.unique(np.concatenate(columns)).astype(np.intp)
         at, known = np.searchsorted(wanted, own), _known_rows(attributes[attribute], n_rows)
-        train = _gather(values, attributes[attribute].train, at)
-        units[attribute] = _Units(train, _gather(values, known, at), known, _positions(own, columns))
+        train = attributes[attribute].train
+        if held is not None:  # X's rows, as rows of ``values``
+            train, known_at = np.searchsorted(held, train), np.searchsorted(held, known)
+        else:
+            known_at = known
+        units[attribute] = _Units(
+            _gather(values, train, at), _gather(values, known_at, at), known, _positions(own, columns)
+        )
     return units
 
 
@@ -620,23 +642,30 @@ def _read_units(
 
     An in-memory X is indexed for ``first`` alone, on its train and known evaluation rows only; any other
     X costs a pass to read, so it is read once for as many of the following attributes as
-    ``UNITS_BYTES`` holds, every row, and each attribute then takes its rows.
+    ``UNITS_BYTES`` holds on their rows, and each attribute then takes its own rows.
     """
     n_rows = int(X.shape[0])
     if isinstance(X, np.ndarray):  # X holds every column: its rows are gathered where they are
         every = np.arange(X.shape[1], dtype=np.intp)
-        return _units_from(X, every, {first: picks[first].columns(shape)}, attributes, n_rows)
-    requested, wanted = _unit_batch(X, shape, picks, first)
-    return _units_from(_read_columns(X, wanted), wanted, requested, attributes, n_rows)
+        return _units_from(X, every, None, {first: picks[first].columns(shape)}, attributes, n_rows)
+    requested, wanted, rows = _unit_batch(shape, picks, attributes, first, n_rows)
+    return _units_from(_read_columns(X, wanted, rows), wanted, rows, requested, attributes, n_rows)
 
 
-def _read_columns(X: Any, columns: NDArray[np.intp]) -> NDArray[np.float32]:
-    """X's ``columns`` of every row, in one pass of row blocks, picked where the blocks are."""
-    values = np.empty((int(X.shape[0]), len(columns)), dtype=np.float32)
+def _read_columns(X: Any, columns: NDArray[np.intp], rows: NDArray[np.intp]) -> NDArray[np.float32]:
+    """X's ``columns`` of its ``rows`` (increasing), in one pass of row blocks, picked where the blocks are:
+    only those rows are held, whatever X's height."""
+    values = np.empty((len(rows), len(columns)), dtype=np.float32)
     blocks = _RowBlocks(X, _UNIT_READ_BLOCK_BYTES)
     picked = blocks.math.operand(columns)
-    for rows, block in blocks:
-        blocks.math.take(block, picked, values[rows])
+    block_values = np.empty((blocks.rows, len(columns)), dtype=np.float32)
+    for span, block in blocks:
+        first, last = np.searchsorted(rows, [span.start, span.stop])
+        if first == last:
+            continue
+        height = span.stop - span.start
+        blocks.math.take(block, picked, block_values[:height])
+        values[first:last] = block_values[rows[first:last] - span.start]
     return values
 
 
