@@ -193,10 +193,9 @@ def _unit_cost(
     placed: tuple[str, tuple[str, ...]],
     fit: int,
 ) -> UnitCost:
-    """One unit's mode, RAM and disk for its ``work`` (train images, evaluation images, passes, one
-    attribute's train and evaluation images at most): its layers
-    ``placed[1]`` streamed, the others held in ``placed[0]`` ("ram" or "store"), its fits working in
-    ``fit`` bytes (:func:`_fit_bytes`)."""
+    """One unit's mode, RAM and disk for its ``work`` (train images, evaluation images, passes, and the
+    most rows of one attribute's unit matrices): its layers ``placed[1]`` streamed, the others held in
+    ``placed[0]`` ("ram" or "store"), its fits working in ``fit`` bytes (:func:`_fit_bytes`)."""
     held, streamed = placed
     *images, passes, rows = work
     stored_bytes = np.dtype(config.run.store_dtype).itemsize
