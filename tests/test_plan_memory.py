@@ -5,11 +5,13 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from faceprobe.pls import target_state_bytes
 from faceprobe.run.config import parse_config
 from faceprobe.run.cost import unit_costs
+from faceprobe.run.work import Draws
 from faceprobe.studies import layerwise
 from faceprobe.studies.layerwise import AttributeRows
 
@@ -52,6 +54,7 @@ def _plan(
         attributes=names,
         train_images=lambda attributes=None: [str(i) for i in range(train)],
         evaluation_images=lambda attributes, outside: [],
+        unit_rows=lambda held: dict.fromkeys(names, train),
     )
     (cost,) = unit_costs([unit], draws, config)
     need = attributes * target_state_bytes(train, WIDTH, config.probe.components)
@@ -120,3 +123,24 @@ def test_the_layer_pls_is_given_the_plans_budget(monkeypatch):
     rows = {"A": AttributeRows(np.arange(40), np.arange(40, 60), y[:40], y[40:])}
     layerwise.fit_layer(X, (24,), rows, k=2, n_components=2, max_bytes=12345)
     assert given == [12345]
+
+
+def test_unit_rows_are_each_attributes_train_images_and_its_evaluation_images_among_the_held():
+    """Counted in one pass over the draws' table, as the per-attribute definition gives them: an image in
+    a validation draw and among the test images counts once."""
+    rng = np.random.default_rng(0)
+    pool = np.array([f"{i:04d}.jpg" for i in range(400)])
+    parts = [pd.DataFrame({"image_id": pool[350:], "attribute": "*", "split": "test"})]
+    for a in ("A", "B", "C"):
+        drawn = rng.choice(400, 120, replace=False)
+        parts.append(
+            pd.DataFrame({"image_id": pool[drawn], "attribute": a, "split": ["train"] * 40 + ["val"] * 80})
+        )
+    draws = Draws(pd.concat(parts, ignore_index=True).astype({"attribute": "string"}), pd.DataFrame())
+    held = draws.train_images()
+    expected = {
+        a: len(draws.train_images([a])) + len(set(draws.evaluation_images([a], ())) & set(held))
+        for a in draws.attributes
+    }
+    assert draws.unit_rows(held) == expected
+    assert draws.unit_rows([]) == {a: 40 for a in draws.attributes}

@@ -109,8 +109,7 @@ def unit_costs(
     union = draws.train_images()
     # (train images, evaluation images, passes, one attribute's rows at most): a probe unit's, and an
     # ablation unit's (one attribute's images at a time, a pass per attribute and fraction)
-    in_union = set(union)
-    rows = max((_attribute_rows(draws, a, in_union) for a in draws.attributes), default=0)
+    rows = max(draws.unit_rows(union).values(), default=0)
     images = {None: (len(union), len(draws.evaluation_images(None, union)), 1, rows)}
     if any(unit.ablated for unit in units):
         passes = len(_ablated_attributes(config, draws)) * len(config.ablation.fractions)
@@ -302,13 +301,6 @@ def _ablated_images(config: RunConfig, draws: Any) -> tuple[int, int]:
     train = max(len(draws.train_images([a])) for a in attributes)
     evaluation = max(len(draws.evaluation_images([a], draws.train_images([a]))) for a in attributes)
     return train, evaluation
-
-
-def _attribute_rows(draws: Any, attribute: str, held: set[str]) -> int:
-    """The rows of one attribute's unit matrices: its train images, and its evaluation images among the
-    ``held`` ones (read out from its units; the others' readouts come from the evaluation pass)."""
-    known = sum(image in held for image in draws.evaluation_images([attribute], ()))
-    return len(draws.train_images([attribute])) + known
 
 
 def _ablated_attributes(config: RunConfig, draws: Any) -> list[str]:
