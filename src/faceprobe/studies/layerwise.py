@@ -664,6 +664,9 @@ def _read_columns(X: Any, columns: NDArray[np.intp], rows: NDArray[np.intp]) -> 
         if first == last:
             continue
         height = span.stop - span.start
+        if last - first == height:  # every row of the block: picked straight into place
+            blocks.math.take(block, picked, values[first:last])
+            continue
         blocks.math.take(block, picked, block_values[:height])
         values[first:last] = block_values[rows[first:last] - span.start]
     return values
