@@ -4,7 +4,9 @@ stored); what a study will hold in RAM and on disk is known, and checked, before
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -138,8 +140,8 @@ def test_scoring_readouts_of_images_outside_x_equals_probing_them_inside_it():
 
 
 def test_evaluation_rows_inside_x_are_read_out_as_the_readout_reads_any_image():
-    # The unit parts of an evaluation row inside X are read out from the units read for the fits, not
-    # from X; they are what the readout computes from the row itself, up to float rounding.
+    # The unit parts of an evaluation row inside X are read out from X after the fits, a few rows at a
+    # time; they are what the readout computes from the row itself, up to float rounding.
     X, shape, y = _layer()
     rows = _train_val_test(y)
     fit = fit_layer(X, shape, rows, k=3, n_components=4, single_units=True, vip_study=6)
@@ -172,7 +174,7 @@ def test_unit_probes_fitted_on_several_threads_give_what_one_thread_gives(monkey
         rows[name] = AttributeRows(train, val, y[train], y[val])
     scored = []
     for threads in (1, 3):
-        monkeypatch.setattr(layerwise, "_unit_fit_threads", lambda threads=threads: threads)
+        monkeypatch.setattr(layerwise, "unit_fit_threads", lambda *_, threads=threads: threads)
         fit = fit_layer(X, shape, rows, k=3, n_components=4, single_units=True, vip_study=6)
         scored.append((fit.readout.slices, fit.score()))
     (slices, one), (same_slices, several) = scored
@@ -225,6 +227,41 @@ def test_a_forced_store_that_outgrows_the_disk_budget_is_refused_before_any_work
     proc = run_cli("run", str(study), "--out", str(tmp_path / "run"))
     assert_one_line_error(proc, "run.disk_gb", "GiB", "float16", 'run.mode = "auto"')
     assert not (tmp_path / "run").exists()
+
+
+def test_a_study_whose_unit_needs_more_ram_than_is_free_is_refused_before_any_work(tiny_faces, tmp_path):
+    """A VIP study of a billion neurons per (layer, attribute) needs a unit matrix of hundreds of GB: the
+    run stops at once, in one line naming the unit, its RAM and what would fit, not hours in."""
+    from conftest import assert_one_line_error, run_cli
+
+    study = tmp_path / "wide.toml"
+    study.write_text(tiny_study(tiny_faces, probe={"vip_study": 10**9}))
+    proc = run_cli("run", str(study), "--out", str(tmp_path / "run"))
+    assert_one_line_error(proc, "of RAM at its peak but this machine has", "free", "probe.vip_study")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("memory_gb", "hint"), [(None, False), (2.0, True)])
+def test_the_ram_refusal_says_to_store_layers_held_by_a_set_memory_budget(monkeypatch, memory_gb, hint):
+    import psutil
+
+    from faceprobe.errors import FaceprobeError
+    from faceprobe.run.config import parse_config
+    from faceprobe.run.cost import UnitCost, check_budgets
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: type("Free", (), {"available": 2**30})())
+    run = {} if memory_gb is None else {"memory_gb": memory_gb}
+    config = parse_config(
+        {"data": {"spec": "synthetic:x"}, "models": [{"architecture": "small"}], "run": run}
+    )
+    fits = UnitCost("m__u0", "m", 4, 10, 100, 50, "ram", 2**30, 0)
+    check_budgets([fits], config, Path("/tmp"))
+    held = dataclasses.replace(fits, ram_bytes=3 * 2**30)
+    with pytest.raises(
+        FaceprobeError, match=r"work unit m__u0 needs 3\.00 GiB .* 1\.00 GiB free \(2\.00 GiB too many\)"
+    ) as err:
+        check_budgets([held], config, Path("/tmp"))
+    assert ("run.memory_gb lower" in str(err.value)) == hint
 
 
 def test_the_memory_budget_defaults_to_three_quarters_of_the_free_ram_shared_by_local_workers(monkeypatch):

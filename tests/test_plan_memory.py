@@ -54,7 +54,7 @@ def _plan(
         attributes=names,
         train_images=lambda attributes=None: [str(i) for i in range(train)],
         evaluation_images=lambda attributes, outside: [],
-        unit_rows=lambda held: dict.fromkeys(names, train),
+        train_counts=lambda: dict.fromkeys(names, train),
     )
     (cost,) = unit_costs([unit], draws, config)
     need = attributes * target_state_bytes(train, WIDTH, config.probe.components)
@@ -100,12 +100,63 @@ def test_streamed_layers_fit_at_once_so_the_plan_counts_each_ones_fit_state():
 
 def test_the_plan_counts_the_unit_matrices_of_every_attribute_being_fitted():
     """Each attribute's picks (its top-k channels, k x a channel's neurons; its top-k neurons; the VIP
-    study's) on its train and evaluation rows: held by each fitting thread, with the copy its channel PLS
-    reads, by the next attribute's, and by the read of a stored layer they come from."""
+    study's) on its train rows: held by each fitting thread, with the copy its channel PLS reads, by the
+    next attribute's, and by the read of a stored layer they come from; and a batch of each attribute's
+    evaluation rows, read out after the fits."""
     (eight, _), (one, _) = (_plan(memory_gb=64, top_k=k) for k in (8, 1))
-    per_attribute = 2048 * (7 * CHANNEL + 7) * 4  # the draw has no evaluation rows here
-    assert eight.ram_bytes - one.ram_bytes == layerwise.unit_matrices_at_once() * per_attribute
-    assert layerwise.unit_matrices_at_once() >= 4  # two threads' matrices, doubled, at the least
+    assert eight.fit_bytes == one.fit_bytes > 3 * GIB  # every attribute's layer PLS at once
+    vip_study = 50  # the default sample of the VIP study
+    matrices = {k: 2048 * (k * CHANNEL + k + vip_study) * 4 for k in (8, 1)}
+    threads = {k: layerwise.unit_fit_threads(m, eight.fit_bytes) for k, m in matrices.items()}
+    at_once = {k: layerwise.unit_matrices_at_once(t) for k, t in threads.items()}
+    assert eight.ram_bytes - one.ram_bytes == at_once[8] * matrices[8] - at_once[1] * matrices[1]
+    assert layerwise.unit_matrices_at_once(1) >= 4  # one thread's matrix, doubled, the next one, a read
+
+
+def test_a_thesis_scale_layers_unit_matrices_stay_within_its_fits_budget():
+    """On VGG16's conv1 at 224 x 224 (64 channels of 224 x 224) with 2048 train images, one attribute's
+    top-8 channels are 3.3 GB: the unit probes are fitted on fewer threads, so that the matrices they
+    hold at once fit in the budget the layer's fits are given."""
+    matrix = 2048 * (8 * 224 * 224 + 8) * 4
+    for budget in (4 * matrix, 6 * matrix, 64 * matrix):
+        threads = layerwise.unit_fit_threads(matrix, budget)
+        assert 1 <= threads <= layerwise.unit_fit_threads()
+        assert layerwise.unit_matrices_at_once(threads) * matrix <= budget
+    assert layerwise.unit_fit_threads(matrix, 4 * matrix) == 1
+    assert layerwise.unit_fit_threads(matrix, 10**6) == 1  # one at the least: the plan then shows its RAM
+    assert layerwise.unit_fit_threads(matrix) == layerwise.unit_fit_threads()  # no budget: one per CPU
+    small = 64 * 2**20  # a small layer's budget is the least any fit gets, 1 GiB
+    assert layerwise.unit_fit_threads(small, small) == layerwise.unit_fit_threads(small, GIB)
+
+
+def test_fit_layer_fits_fewer_attributes_at_once_when_their_matrices_outgrow_its_budget(monkeypatch):
+    """The budget a layer's fits are given also bounds its unit probes' threads, and the tables do not
+    depend on them."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 4 * 25)).astype(np.float32)
+    rows = {}
+    for name in "ABC":
+        y = rng.integers(0, 2, 200)
+        rows[name] = AttributeRows(np.arange(120), np.arange(120, 200), y[:120], y[120:])
+    monkeypatch.setattr(layerwise, "usable_cpus", lambda: 4)
+    monkeypatch.setattr(layerwise, "MIN_STATE_BYTES", 1)
+    given = []
+    pool = layerwise.ThreadPoolExecutor
+
+    def spy(threads):
+        given.append(threads)
+        return pool(threads)
+
+    monkeypatch.setattr(layerwise, "ThreadPoolExecutor", spy)
+    matrix = 120 * (2 * 25 + 2) * 4
+    tables = [
+        pd.DataFrame(
+            layerwise.fit_layer(X, (4, 5, 5), rows, k=2, n_components=2, max_bytes=budget).score().rows
+        )
+        for budget in (None, 6 * matrix)
+    ]
+    assert given == [4, 2]
+    pd.testing.assert_frame_equal(*tables, check_exact=True)
 
 
 def test_the_layer_pls_is_given_the_plans_budget(monkeypatch):
@@ -125,22 +176,16 @@ def test_the_layer_pls_is_given_the_plans_budget(monkeypatch):
     assert given == [12345]
 
 
-def test_unit_rows_are_each_attributes_train_images_and_its_evaluation_images_among_the_held():
-    """Counted in one pass over the draws' table, as the per-attribute definition gives them: an image in
-    a validation draw and among the test images counts once."""
+def test_train_counts_are_each_attributes_train_images():
+    """The rows of its unit matrices: its train draw, whatever else of its images the layer holds."""
     rng = np.random.default_rng(0)
     pool = np.array([f"{i:04d}.jpg" for i in range(400)])
     parts = [pd.DataFrame({"image_id": pool[350:], "attribute": "*", "split": "test"})]
-    for a in ("A", "B", "C"):
-        drawn = rng.choice(400, 120, replace=False)
+    for a, size in (("A", 40), ("B", 25), ("C", 60)):
+        drawn = rng.choice(400, size + 80, replace=False)
         parts.append(
-            pd.DataFrame({"image_id": pool[drawn], "attribute": a, "split": ["train"] * 40 + ["val"] * 80})
+            pd.DataFrame({"image_id": pool[drawn], "attribute": a, "split": ["train"] * size + ["val"] * 80})
         )
     draws = Draws(pd.concat(parts, ignore_index=True).astype({"attribute": "string"}), pd.DataFrame())
-    held = draws.train_images()
-    expected = {
-        a: len(draws.train_images([a])) + len(set(draws.evaluation_images([a], ())) & set(held))
-        for a in draws.attributes
-    }
-    assert draws.unit_rows(held) == expected
-    assert draws.unit_rows([]) == {a: 40 for a in draws.attributes}
+    assert draws.train_counts() == {a: len(draws.train_images([a])) for a in draws.attributes}
+    assert draws.train_counts() == {"A": 40, "B": 25, "C": 60}

@@ -58,8 +58,8 @@ class _StoredLayer:
 
 @pytest.mark.parametrize(("units_bytes", "unit_reads"), [(2**30, 0), (1, 2)])
 def test_a_stored_layer_gives_the_rows_of_the_same_layer_in_memory(monkeypatch, units_bytes, unit_reads):
-    # The units of every attribute are read in as few passes as the budget allows: with the projection's
-    # pass, or the first attribute's there and one more pass for each other.
+    # The units of every attribute are read on their train rows in as few passes as the budget allows:
+    # one pass, or one per attribute; then one more reads out their evaluation rows inside X.
     X, shape, rows = _layer_with_channel_signal()
     rows["B"] = rows["A"]
     monkeypatch.setattr(layerwise, "UNITS_BYTES", units_bytes)
@@ -70,7 +70,7 @@ def test_a_stored_layer_gives_the_rows_of_the_same_layer_in_memory(monkeypatch, 
         pd.testing.assert_frame_equal(
             pd.DataFrame(getattr(ours, table)), pd.DataFrame(getattr(expected, table))
         )
-    assert stored.passes == 8 + 1 + 1 + unit_reads  # PLS(8) + its means, the projection, more units
+    assert stored.passes == 8 + 1 + 1 + unit_reads + 1  # PLS(8) + its means, units, more units, readouts
 
 
 def test_units_of_a_stored_layer_are_read_on_the_rows_their_attributes_use_only(monkeypatch):
@@ -92,9 +92,38 @@ def test_units_of_a_stored_layer_are_read_on_the_rows_their_attributes_use_only(
     monkeypatch.setattr(layerwise, "_read_columns", spy)
     monkeypatch.setattr(layerwise, "UNITS_BYTES", 1)  # one read per attribute
     ours = probe_layer(_StoredLayer(X), shape, rows, k=2, vip_study=5)
-    assert read == [300, 300]
+    assert read == [150, 150]  # their train rows: the evaluation rows are read out after the fits
     expected = probe_layer(_StoredLayer(X).X.astype(np.float32), shape, rows, k=2, vip_study=5)
     for table in ("rows", "vip_rows"):
+        pd.testing.assert_frame_equal(
+            pd.DataFrame(getattr(ours, table)), pd.DataFrame(getattr(expected, table))
+        )
+
+
+def test_evaluation_rows_inside_a_layer_are_read_out_a_batch_at_a_time_wherever_it_is(monkeypatch):
+    """At the thesis's scale an attribute's evaluation rows inside a stored layer are thousands, on
+    hundreds of thousands of picked columns: after the fits they are read out in batches of a bounded
+    size, the same batches wherever the layer is, so that the tables are the same."""
+    X, shape, rows = _layer_with_channel_signal()
+    stored = _StoredLayer(X)
+    expected = probe_layer(stored.X.astype(np.float32), shape, rows, k=2, vip_study=5)  # in one batch each
+    limit = 4 * 40 * 7  # about 7 rows of an attribute's 39 picked columns
+    monkeypatch.setattr(layerwise, "KNOWN_ROWS_BYTES", limit)
+    sizes = []
+    read = layerwise._ReadoutEntries.read
+
+    def spy(self, batch, values):
+        sizes.append(values.nbytes)
+        return read(self, batch, values)
+
+    monkeypatch.setattr(layerwise._ReadoutEntries, "read", spy)
+    ours = probe_layer(stored, shape, rows, k=2, vip_study=5)
+    assert max(sizes) <= limit < sum(sizes) / 20  # two attributes' 300 evaluation rows, in many batches
+    in_memory = probe_layer(stored.X.astype(np.float32), shape, rows, k=2, vip_study=5)
+    for table in ("rows", "vip_rows"):
+        pd.testing.assert_frame_equal(
+            pd.DataFrame(getattr(ours, table)), pd.DataFrame(getattr(in_memory, table))
+        )
         pd.testing.assert_frame_equal(
             pd.DataFrame(getattr(ours, table)), pd.DataFrame(getattr(expected, table))
         )

@@ -37,7 +37,7 @@ def plan(
 def print_plan(study: RunConfig, run_dir: Path, name: str) -> None:
     """The plan's table and budgets, shared by `faceprobe plan` and `faceprobe probe --plan` so that a study
     given as flags is planned exactly as the same study in a file; nothing is written to ``run_dir``."""
-    from faceprobe.run.cost import disk_budget, memory_budget, peak_disk
+    from faceprobe.run.cost import disk_budget, free_memory, memory_budget, peak_disk
     from faceprobe.run.runner import study_costs
 
     costs = study_costs(study, run_dir)
@@ -64,10 +64,12 @@ def print_plan(study: RunConfig, run_dir: Path, name: str) -> None:
     streamed = sum(len(c.streamed) for c in costs)
     if streamed:
         verdict += f" ({streamed} layers streamed through the network instead of stored)"
+    ram, free = max((c.ram_bytes for c in costs), default=0), free_memory(study)
+    ram_verdict = "fits" if ram <= free else "does NOT fit: faceprobe run will refuse it"
     out_console.print(
-        f"peak disk {_size(peak)} of a {_size(budget)} budget: {verdict}; peak RAM "
-        f"{_size(max((c.ram_bytes for c in costs), default=0))} (a unit may hold "
-        f"{_size(memory_budget(study))}); estimated time {_duration(sum(c.seconds for c in costs))}"
+        f"peak disk {_size(peak)} of a {_size(budget)} budget: {verdict}; peak RAM {_size(ram)} of "
+        f"{_size(free)} free: {ram_verdict} (a unit may hold its layers in {_size(memory_budget(study))}); "
+        f"estimated time {_duration(sum(c.seconds for c in costs))}"
     )
 
 

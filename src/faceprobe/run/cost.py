@@ -27,7 +27,7 @@ from faceprobe.errors import FaceprobeError
 from faceprobe.extract.pieces import worth_cutting
 from faceprobe.pls import MIN_STATE_BYTES, target_state_bytes
 from faceprobe.run.config import RunConfig
-from faceprobe.studies.layerwise import unit_matrices_at_once
+from faceprobe.studies.layerwise import KNOWN_ROWS_BYTES, unit_fit_threads, unit_matrices_at_once
 
 __all__ = [
     "Rates",
@@ -35,6 +35,7 @@ __all__ = [
     "calibrate",
     "check_budgets",
     "disk_budget",
+    "free_memory",
     "held_bytes",
     "memory_budget",
     "peak_disk",
@@ -107,9 +108,9 @@ def unit_costs(
     forced = config.run.mode
     budget = memory_budget(config)
     union = draws.train_images()
-    # (train images, evaluation images, passes, one attribute's rows at most): a probe unit's, and an
+    # (train images, evaluation images, passes, one attribute's train rows at most): a probe unit's, and an
     # ablation unit's (one attribute's images at a time, a pass per attribute and fraction)
-    rows = max(draws.unit_rows(union).values(), default=0)
+    rows = max(draws.train_counts().values(), default=0)
     images = {None: (len(union), len(draws.evaluation_images(None, union)), 1, rows)}
     if any(unit.ablated for unit in units):
         passes = len(_ablated_attributes(config, draws)) * len(config.ablation.fractions)
@@ -193,8 +194,10 @@ def _unit_cost(
     fit: int,
 ) -> UnitCost:
     """One unit's mode, RAM and disk for its ``work`` (train images, evaluation images, passes, and the
-    most rows of one attribute's unit matrices): its layers ``placed[1]`` streamed, the others held in
-    ``placed[0]`` ("ram" or "store"), its fits working in ``fit`` bytes (:func:`_fit_bytes`)."""
+    most train rows of one attribute): its layers ``placed[1]`` streamed, the others held in ``placed[0]``
+    ("ram" or "store"), its fits working in ``fit`` bytes (:func:`_fit_bytes`), which also bound how many
+    attributes' unit matrices are held at once; and a batch of each attribute's evaluation rows read out
+    after its unit probes are fitted."""
     held, streamed = placed
     *images, passes, rows = work
     stored_bytes = np.dtype(config.run.store_dtype).itemsize
@@ -206,11 +209,13 @@ def _unit_cost(
     kept_layers = [layer for layer in unit.layers if layer not in streamed]
     in_ram = held_bytes(unit, kept_layers, train)
     ram = features * state_per_feature + (in_ram if held == "ram" else 0)
-    ram += unit_matrices_at_once() * _unit_matrix_bytes(unit, config.probe, rows)
+    matrix = _unit_matrix_bytes(unit, config.probe, rows)
+    ram += unit_matrices_at_once(unit_fit_threads(matrix, fit)) * matrix + n_attributes * KNOWN_ROWS_BYTES
     ram += config.run.batch_size * (features - kept) * 4 * (_QUEUED_BATCHES + 1)
     ram += _fits_at_once(unit, streamed, train, n_attributes, config.probe.components, fit)
     mode = held if not streamed else "stream" if kept == 0 else f"{held}+stream"
-    forwards = 1 + (config.probe.components + 1) * bool(streamed)
+    # streamed: a pass for the means, one per component, one for the units, one for the evaluation rows
+    forwards = config.probe.components + 3 if streamed else 1
     return UnitCost(
         unit.id,
         unit.model.label,
@@ -242,7 +247,7 @@ def _fit_bytes(unit: Any, n_images: int, config: RunConfig, n_attributes: int, b
 
 def _unit_matrix_bytes(unit: Any, probe: Any, rows: int) -> int:
     """One attribute's unit matrix on the unit's widest pick: the columns its VIP picks (its top-k
-    channels, its top-k neurons and the VIP study's neurons) on its train and evaluation ``rows``, float32."""
+    channels, its top-k neurons and the VIP study's neurons) on its train ``rows``, float32."""
     channels = max((probe.top_k * size for size in unit.channel_features), default=0)
     return rows * (channels + probe.top_k + probe.vip_study) * 4
 
@@ -454,10 +459,16 @@ def memory_budget(config: RunConfig) -> int:
     workers of a local Dask cluster. Holding in RAM is the fast path; the store takes what does not fit."""
     if config.run.memory_gb is not None:
         return int(config.run.memory_gb * 2**30)
+    return int(free_memory(config) * _FREE_SHARE_RAM)
+
+
+def free_memory(config: RunConfig) -> int:
+    """Bytes of RAM this machine has free for one work unit: all of it, or a local Dask cluster's worker's
+    share. No unit's peak may exceed it (:func:`check_budgets`)."""
     import psutil
 
     workers = config.run.workers if config.run.executor == "dask" else 1
-    return int(psutil.virtual_memory().available * _FREE_SHARE_RAM / workers)
+    return int(psutil.virtual_memory().available / workers)
 
 
 def disk_budget(config: RunConfig, run_dir: Path) -> int:
@@ -478,7 +489,19 @@ def peak_disk(costs: Sequence[UnitCost]) -> int:
 
 def check_budgets(costs: Sequence[UnitCost], config: RunConfig, run_dir: Path) -> None:
     """Refuse, in one line, a study whose activation stores would not fit its disk budget (only a study
-    whose ``run.mode`` forces the store: by default what does not fit is streamed)."""
+    whose ``run.mode`` forces the store: by default what does not fit is streamed), or one of whose work
+    units would need more RAM at its peak than this machine has free (:func:`free_memory`)."""
+    largest = max(costs, key=lambda cost: cost.ram_bytes, default=None)
+    free = free_memory(config)
+    if largest is not None and largest.ram_bytes > free:
+        held = "ram" in largest.mode and config.run.memory_gb is not None
+        hint = "set run.memory_gb lower to store its layers, or " if held else ""
+        raise FaceprobeError(
+            f"work unit {largest.unit} needs {_gib(largest.ram_bytes)} of RAM at its peak but this machine "
+            f"has {_gib(free)} free{' per Dask worker' if config.run.executor == 'dask' else ''} "
+            f"({_gib(largest.ram_bytes - free)} too many); {hint}lower probe.top_k, probe.vip_study or "
+            "data.train, or probe fewer attributes, or fewer layers per unit (run.layers_per_unit)"
+        )
     budget, peak = disk_budget(config, run_dir), peak_disk(costs)
     if peak > budget:
         hint = '; store_dtype = "float16" halves it' if config.run.store_dtype == "float32" else ""

@@ -16,7 +16,7 @@ import functools
 import hashlib
 import math
 import shutil
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,17 +93,11 @@ class Draws:
             table = table[table["attribute"].isin([*attributes, "*"])]
         return sorted(set(table["image_id"]) - set(outside))
 
-    def unit_rows(self, held: Collection[str]) -> dict[str, int]:
-        """Per attribute, its train images and its evaluation images among ``held``: the rows of its unit
-        matrices (:func:`faceprobe.studies.layerwise.fit_layer`), counted in one pass over the table."""
-        table = self.table
-        train = table[table["split"] == "train"].groupby("attribute")["image_id"].nunique()
-        evaluation = table[(table["split"] != "train") & table["image_id"].isin(set(held))]
-        every = evaluation["attribute"] == "*"
-        shared = set(evaluation.loc[every, "image_id"])  # the test images, every attribute's
-        own = evaluation[~every & ~evaluation["image_id"].isin(shared)]
-        own_counts = own.groupby("attribute")["image_id"].nunique()
-        return {a: int(train.get(a, 0)) + int(own_counts.get(a, 0)) + len(shared) for a in self.attributes}
+    def train_counts(self) -> dict[str, int]:
+        """Per attribute, its train images: the rows of its unit matrices
+        (:func:`faceprobe.studies.layerwise.fit_layer`)."""
+        train = self.table[self.table["split"] == "train"].groupby("attribute")["image_id"].nunique()
+        return {a: int(train.get(a, 0)) for a in self.attributes}
 
     @property
     def attributes(self) -> list[str]:

@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 
 from faceprobe.errors import ProbeInputError
 from faceprobe.pls import (
+    MIN_STATE_BYTES,
     PLS,
     SharedFit,
     _RowBlocks,
@@ -56,6 +57,7 @@ __all__ = [
     "has_channels",
     "probe_layer",
     "split_rows",
+    "unit_fit_threads",
     "unit_matrices_at_once",
 ]
 
@@ -141,15 +143,18 @@ def fit_layer(
     read in row blocks. The layer PLS of all attributes share each pass over X
     (:func:`faceprobe.pls.fit_transform_shared`, each attribute's train draw a row mask), and the same
     passes give their scores on each attribute's evaluation rows inside X. The units each attribute's VIP
-    picks (top-k channels and neurons, the VIP study's sample) are then read into a small matrix (gathered
-    from X in memory, or read for several attributes in one pass over any other X), and their probes
-    fitted on it, attributes on as many threads as CPUs (their readouts registered in the attributes'
-    order, so results do not depend on the threads); each reads out its units on its evaluation rows
-    inside X.
+    picks (top-k channels and neurons, the VIP study's sample) are then read on its train rows into a
+    small matrix (gathered from X in memory, or read for several attributes in one pass over any other X),
+    and their probes fitted on it, attributes on as many threads as CPUs (their readouts registered in the
+    attributes' order, so results do not depend on the threads). Last, the fitted unit probes read out
+    each attribute's evaluation rows inside X, from X, a few rows at a time (:func:`_read_known`): those
+    rows are never held as a matrix of units, however many there are.
 
     Rows of ``attributes`` index X's rows, then rows that follow them: evaluation images outside X, whose
     readouts come later (:meth:`LayerFit.score`). Every train row must be a row of X. ``max_bytes`` bounds
-    the working memory of the layer PLS (:func:`faceprobe.pls.fit_transform_shared`; None: its default).
+    the working memory of the layer PLS (:func:`faceprobe.pls.fit_transform_shared`; None: its default),
+    and then of the unit probes: fewer attributes are fitted at once when their unit matrices would not
+    fit in it (:func:`unit_fit_threads`).
     """
     n_rows = int(X.shape[0])
     beyond = [a for a, sel in attributes.items() if len(sel.train) and sel.train.max() >= n_rows]
@@ -168,9 +173,22 @@ def fit_layer(
             readout.project(("layer", attribute), fit.model)
     units: dict[str, _Units] = {}
     pending: dict[str, Future[tuple[_AttributeFit, _ReadoutEntries]]] = {}
-    threads = _unit_fit_threads()
+    widest = max((len(attributes[a].train) * p.width(shape) * 4 for a, p in picks.items()), default=0)
+    threads = unit_fit_threads(widest, max_bytes)
+    settings = (n_components, single_units)
+    in_memory = isinstance(X, np.ndarray)
+
+    def fit_units(attribute: str, unit_values: _Units) -> tuple[_AttributeFit, _ReadoutEntries]:
+        sel, pls = attributes[attribute], layer_fits[attribute]
+        fit, entries = _AttributeFit.fitted(
+            attribute, sel, pls, picks[attribute], unit_values, shape, settings
+        )
+        if in_memory:  # its evaluation rows are read out here, beside the other attributes' fits
+            _read_known(X, [entries])
+        return fit, entries
+
     with one_blas_thread(), ThreadPoolExecutor(threads) as pool:
-        for attribute, sel in attributes.items():
+        for attribute in attributes:
             pls = layer_fits[attribute]
             if isinstance(pls, ProbeInputError):  # no fitted layer probe, so no VIP to pick units by
                 fits[attribute] = pls
@@ -178,16 +196,14 @@ def fit_layer(
             if attribute not in units:  # read more units once the fits queued so far are under way
                 _wait_until_running(pending.values(), threads)
                 units |= _read_units(X, shape, picks, attributes, attribute)
-            unit_values = units.pop(attribute)
-            settings = (n_components, single_units)
-            pending[attribute] = pool.submit(
-                _AttributeFit.fitted, attribute, sel, pls, picks[attribute], unit_values, shape, settings
-            )
-    readouts = []
-    for attribute, done in pending.items():  # registered in the attributes' order: the same readout
-        fits[attribute], entries = done.result()
-        entries.into(readout)
-        readouts.append(entries)
+            pending[attribute] = pool.submit(fit_units, attribute, units.pop(attribute))
+        readouts = []
+        for attribute, done in pending.items():  # registered in the attributes' order: the same readout
+            fits[attribute], entries = done.result()
+            entries.into(readout)
+            readouts.append(entries)
+        if not in_memory:
+            _read_known(X, readouts)
     known = np.full((n_rows, readout.width), np.nan, dtype=np.float32)
     for attribute, fit in shared.items():
         if isinstance(fit, SharedFit):
@@ -207,50 +223,123 @@ def _wait_until_running(futures: Iterable[Future], limit: int) -> None:
         unfinished = [f for f in unfinished if not f.done()]
 
 
-def _unit_fit_threads() -> int:
+def unit_fit_threads(matrix_bytes: int = 0, max_bytes: int | None = None) -> int:
     """Attributes whose unit probes are fitted at once: their many small PLS fits are mostly
     single-threaded passes over a few channels, so one per CPU this process may run on, at most
-    :data:`_MAX_UNIT_FIT_THREADS` (a wider fit splits its own passes between threads too)."""
-    return min(usable_cpus(), _MAX_UNIT_FIT_THREADS)
+    :data:`_MAX_UNIT_FIT_THREADS` (a wider fit splits its own passes between threads too); fewer when
+    their unit matrices (``matrix_bytes`` each, at most) would not fit at once
+    (:func:`unit_matrices_at_once`) in the layer PLS's budget ``max_bytes``, or in the least a fit is
+    given (:data:`~faceprobe.pls.MIN_STATE_BYTES`); one at the least."""
+    threads = min(usable_cpus(), _MAX_UNIT_FIT_THREADS)
+    if max_bytes is None or matrix_bytes <= 0:
+        return threads
+    budget = max(max_bytes, MIN_STATE_BYTES)
+    return max(1, min(threads, (budget // matrix_bytes - 2) // 2))
 
 
 _MAX_UNIT_FIT_THREADS = 8
 
 
-def unit_matrices_at_once() -> int:
-    """How many attributes' unit matrices (the columns its picks read, on its rows) one layer's fit holds
-    at once, at most: each fitting thread's, with the copy of its channels that its channel PLS reads; the
-    next attribute's, read while they fit; and, from a layer not in RAM, the read they come from."""
-    return 2 * _unit_fit_threads() + 2
+def unit_matrices_at_once(threads: int) -> int:
+    """How many attributes' unit matrices (the columns its picks read, on its train rows) one layer's fit
+    holds at once with ``threads`` fitting threads, at most: each fitting thread's, with the copy of its
+    channels that its channel PLS reads; the next attribute's, read while they fit; and, from a layer not
+    in RAM, the read they come from."""
+    return 2 * threads + 2
+
+
+#: Rows of one attribute's evaluation images inside X read out together after its fits: their values on
+#: its picked columns, a matrix of at most this size (or one row). The same rows wherever X is, so the
+#: same products and the same readouts.
+KNOWN_ROWS_BYTES = 16 * 2**20
 
 
 class _ReadoutEntries:
     """What one attribute's probes will need from the :class:`Readout`, collected while they are fitted
-    (possibly in a thread of their own) and added to the layer's readout in a fixed order afterwards, with
-    the readouts of the unit parts on the attribute's evaluation rows of X, computed from its units."""
+    (possibly in a thread of their own) and added to the layer's readout in a fixed order afterwards; and
+    the readouts of its unit parts on its evaluation rows that are rows of X (``known_rows``), computed
+    after the fits from X's ``columns`` (its picks, sorted), a batch of rows at a time
+    (:func:`_read_known`)."""
 
-    def __init__(self, known_rows: NDArray[np.intp]) -> None:
+    def __init__(self, columns: NDArray[np.intp], known_rows: NDArray[np.intp]) -> None:
+        self.columns = columns
         self.known_rows = known_rows
-        self._entries: list[tuple[str, tuple, Any, NDArray]] = []
+        self._entries: list[tuple[tuple, PLS | None, NDArray, NDArray[np.intp]]] = []
+        self._known: dict[tuple, NDArray[np.float32]] = {}
 
-    def project(self, key: tuple, pls: PLS, columns: NDArray, known: NDArray) -> None:
-        """``pls`` of some ``columns``, with its scores of the known rows."""
-        self._entries.append(("project", key, (pls, columns), known))
+    def project(self, key: tuple, pls: PLS, columns: NDArray, at: NDArray[np.intp]) -> None:
+        """``pls`` of some ``columns`` of X, at positions ``at`` of :attr:`columns`."""
+        self._entries.append((key, pls, columns, at))
 
-    def gather(self, key: tuple, columns: NDArray, known: NDArray) -> None:
-        self._entries.append(("gather", key, columns, known))
+    def gather(self, key: tuple, columns: NDArray, at: NDArray[np.intp]) -> None:
+        self._entries.append((key, None, columns, at))
 
     def into(self, readout: Readout) -> None:
-        for what, key, args, _ in self._entries:
-            if what == "project":
-                readout.project(key, *args)
+        for key, pls, columns, _ in self._entries:
+            if pls is None:
+                readout.gather(key, columns)
             else:
-                readout.gather(key, args)
+                readout.project(key, pls, columns)
+
+    @property
+    def batch_rows(self) -> int:
+        """Known rows read out together (:data:`KNOWN_ROWS_BYTES`)."""
+        return max(1, KNOWN_ROWS_BYTES // max(1, 4 * len(self.columns)))
+
+    def read(self, batch: int, values: NDArray[np.float32]) -> None:
+        """The parts' readouts of the ``batch``-th :attr:`batch_rows` known rows, from ``values``: X's
+        :attr:`columns` on those rows."""
+        start = batch * self.batch_rows
+        for key, pls, _, at in self._entries:
+            part = np.take(values, at, axis=1)
+            if pls is not None:
+                rotations, offset = _projection(pls)
+                part = part @ rotations - offset
+            if key not in self._known:
+                self._known[key] = np.empty((len(self.known_rows), part.shape[1]), dtype=np.float32)
+            self._known[key][start : start + len(part)] = part
 
     def fill(self, readout: Readout, known: NDArray[np.float32]) -> None:
         """Write the parts' readouts of the known rows into ``known`` (rows of X x readout columns)."""
-        for _, key, _, values in self._entries:
+        for key, values in self._known.items():
             known[self.known_rows, readout.slices[key]] = values
+
+
+def _read_known(X: Any, entries: Sequence[_ReadoutEntries]) -> None:
+    """Each attribute's unit readouts of its evaluation rows inside X, from X, :attr:`_ReadoutEntries.
+    batch_rows` rows at a time: an in-memory X is gathered where it is; any other X costs a pass, read in
+    row blocks whose picked columns fill each attribute's batches as they come. Only a block and a batch
+    per attribute are held, whatever the number of rows, and the batches are the same wherever X is."""
+    if isinstance(X, np.ndarray):
+        for entry in entries:
+            for batch, start in enumerate(range(0, len(entry.known_rows), entry.batch_rows)):
+                rows = entry.known_rows[start : start + entry.batch_rows]
+                entry.read(batch, _gather(X, rows, entry.columns))
+        return
+    entries = [entry for entry in entries if len(entry.known_rows)]
+    if not entries:
+        return
+    wanted = np.unique(np.concatenate([entry.columns for entry in entries])).astype(np.intp)
+    at = [np.searchsorted(wanted, entry.columns) for entry in entries]
+    batches = [np.empty((min(e.batch_rows, len(e.known_rows)), len(e.columns)), np.float32) for e in entries]
+    blocks = _RowBlocks(X, _UNIT_READ_BLOCK_BYTES)
+    picked = blocks.math.operand(wanted)
+    block_values = np.empty((blocks.rows, len(wanted)), dtype=np.float32)
+    for span, block in blocks:
+        taken = False
+        for entry, columns, batch in zip(entries, at, batches, strict=True):
+            rows = entry.known_rows
+            first, last = (int(i) for i in np.searchsorted(rows, [span.start, span.stop]))
+            if first == last:
+                continue
+            if not taken:
+                blocks.math.take(block, picked, block_values[: span.stop - span.start])
+                taken = True
+            size = entry.batch_rows
+            for start in range(first, last):  # rows, in batches of ``size`` over the attribute's known rows
+                batch[start % size] = block_values[rows[start] - span.start].take(columns)
+                if start % size == size - 1 or start == len(rows) - 1:
+                    entry.read(start // size, batch[: start % size + 1])
 
 
 class Readout:
@@ -354,10 +443,10 @@ class _AttributeFit:
         shape: tuple[int, ...],
         settings: tuple[int, bool],
     ) -> tuple[_AttributeFit, _ReadoutEntries]:
-        """Fit the attribute's unit probes on the units read for it, with what scoring will need from the
-        readout, and the unit parts' readouts of its evaluation rows that are rows of X."""
+        """Fit the attribute's unit probes on the units read for it (its train rows), with what scoring
+        will need from the readout and from X's rows (:class:`_ReadoutEntries`)."""
         n_components, single_units = settings
-        readout = _ReadoutEntries(units.known_rows)
+        readout = _ReadoutEntries(units.columns, units.known_rows)
         channel_at, neuron_at, sampled_at = units.positions
         channel_cols = picks.columns(shape)[0]
         probes = [("layer", 0, -1, _qda(pls.x_scores_, _train_labels(sel), sel.kind), ("layer", attribute))]
@@ -370,8 +459,7 @@ class _AttributeFit:
                 )  # in row order: ``units.train[:, at]`` is column-ordered, and passes over it are slow
             except ProbeInputError as err:
                 return err
-            rotations, offset = _projection(fitted)
-            readout.project(key, fitted, columns, np.take(units.known, at, axis=1) @ rotations - offset)
+            readout.project(key, fitted, columns, at)
             return _qda(fitted.x_scores_, sel.y_train, sel.kind)
 
         channels = picks.channels
@@ -379,7 +467,7 @@ class _AttributeFit:
             key = ("channels", attribute)
             probes.append(("channels", len(channels), -1, through_pls(key, channel_at, channel_cols), key))
         key = ("neurons", attribute)
-        readout.gather(key, picks.neurons, units.known[:, neuron_at])
+        readout.gather(key, picks.neurons, neuron_at)
         neurons = _qda(units.train[:, neuron_at], sel.y_train, sel.kind)
         probes.append(("neurons", len(picks.neurons), -1, neurons, key))
         if single_units:
@@ -391,7 +479,7 @@ class _AttributeFit:
                     ("channel", 1, int(channel), through_pls(key, channel_at[part], channel_cols[part]), key)
                 )
         if len(picks.sampled):
-            readout.gather(("sampled", attribute), picks.sampled, units.known[:, sampled_at])
+            readout.gather(("sampled", attribute), picks.sampled, sampled_at)
         fit = cls(
             probes,
             pls.vip_,
@@ -496,6 +584,10 @@ class _Picks:
         """The columns of X each probe reads: the channels' neurons, the neurons, the sampled neurons."""
         return channel_columns(self.channels, shape), self.neurons, self.sampled
 
+    def width(self, shape: tuple[int, ...]) -> int:
+        """How many columns of X they read, at most (a neuron may be picked twice)."""
+        return sum(len(c) for c in self.columns(shape))
+
 
 def _rows(
     attribute: str,
@@ -566,14 +658,14 @@ def _train_labels(sel: AttributeRows) -> NDArray:
 
 @dataclass(frozen=True)
 class _Units:
-    """The columns of X one attribute's picks read: their values on its train rows, and on its evaluation
-    rows that are rows of X (``known_rows``, read out from these values instead of from X), with each
-    pick's columns within them (``positions``: channel, neuron and sampled columns)."""
+    """The columns of X one attribute's picks read (``columns``, sorted): their values on its train rows,
+    with each pick's columns within them (``positions``: channel, neuron and sampled columns); and its
+    evaluation rows that are rows of X (``known_rows``), read out from X after the fits."""
 
     train: NDArray[np.float32]
-    known: NDArray[np.float32]
-    known_rows: NDArray[np.intp]
+    columns: NDArray[np.intp]
     positions: list[NDArray[np.intp]]
+    known_rows: NDArray[np.intp]
 
 
 def _known_rows(sel: AttributeRows, n_rows: int) -> NDArray[np.intp]:
@@ -589,16 +681,15 @@ def _unit_batch(
     first: str,
     n_rows: int,
 ) -> tuple[dict[str, tuple[NDArray, NDArray, NDArray]], NDArray[np.intp], NDArray[np.intp]]:
-    """``first`` and the attributes after it whose picked columns on their rows ``UNITS_BYTES`` holds (at
-    least ``first``), with their columns, and the unions of those columns and of those rows."""
+    """``first`` and the attributes after it whose picked columns on their train rows ``UNITS_BYTES``
+    holds (at least ``first``), with their columns, and the unions of those columns and of those rows."""
     names = list(picks)
     requested: dict[str, tuple[NDArray, NDArray, NDArray]] = {}
     wanted, needed = _EMPTY, _EMPTY
     for attribute in names[names.index(first) :]:
         columns = picks[attribute].columns(shape)
         union = np.union1d(wanted, np.concatenate(columns)).astype(np.intp)
-        sel = attributes[attribute]
-        rows = np.union1d(needed, np.union1d(sel.train, _known_rows(sel, n_rows))).astype(np.intp)
+        rows = np.union1d(needed, attributes[attribute].train).astype(np.intp)
         if requested and rows.size * union.size * 4 > UNITS_BYTES:
             break
         requested[attribute], wanted, needed = columns, union, rows
@@ -615,19 +706,14 @@ def _units_from(
 ) -> dict[str, _Units]:
     """Each requested attribute's units, taken from ``values``: X's ``wanted`` columns on X's rows ``held``
     (every row when None: X itself, in memory). Each attribute keeps its own columns only, on its own
-    rows."""
+    train rows."""
     units = {}
     for attribute, columns in requested.items():
         own = np.unique(np.concatenate(columns)).astype(np.intp)
-        at, known = np.searchsorted(wanted, own), _known_rows(attributes[attribute], n_rows)
-        train = attributes[attribute].train
-        if held is not None:  # X's rows, as rows of ``values``
-            train, known_at = np.searchsorted(held, train), np.searchsorted(held, known)
-        else:
-            known_at = known
-        units[attribute] = _Units(
-            _gather(values, train, at), _gather(values, known_at, at), known, _positions(own, columns)
-        )
+        sel = attributes[attribute]
+        train = sel.train if held is None else np.searchsorted(held, sel.train)  # as rows of ``values``
+        taken = _gather(values, train, np.searchsorted(wanted, own))
+        units[attribute] = _Units(taken, own, _positions(own, columns), _known_rows(sel, n_rows))
     return units
 
 
@@ -640,9 +726,9 @@ def _read_units(
 ) -> dict[str, _Units]:
     """The units of ``first``, and of the attributes after it when they come in one read.
 
-    An in-memory X is indexed for ``first`` alone, on its train and known evaluation rows only; any other
-    X costs a pass to read, so it is read once for as many of the following attributes as
-    ``UNITS_BYTES`` holds on their rows, and each attribute then takes its own rows.
+    An in-memory X is indexed for ``first`` alone, on its train rows only; any other X costs a pass to
+    read, so it is read once for as many of the following attributes as ``UNITS_BYTES`` holds on their
+    train rows, and each attribute then takes its own rows.
     """
     n_rows = int(X.shape[0])
     if isinstance(X, np.ndarray):  # X holds every column: its rows are gathered where they are
