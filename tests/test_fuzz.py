@@ -205,6 +205,7 @@ CONFIG = st.fixed_dictionaries(
 
 @settings(max_examples=300, deadline=None, database=None)
 @given(raw=CONFIG)
+@example(raw={"data": {"spec": "synthetic:x", "attributes": "\r"}})  # echoed in its hint: escaped
 def test_parsed_configs(raw) -> None:
     _loads_or_one_line(lambda: parse_config(raw, "fuzz.toml"))
 

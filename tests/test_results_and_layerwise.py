@@ -50,9 +50,11 @@ class _StoredLayer:
             (64, X.shape[1]),
         )
         self.passes = 0
+        self.reads = []  # (first row, last row + 1) of every read
 
     def __getitem__(self, rows):
         self.passes += rows.start == 0
+        self.reads.append((rows.start, rows.stop))
         return self.X[rows]
 
 
@@ -91,8 +93,13 @@ def test_units_of_a_stored_layer_are_read_on_the_rows_their_attributes_use_only(
 
     monkeypatch.setattr(layerwise, "_read_columns", spy)
     monkeypatch.setattr(layerwise, "UNITS_BYTES", 1)  # one read per attribute
-    ours = probe_layer(_StoredLayer(X), shape, rows, k=2, vip_study=5)
+    monkeypatch.setattr(layerwise, "_UNIT_READ_BLOCK_BYTES", 64 * X.shape[1] * 4)  # blocks of 64 rows
+    stored = _StoredLayer(X)
+    fitted = layerwise._layer_pls
+    monkeypatch.setattr(layerwise, "_layer_pls", lambda *a: (fitted(*a), stored.reads.clear())[0])
+    ours = probe_layer(stored, shape, rows, k=2, vip_study=5)
     assert read == [150, 150]  # their train rows: the evaluation rows are read out after the fits
+    assert stored.reads and max(stop for _, stop in stored.reads) <= 640  # rows 640-899 are no one's
     expected = probe_layer(_StoredLayer(X).X.astype(np.float32), shape, rows, k=2, vip_study=5)
     for table in ("rows", "vip_rows"):
         pd.testing.assert_frame_equal(

@@ -134,6 +134,20 @@ class _RowBlocks:
     def chunks(self) -> list[slice]:
         return [slice(s, min(s + self.chunk_rows, self.n)) for s in range(0, self.n, self.chunk_rows)]
 
+    def holding(self, rows: NDArray[np.intp]) -> Iterator[tuple[slice, Any]]:
+        """The blocks of the pieces (the reads of X) that hold any of ``rows``, in order: X is read there
+        only, in runs of consecutive pieces; a streamed X whole, since every row passes anyway."""
+        if self.streamed:
+            yield from self
+            return
+        read = self.reader()
+        pieces = np.unique(np.asarray(rows, dtype=np.intp) // self.piece_rows)
+        for run in np.split(pieces, np.flatnonzero(np.diff(pieces) > 1) + 1):
+            if len(run):
+                yield from read(
+                    slice(int(run[0]) * self.piece_rows, min(self.n, (int(run[-1]) + 1) * self.piece_rows))
+                )
+
     def reader(self) -> Callable[[slice], Iterator[tuple[slice, Any]]]:
         """The blocks of a chunk, read into buffers of this reader's own: ndarrays, or tensors on a
         streamed layer's ``rows_device``."""

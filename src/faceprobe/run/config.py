@@ -69,6 +69,7 @@ so it needs ``allow_code = true`` (or ``faceprobe run --allow-code``).
 
 from __future__ import annotations
 
+import json
 import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
@@ -300,7 +301,8 @@ def _section(cls: type, raw: Any, where: str, problems: list[str]) -> Any:
         if name in _NAMED_TABLES and isinstance(value, dict):  # {name = value} as (name, value) pairs
             value = [[key, item] for key, item in value.items()]
         if name == "attributes" and isinstance(value, str) and value != "all":
-            problems.append(f'{where} {name} must be "all" or a list of names, e.g. ["{value}"]')
+            example = json.dumps([value], ensure_ascii=False)  # control characters escaped: one line
+            problems.append(f'{where} {name} must be "all" or a list of names, e.g. {example}')
             ok = False
             continue
         try:

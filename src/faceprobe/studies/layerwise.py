@@ -307,9 +307,10 @@ class _ReadoutEntries:
 
 def _read_known(X: Any, entries: Sequence[_ReadoutEntries]) -> None:
     """Each attribute's unit readouts of its evaluation rows inside X, from X, :attr:`_ReadoutEntries.
-    batch_rows` rows at a time: an in-memory X is gathered where it is; any other X costs a pass, read in
-    row blocks whose picked columns fill each attribute's batches as they come. Only a block and a batch
-    per attribute are held, whatever the number of rows, and the batches are the same wherever X is."""
+    batch_rows` rows at a time: an in-memory X is gathered where it is; any other X costs a pass over the
+    blocks holding those rows, whose picked columns fill each attribute's batches as they come. Only a
+    block and a batch per attribute are held, whatever the number of rows, and the batches are the same
+    wherever X is."""
     if isinstance(X, np.ndarray):
         for entry in entries:
             for batch, start in enumerate(range(0, len(entry.known_rows), entry.batch_rows)):
@@ -325,7 +326,7 @@ def _read_known(X: Any, entries: Sequence[_ReadoutEntries]) -> None:
     blocks = _RowBlocks(X, _UNIT_READ_BLOCK_BYTES)
     picked = blocks.math.operand(wanted)
     block_values = np.empty((blocks.rows, len(wanted)), dtype=np.float32)
-    for span, block in blocks:
+    for span, block in blocks.holding(np.unique(np.concatenate([entry.known_rows for entry in entries]))):
         taken = False
         for entry, columns, batch in zip(entries, at, batches, strict=True):
             rows = entry.known_rows
@@ -740,12 +741,12 @@ def _read_units(
 
 def _read_columns(X: Any, columns: NDArray[np.intp], rows: NDArray[np.intp]) -> NDArray[np.float32]:
     """X's ``columns`` of its ``rows`` (increasing), in one pass of row blocks, picked where the blocks are:
-    only those rows are held, whatever X's height."""
+    only those rows are held, whatever X's height, and only the blocks holding them are read."""
     values = np.empty((len(rows), len(columns)), dtype=np.float32)
     blocks = _RowBlocks(X, _UNIT_READ_BLOCK_BYTES)
     picked = blocks.math.operand(columns)
     block_values = np.empty((blocks.rows, len(columns)), dtype=np.float32)
-    for span, block in blocks:
+    for span, block in blocks.holding(rows):
         first, last = np.searchsorted(rows, [span.start, span.stop])
         if first == last:
             continue
