@@ -27,26 +27,25 @@ def _plan(
     train: int = 2048,
     layers: int = 1,
     top_k: int = 8,
+    ablated: str | None = None,
 ):
     """One unit of ``layers`` layers as wide as ResNet-50's conv1 at 224 x 224 (64 channels of 112 x 112),
-    ``attributes`` sharing their fits."""
+    ``attributes`` sharing their fits; with ``ablated``, the ablation unit of that layer."""
     names = [f"A{i}" for i in range(attributes)]
-    config = parse_config(
-        {
-            "data": {"spec": "synthetic:faces", "attributes": names},
-            "models": [{"architecture": "small"}],
-            "run": {"memory_gb": memory_gb, "mode": mode},
-            "probe": {"top_k": top_k},
-        },
-        "test",
-    )
+    study = {
+        "data": {"spec": "synthetic:faces", "attributes": names},
+        "models": [{"architecture": "small"}],
+        "run": {"memory_gb": memory_gb, "mode": mode},
+        "probe": {"top_k": top_k},
+    }
+    config = parse_config({**study, "ablation": {"depths": [ablated]}} if ablated else study, "test")
     unit = SimpleNamespace(
         id="u",
         layers=tuple(f"conv{i}" for i in range(1, layers + 1)),
         features=(WIDTH,) * layers,
         channel_features=(CHANNEL,) * layers,
         cuts=frozenset(),
-        ablated=None,
+        ablated=ablated,
         after=(),
         model=SimpleNamespace(label="m"),
     )
@@ -157,6 +156,16 @@ def test_fit_layer_fits_fewer_attributes_at_once_when_their_matrices_outgrow_its
     ]
     assert given == [4, 2]
     pd.testing.assert_frame_equal(*tables, check_exact=True)
+
+
+def test_an_ablation_unit_is_planned_for_the_one_attribute_it_probes_at_a_time():
+    """Its later layers are probed for one attribute at a time (thesis Table 5.4): its fits, their kept
+    models and its unit matrices are one attribute's, however many the study has."""
+    ablation, _ = _plan(memory_gb=64, ablated="conv0")
+    one, _ = _plan(memory_gb=64, attributes=1)
+    probe, _ = _plan(memory_gb=64)
+    assert (ablation.ram_bytes, ablation.fit_bytes) == (one.ram_bytes, one.fit_bytes)
+    assert probe.ram_bytes > ablation.ram_bytes + 4 * GIB  # 40 attributes' fits and models
 
 
 def test_the_layer_pls_is_given_the_plans_budget(monkeypatch):

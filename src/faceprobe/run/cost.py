@@ -115,12 +115,16 @@ def unit_costs(
     if any(unit.ablated for unit in units):
         passes = len(_ablated_attributes(config, draws)) * len(config.ablation.fractions)
         train, evaluation = _ablated_images(config, draws)
-        images["ablated"] = (train, evaluation, passes, train + evaluation)
+        images["ablated"] = (train, evaluation, passes, train)
+    # An ablation unit probes its later layers for one attribute at a time. Its clean fit of the ablated
+    # layer, for every attribute, is the fit a probe unit makes of that layer when the study probes it,
+    # and is counted there.
+    attributes = {unit.id: 1 if unit.ablated else len(draws.attributes) for unit in units}
     sizes = {}
     fits = {}
     for unit in units:
         n_images = images["ablated" if unit.ablated else None][0]
-        fits[unit.id] = _fit_bytes(unit, n_images, config, len(draws.attributes), budget)
+        fits[unit.id] = _fit_bytes(unit, n_images, config, attributes[unit.id], budget)
         held = held_bytes(unit, unit.layers, n_images) + fits[unit.id]
         store = forced == "store" or (forced == "auto" and held > budget)
         sizes[unit.id] = "store" if store else "ram", n_images
@@ -133,7 +137,7 @@ def unit_costs(
     for unit in units:
         placed = sizes[unit.id][0], streamed[unit.id]
         mine = images["ablated" if unit.ablated else None]
-        cost = _unit_cost(unit, mine, config, len(draws.attributes), placed, fits[unit.id])
+        cost = _unit_cost(unit, mine, config, attributes[unit.id], placed, fits[unit.id])
         if rates is not None:
             cost = dataclasses.replace(
                 cost,

@@ -504,6 +504,7 @@ def ablation_rows(
         del source
     rows = []
     vips = {a: fit.vip for a, fit in clean.fits.items() if not isinstance(fit, ProbeInputError)}
+    del clean  # every attribute's fitted probes of the ablated layer: only their VIP is needed now
     for attribute, vip in vips.items():
         order = np.argsort(-vip, kind="stable")
         mine = forward.over(draws.train_images([attribute]))
