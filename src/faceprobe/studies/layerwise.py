@@ -264,18 +264,19 @@ class _ReadoutEntries:
     def __init__(self, columns: NDArray[np.intp], known_rows: NDArray[np.intp]) -> None:
         self.columns = columns
         self.known_rows = known_rows
-        self._entries: list[tuple[tuple, PLS | None, NDArray, NDArray[np.intp]]] = []
+        # (key, the PLS and its projection or None for raw neurons, X's columns, their positions)
+        self._entries: list[tuple[tuple, PLS | None, tuple[NDArray, NDArray] | None, NDArray, NDArray]] = []
         self._known: dict[tuple, NDArray[np.float32]] = {}
 
     def project(self, key: tuple, pls: PLS, columns: NDArray, at: NDArray[np.intp]) -> None:
         """``pls`` of some ``columns`` of X, at positions ``at`` of :attr:`columns`."""
-        self._entries.append((key, pls, columns, at))
+        self._entries.append((key, pls, _projection(pls), columns, at))
 
     def gather(self, key: tuple, columns: NDArray, at: NDArray[np.intp]) -> None:
-        self._entries.append((key, None, columns, at))
+        self._entries.append((key, None, None, columns, at))
 
     def into(self, readout: Readout) -> None:
-        for key, pls, columns, _ in self._entries:
+        for key, pls, _, columns, _ in self._entries:
             if pls is None:
                 readout.gather(key, columns)
             else:
@@ -290,10 +291,10 @@ class _ReadoutEntries:
         """The parts' readouts of the ``batch``-th :attr:`batch_rows` known rows, from ``values``: X's
         :attr:`columns` on those rows."""
         start = batch * self.batch_rows
-        for key, pls, _, at in self._entries:
+        for key, _, projection, _, at in self._entries:
             part = np.take(values, at, axis=1)
-            if pls is not None:
-                rotations, offset = _projection(pls)
+            if projection is not None:
+                rotations, offset = projection
                 part = part @ rotations - offset
             if key not in self._known:
                 self._known[key] = np.empty((len(self.known_rows), part.shape[1]), dtype=np.float32)
